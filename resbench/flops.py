@@ -1,0 +1,130 @@
+"""FLOP and parameter counting on top of ``torch.utils.flop_counter.FlopCounterMode``.
+
+Convention: 1 FLOP = one floating-point operation; a multiply-add counts 2. torchvision's published
+``_ops`` figures are in GMACs, so ResNet-50 at 224x224 is 4.09 GMACs = 8.18 GFLOPs here.
+FlopCounterMode counts convolutions and matrix products (the work that matters); batch norm, ReLU,
+pooling and the additions of the skip path are not counted, as in torchvision's figures.
+
+Counting runs on the ``meta`` device: an eager copy of the model with no storage, so counting
+ResNet-152 takes about a second and never touches the device under test (and compiled graphs, which
+FlopCounterMode cannot see into, never enter). Results are cached per model, image size and mode.
+
+The peak for MFU is measured, not taken from a data sheet: ``measure_peak_tflops`` times a large
+matrix product on the same device and precision with the same clock as every measurement.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from resbench import timing
+from resbench.models import build_model
+
+_COUNT_BATCH = 2  # FLOPs are linear in batch; 2 keeps train-mode BatchNorm well defined
+
+
+@dataclass(frozen=True)
+class FlopCount:
+    """FLOPs of one image through a model, in total and per stage (stem, layer1.., head)."""
+
+    total: int
+    by_stage: dict[str, int]
+
+    @property
+    def gflops(self) -> float:
+        return self.total / 1e9
+
+
+def _stage_of(child: str) -> str:
+    if child.startswith("layer"):
+        return child
+    if child in ("avgpool", "fc"):
+        return "head"
+    return "stem"  # conv1, bn1, maxpool
+
+
+@functools.cache
+def count_flops(model_name: str, image_size: int, mode: str = "inference") -> FlopCount:
+    """FLOPs per image: the forward pass ("inference") or forward + backward ("train").
+
+    The optimizer's update is elementwise and not counted (a few FLOPs per parameter, under 0.1%).
+    """
+    if mode not in ("inference", "train"):
+        raise ValueError(f"unknown mode {mode!r}; choose one of: inference, train")
+    with torch.device("meta"):
+        model = build_model(model_name)
+        x = torch.randn(_COUNT_BATCH, 3, image_size, image_size)
+        labels = torch.zeros(_COUNT_BATCH, dtype=torch.long)
+    model.train(mode == "train")
+    counter = FlopCounterMode(display=False)
+    with counter:
+        if mode == "train":
+            F.cross_entropy(model(x), labels).backward()
+        else:
+            with torch.no_grad():
+                model(x)
+    prefix = type(model).__name__ + "."
+    by_stage = dict.fromkeys(model.stage_names, 0)
+    for name, ops in counter.get_flop_counts().items():
+        if name.startswith(prefix) and "." not in name[len(prefix) :]:
+            by_stage[_stage_of(name[len(prefix) :])] += sum(ops.values()) // _COUNT_BATCH
+    return FlopCount(counter.get_total_flops() // _COUNT_BATCH, by_stage)
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+_PROBE_DTYPES = {
+    "fp32": torch.float32,
+    "tf32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+
+
+def _probe_size(device: torch.device, precision: str) -> int:
+    if device.type == "cpu":
+        # ~0.1 s per product on a 2-core CPU: large enough to reach the BLAS's steady rate
+        return 2048
+    return 8192
+
+
+@functools.cache
+def _peak_tflops(device_str: str, precision: str, budget_s: float) -> float:
+    device = torch.device(device_str)
+    if precision not in _PROBE_DTYPES:
+        raise ValueError(
+            f"unknown precision {precision!r}; choose one of: {', '.join(_PROBE_DTYPES)}"
+        )
+    n = _probe_size(device, precision)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(device, _PROBE_DTYPES[precision])
+    b = torch.randn(n, n, generator=gen).to(device, _PROBE_DTYPES[precision])
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    try:
+        warm, _ = timing.warmup(lambda: torch.mm(a, b), device, max_s=budget_s)
+        samples = timing.autorange(
+            lambda: torch.mm(a, b), device, budget_s, float(warm.samples_ms[-1]), min_iters=5
+        )
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+    median_s = timing.stats(samples.samples_ms).median / 1e3
+    return 2 * n**3 / median_s / 1e12
+
+
+def measure_peak_tflops(device: str | torch.device, precision: str, budget_s: float = 1.0) -> float:
+    """Achieved TFLOP/s of an n x n matrix product on ``device`` in ``precision``, cached per process.
+
+    n is 8192 on accelerators and 2048 on CPUs. MFU = achieved / this.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return _peak_tflops(str(device), precision, budget_s)

@@ -1,0 +1,229 @@
+"""The clock: per-iteration device times, warm-up until settled, adaptive sampling until the median is known.
+
+One callable is timed in blocks of iterations. Each block yields one sample per iteration:
+
+- CUDA: a ``torch.cuda.Event(enable_timing=True)`` is recorded between iterations, with no
+  synchronisation inside a block; one sync at the block's end. The samples are device times.
+- CPU: ``time.perf_counter_ns`` around each iteration (the harness adds well under a microsecond).
+- MPS: ``torch.mps.synchronize()`` after each iteration, timed with ``perf_counter_ns``.
+
+Beside the device samples each block records the host's wall clock over the whole block (with its final
+sync) and the time the host took to issue the block's work: on a GPU, issue time close to wall time means
+the host's kernel launches, not the device, set the pace. Like ``torch.utils.benchmark``, raw samples are
+kept and statistics derived from them; nothing is rounded here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import psutil
+import torch
+
+NOISY_IQR_FRACTION = (
+    0.10  # torch.utils.benchmark flags a measurement as noisy above this IQR/median
+)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+@dataclass
+class Samples:
+    """Raw timings of one measured callable."""
+
+    samples_ms: list[float] = field(default_factory=list)  # device time of each iteration
+    block_wall_ms: list[float] = field(
+        default_factory=list
+    )  # host wall clock per block, sync included
+    block_issue_ms: list[float] = field(default_factory=list)  # host time to issue a block, no sync
+    block_iters: list[int] = field(default_factory=list)
+
+    def extend(self, other: Samples) -> None:
+        self.samples_ms += other.samples_ms
+        self.block_wall_ms += other.block_wall_ms
+        self.block_issue_ms += other.block_issue_ms
+        self.block_iters += other.block_iters
+
+    @property
+    def wall_s(self) -> float:
+        return sum(self.block_wall_ms) / 1e3
+
+    def host_ms_per_iter(self) -> float:
+        """Median over blocks of host wall time per iteration."""
+        return float(np.median(np.divide(self.block_wall_ms, self.block_iters)))
+
+    def issue_ms_per_iter(self) -> float:
+        return float(np.median(np.divide(self.block_issue_ms, self.block_iters)))
+
+
+def time_block(fn: Callable[[], object], n: int, device: torch.device) -> Samples:
+    """Run ``fn`` n times and time each iteration on ``device``'s clock."""
+    if device.type == "cuda":
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(n + 1)]
+        t0 = time.perf_counter_ns()
+        events[0].record()
+        for i in range(n):
+            fn()
+            events[i + 1].record()
+        t_issue = time.perf_counter_ns()
+        events[-1].synchronize()
+        t1 = time.perf_counter_ns()
+        samples = [events[i].elapsed_time(events[i + 1]) for i in range(n)]
+    else:
+        samples = [0.0] * n
+        sync_each = device.type == "mps"
+        clock = time.perf_counter_ns
+        t0 = clock()
+        for i in range(n):
+            a = clock()
+            fn()
+            if sync_each:
+                torch.mps.synchronize()
+            samples[i] = (clock() - a) / 1e6
+        t_issue = t1 = clock()
+    return Samples(samples, [(t1 - t0) / 1e6], [(t_issue - t0) / 1e6], [n])
+
+
+def median_ci_fraction(samples: list[float]) -> float:
+    """Half-width of a ~95% confidence interval of the median, as a fraction of it (order statistics)."""
+    n = len(samples)
+    if n < 6:
+        return math.inf
+    s = sorted(samples)
+    half = 1.96 * math.sqrt(n) / 2
+    lo, hi = max(0, math.floor(n / 2 - half)), min(n - 1, math.ceil(n / 2 + half))
+    med = float(np.median(s))
+    return (s[hi] - s[lo]) / 2 / med if med > 0 else math.inf
+
+
+def _block_size(per_iter_ms: float, block_s: float, max_block: int) -> int:
+    return max(1, min(max_block, int(block_s * 1e3 / max(per_iter_ms, 1e-6))))
+
+
+def warmup(
+    fn: Callable[[], object],
+    device: torch.device,
+    max_s: float,
+    tolerance: float = 0.05,
+    block_s: float = 0.05,
+) -> tuple[Samples, float]:
+    """Run blocks until two consecutive block medians agree within ``tolerance``, or ``max_s`` ends.
+
+    Returns the warm-up samples and its wall time in seconds. Compilation and cuDNN autotuning happen
+    here (or in the first call, which the caller times separately), never in the measured region.
+    """
+    start = time.perf_counter()
+    warm = time_block(fn, 1, device)
+    previous = None
+    while True:
+        n = _block_size(float(np.median(warm.samples_ms[-8:])), block_s, 256)
+        block = time_block(fn, n, device)
+        warm.extend(block)
+        current = float(np.median(block.samples_ms))
+        settled = previous is not None and abs(current - previous) <= tolerance * previous
+        if settled or time.perf_counter() - start >= max_s:
+            break
+        previous = current
+    return warm, time.perf_counter() - start
+
+
+def autorange(
+    fn: Callable[[], object],
+    device: torch.device,
+    budget_s: float,
+    per_iter_ms: float,
+    target_ci: float = 0.01,
+    min_iters: int = 3,
+    max_iters: int = 100_000,
+    block_s: float = 0.1,
+) -> Samples:
+    """Sample in blocks until the median is known to ``target_ci`` (95% CI half-width) or the budget ends.
+
+    Like ``torch.utils.benchmark.Timer.adaptive_autorange``; at least ``min_iters`` iterations.
+    """
+    out = Samples()
+    start = time.perf_counter()
+    # smaller blocks when the budget is short, so the stop rule is checked often enough
+    block_s = min(block_s, max(budget_s / 10, 0.005))
+    while True:
+        n = _block_size(per_iter_ms, block_s, 1024)
+        out.extend(time_block(fn, n, device))
+        per_iter_ms = float(np.median(out.samples_ms))
+        count = len(out.samples_ms)
+        if count >= max_iters:
+            break
+        out_of_time = time.perf_counter() - start >= budget_s
+        # the CI of a median needs ~10 samples before it means anything
+        known = count >= max(min_iters, 10) and median_ci_fraction(out.samples_ms) <= target_ci
+        if known or (out_of_time and count >= min_iters):
+            break
+    return out
+
+
+@dataclass(frozen=True)
+class Stats:
+    median: float
+    p10: float
+    p90: float
+    p99: float
+    iqr: float
+    mean: float
+
+    @property
+    def noisy(self) -> bool:
+        return self.iqr / self.median > NOISY_IQR_FRACTION if self.median > 0 else True
+
+
+def stats(samples_ms: list[float]) -> Stats:
+    a = np.asarray(samples_ms, dtype=np.float64)
+    p10, p25, p50, p75, p90, p99 = np.percentile(a, [10, 25, 50, 75, 90, 99])
+    return Stats(float(p50), float(p10), float(p90), float(p99), float(p75 - p25), float(a.mean()))
+
+
+class ForeignCpu:
+    """How many of this process's CPUs other processes kept busy over an interval (0 = quiet machine).
+
+    System-wide busy time on the CPUs this process may run on (psutil, from /proc/stat on Linux) minus
+    this process's own CPU time, divided by the wall time.
+    """
+
+    def __init__(self) -> None:
+        self._proc = psutil.Process()
+        try:
+            self._cpus = sorted(self._proc.cpu_affinity())
+        except (AttributeError, psutil.Error):  # macOS has no affinity
+            self._cpus = None
+
+    def _busy(self) -> float:
+        per_cpu = psutil.cpu_times(percpu=True)
+        chosen = (
+            per_cpu if self._cpus is None else [per_cpu[i] for i in self._cpus if i < len(per_cpu)]
+        )
+        idle = sum(t.idle + getattr(t, "iowait", 0.0) for t in chosen)
+        total = sum(sum(t) for t in chosen)
+        # guest time is already counted inside user time on Linux
+        total -= sum(getattr(t, "guest", 0.0) + getattr(t, "guest_nice", 0.0) for t in chosen)
+        return total - idle
+
+    def _own(self) -> float:
+        t = self._proc.cpu_times()
+        return t.user + t.system
+
+    def __enter__(self) -> ForeignCpu:
+        self._t0, self._busy0, self._own0 = time.perf_counter(), self._busy(), self._own()
+        self.cores = 0.0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        wall = time.perf_counter() - self._t0
+        foreign = (self._busy() - self._busy0) - (self._own() - self._own0)
+        self.cores = max(0.0, foreign / wall) if wall > 0 else 0.0

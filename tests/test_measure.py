@@ -1,0 +1,215 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from resbench import measure as measure_mod
+from resbench.measure import Config, Result, measure, prepare, validate_config
+
+FAST = {"budget_s": 0.2, "max_warmup_s": 0.2, "peak": False}
+
+DESIGN_FIELDS = [
+    "model", "batch_size", "image_size", "device", "mode", "precision", "channels_last", "compile",
+    "status", "error", "params", "gflops_per_image", "gflops_per_step", "latency_ms_median",
+    "latency_ms_p10", "latency_ms_p90", "latency_ms_p99", "latency_ms_iqr", "iterations",
+    "throughput_ips", "tflops_achieved", "mfu", "peak_memory_mb", "compile_time_s", "warmup_s",
+    "noisy", "foreign_cpu", "timestamp", "samples_ms",
+]  # fmt: skip
+
+
+def test_config_defaults():
+    c = Config("resnet50", 8)
+    assert c.image_size == 224 and c.mode == "inference" and c.precision == "fp32"
+    assert not c.channels_last and c.compile == "off"
+    assert c.device == ("cuda" if torch.cuda.is_available() else c.device)
+    assert Config("small_resnet20", 8).image_size == 32
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.batch_size = 4
+
+
+def test_result_has_every_design_field_and_is_json():
+    names = [f.name for f in dataclasses.fields(Result)]
+    for name in DESIGN_FIELDS:
+        assert name in names
+    r = measure(Config("small_resnet20", 4, device="cpu"), **FAST)
+    data = json.loads(json.dumps(r.to_dict()))
+    assert Result.from_dict(data) == r
+
+
+def test_inference_result_units_are_consistent():
+    r = measure(Config("small_resnet20", 8, device="cpu"), budget_s=0.3, max_warmup_s=0.3)
+    assert r.status == "ok", r.error
+    assert r.iterations == len(r.samples_ms) >= 3
+    assert r.latency_ms_p10 <= r.latency_ms_median <= r.latency_ms_p90 <= r.latency_ms_p99
+    assert r.throughput_ips == pytest.approx(8 / (r.latency_ms_median / 1e3))
+    assert r.gflops_per_step == pytest.approx(8 * r.gflops_per_image)
+    assert r.tflops_achieved == pytest.approx(r.gflops_per_step / r.latency_ms_median)
+    assert r.mfu == pytest.approx(r.tflops_achieved / r.peak_tflops)
+    assert r.params == 272_474
+    assert r.peak_memory_mb > 0 and r.peak_memory_method
+    assert r.warmup_s > 0 and r.compile_time_s == 0.0
+    assert r.foreign_cpu >= 0 and isinstance(r.noisy, bool)
+    assert r.host_ms_per_iter > 0 and r.threads == torch.get_num_threads()
+    assert r.effective_batch_size == 8
+
+
+def test_train_step_counts_backward():
+    r = measure(Config("small_resnet20", 8, device="cpu", mode="train"), **FAST)
+    assert r.status == "ok", r.error
+    ratio = r.gflops_per_step / (r.gflops_per_image * 8)
+    assert 2.5 < ratio < 3.5
+
+
+def test_channels_last_and_bf16_run_on_cpu():
+    for cfg in (
+        Config("small_resnet20", 4, device="cpu", channels_last=True),
+        Config("small_resnet20", 2, device="cpu", precision="bf16"),
+        Config(
+            "small_resnet20", 2, device="cpu", precision="bf16", mode="train", channels_last=True
+        ),
+    ):
+        r = measure(cfg, **FAST)
+        assert r.status == "ok", r.error
+
+
+def test_prepare_places_model_and_input_as_asked():
+    with prepare(Config("small_resnet20", 2, device="cpu", channels_last=True)) as p:
+        assert p.inputs.is_contiguous(memory_format=torch.channels_last)
+        assert p.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+        assert not p.model.training
+        assert p.step().shape == (2, 10)
+    with prepare(Config("small_resnet20", 2, device="cpu", mode="train")) as p:
+        before = p.model.fc.weight.detach().clone()
+        p.step()
+        assert not torch.equal(before, p.model.fc.weight)  # the optimizer stepped
+        assert p.model.fc.weight.grad is None  # zero_grad(set_to_none=True)
+
+
+@pytest.mark.slow
+def test_compile_on_the_smallest_model():
+    r = measure(Config("small_resnet20", 2, device="cpu", compile="default"), **FAST)
+    assert r.status == "ok", r.error
+    assert r.compile_time_s > 0
+
+
+def _raise_in_forward(exc):
+    def forward(self, x):
+        raise exc
+
+    return forward
+
+
+def test_oom_becomes_a_result_and_the_caller_goes_on(monkeypatch):
+    from resbench.models import SmallResNet
+
+    monkeypatch.setattr(
+        SmallResNet,
+        "forward",
+        _raise_in_forward(torch.OutOfMemoryError("CUDA out of memory. Tried")),
+    )
+    oom = measure(Config("small_resnet20", 4, device="cpu"), **FAST)
+    assert oom.status == "oom" and "out of memory" in oom.error
+    assert oom.latency_ms_median is None and oom.params == 272_474
+    monkeypatch.undo()
+    ok = measure(Config("small_resnet20", 4, device="cpu"), **FAST)
+    assert ok.status == "ok"
+
+
+def test_cpu_allocation_failure_is_oom(monkeypatch):
+    from resbench.models import SmallResNet
+
+    message = "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"
+    monkeypatch.setattr(SmallResNet, "forward", _raise_in_forward(RuntimeError(message)))
+    assert measure(Config("small_resnet20", 4, device="cpu"), **FAST).status == "oom"
+
+
+def test_other_runtime_errors_are_status_error(monkeypatch):
+    from resbench.models import SmallResNet
+
+    monkeypatch.setattr(SmallResNet, "forward", _raise_in_forward(RuntimeError("kernel exploded")))
+    r = measure(Config("small_resnet20", 4, device="cpu"), **FAST)
+    assert r.status == "error" and "kernel exploded" in r.error
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (Config("resnet19", 1, device="cpu"), "unknown model 'resnet19'; choose one of: resnet18"),
+        (Config("resnet18", 0, device="cpu"), "batch_size must be a positive integer"),
+        (Config("resnet18", -2, device="cpu"), "batch_size"),
+        (Config("resnet18", 1, image_size=0, device="cpu"), "image_size"),
+        (Config("resnet18", 1, device="cpu", precision="fp8"), "unknown precision 'fp8'"),
+        (Config("resnet18", 1, device="cpu", compile="fast"), "unknown compile mode 'fast'"),
+        (Config("resnet18", 1, device="cpu", mode="eval"), "unknown mode 'eval'"),
+        (Config("resnet18", 1, device="cpu", precision="fp16"), "fp16 needs a CUDA or MPS"),
+        (Config("resnet18", 1, device="cpu", precision="tf32"), "tf32 is a CUDA"),
+        (Config("resnet18", 1, device="tpu"), "unknown device"),
+    ],
+)
+def test_bad_input_is_refused_up_front(config, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        validate_config(config)
+    with pytest.raises(ValueError):
+        measure(config, **FAST)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when CUDA is absent")
+def test_cuda_asked_for_but_absent():
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        validate_config(Config("resnet18", 1, device="cuda"))
+
+
+@pytest.mark.skipif(measure_mod.mps_available(), reason="checks the error when MPS is absent")
+def test_mps_asked_for_but_absent():
+    with pytest.raises(ValueError, match="MPS is not available"):
+        validate_config(Config("resnet18", 1, device="mps"))
+
+
+def test_global_flags_are_restored():
+    before = (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32)
+    measure(Config("small_resnet20", 2, device="cpu"), **FAST)
+    assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32) == before
+
+
+def test_setting_labels():
+    assert Config("resnet18", 1, device="cpu").setting == "fp32"
+    c = Config("resnet18", 1, device="cpu", precision="bf16", channels_last=True, compile="default")
+    assert c.setting == "bf16+cl+compile"
+
+
+def test_result_from_older_runs_tolerates_missing_and_extra_fields():
+    r = Result.from_dict({"model": "resnet18", "batch_size": 2, "device": "cpu", "retired": 1})
+    assert r.status == "ok" and r.image_size == 224 and r.samples_ms == []
+
+
+@pytest.mark.cuda
+def test_cuda_events_and_allocator_memory():
+    r = measure(Config("resnet18", 8, device="cuda"), budget_s=0.5)
+    assert r.status == "ok", r.error
+    assert r.peak_memory_method == "cuda_max_memory_allocated"
+    # resnet18's weights alone are ~47 MB, activations at batch 8 more
+    assert r.peak_memory_mb > 47
+    assert r.tf32_cudnn is False and r.cudnn_benchmark is True
+    assert 0 < r.mfu < 1.5
+    assert r.host_ms_per_iter >= r.issue_ms_per_iter
+
+
+@pytest.mark.cuda
+def test_fp16_train_with_grad_scaler_on_cuda():
+    r = measure(Config("small_resnet20", 64, device="cuda", precision="fp16", mode="train"), **FAST)
+    assert r.status == "ok", r.error
+
+
+@pytest.mark.cuda
+def test_real_cuda_oom_is_recorded_and_freed():
+    free, _total = torch.cuda.mem_get_info()
+    # activations of resnet152 train at this batch exceed any current GPU's memory
+    r = measure(Config("resnet152", 4096, device="cuda", mode="train"), **FAST)
+    assert r.status == "oom", r.error
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() < 100e6  # the failed Config's tensors were freed
+    assert torch.cuda.mem_get_info()[0] > 0.5 * free
+    assert measure(Config("resnet18", 8, device="cuda"), **FAST).status == "ok"
