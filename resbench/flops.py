@@ -76,8 +76,17 @@ def count_flops(model_name: str, image_size: int, mode: str = "inference") -> Fl
     return FlopCount(counter.get_total_flops() // _COUNT_BATCH, by_stage)
 
 
-def count_params(model: torch.nn.Module) -> int:
+def count_params(model: torch.nn.Module | str) -> int:
+    """Parameters of a module, or of a registry model by name (built on the meta device, cached)."""
+    if isinstance(model, str):
+        return _registry_params(model)
     return sum(p.numel() for p in model.parameters())
+
+
+@functools.cache
+def _registry_params(name: str) -> int:
+    with torch.device("meta"):
+        return count_params(build_model(name))
 
 
 _PROBE_DTYPES = {

@@ -377,21 +377,22 @@ def measure(
     budget_s: float = 2.0,
     *,
     max_warmup_s: float | None = None,
-    peak: bool = True,
+    peak: bool | float = True,
 ) -> Result:
     """Measure one Config: warm up until settled, then sample until the median is known to ~1%.
 
     Args:
         budget_s: time for the measured region (at least 3 iterations are always run).
         max_warmup_s: cap on warm-up after the first call; default max(2 s, 2 x budget).
-        peak: also measure the device's matmul peak (cached per process) to report MFU.
+        peak: True to measure the device's matmul peak (cached per process) for MFU, a number to
+            use that peak (TFLOP/s) as it is, False for no MFU.
     """
     device = validate_config(config)
     max_warmup_s = max(2.0, 2 * budget_s) if max_warmup_s is None else max_warmup_s
     count = flops.count_flops(config.model, config.image_size, config.mode)
     forward = flops.count_flops(config.model, config.image_size, "inference")
     common = {
-        "params": flops.count_params(build_model(config.model)),
+        "params": flops.count_params(config.model),
         "gflops_per_image": forward.gflops,
         "gflops_per_step": count.gflops * config.batch_size,
         "threads": torch.get_num_threads(),
@@ -435,7 +436,10 @@ def measure(
         )
     s = timing.stats(samples.samples_ms)
     achieved = common["gflops_per_step"] / (s.median / 1e3) / 1e3
-    peak_tflops = flops.measure_peak_tflops(device, config.precision) if peak else None
+    if peak is True:
+        peak_tflops = flops.measure_peak_tflops(device, config.precision)
+    else:
+        peak_tflops = float(peak) if peak else None
     return Result.for_config(
         config,
         latency_ms_median=s.median,

@@ -1,0 +1,276 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from resbench import report, sweep
+from resbench.measure import Config, Result
+from resbench.models import list_models
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fake_measure(oom_from: int | None = None, calls: list | None = None):
+    """A stand-in for measure(): instant, deterministic Results."""
+
+    def run(config: Config, *args, **kwargs) -> Result:
+        if calls is not None:
+            calls.append(config)
+        if oom_from is not None and config.batch_size >= oom_from:
+            return Result.for_config(config, status="oom", error="CUDA out of memory")
+        ms = 1.0 + config.batch_size / 10
+        return Result.for_config(
+            config,
+            latency_ms_median=ms,
+            latency_ms_p99=ms * 1.1,
+            latency_ms_iqr=0.01,
+            throughput_ips=config.batch_size / ms * 1e3,
+            gflops_per_image=0.08,
+            gflops_per_step=0.08 * config.batch_size,
+            mfu=0.1,
+            peak_memory_mb=10.0,
+            noisy=False,
+            warmup_s=0.01,
+            measure_s=0.01,
+            samples_ms=[ms] * 5,
+        )
+
+    return run
+
+
+def test_grid_expansion_orders_batch_sizes_within_a_setting():
+    grid = sweep.expand(["cpu"], ["resnet18"], [8, 1], precision=["fp32", "bf16"])
+    assert [(c.precision, c.batch_size) for c in grid] == [
+        ("fp32", 8),
+        ("fp32", 1),
+        ("bf16", 8),
+        ("bf16", 1),
+    ]
+
+
+def args_for(*argv):
+    return sweep.build_parser().parse_args(list(argv))
+
+
+def test_quick_preset_instantiates_every_variant():
+    configs, notes = sweep.build_grid(args_for("--preset", "quick", "--device", "cpu"))
+    assert {c.model for c in configs} == set(list_models())
+    assert len({c.key() for c in configs}) == len(configs)
+    assert {c.mode for c in configs} == {"inference", "train"}
+    assert {c.precision for c in configs} == {"fp32", "bf16"}
+    assert notes == []
+
+
+def test_standard_preset_covers_every_axis_and_drops_what_cpu_cannot_run():
+    configs, notes = sweep.build_grid(args_for("--preset", "standard", "--device", "cpu"))
+    assert {c.model for c in configs} == set(list_models())
+    assert {c.channels_last for c in configs} == {False, True}
+    assert {c.compile for c in configs} == {"off", "default"}
+    assert "tf32" not in {c.precision for c in configs}
+    assert any("tf32" in n for n in notes)
+
+
+def test_flags_narrow_a_preset():
+    configs, _ = sweep.build_grid(
+        args_for("--preset", "quick", "--device", "cpu", "--models", "cifar", "--modes", "train")
+    )
+    assert configs and all(c.mode == "train" and c.model.startswith("small") for c in configs)
+
+
+def run_main(tmp_path, *argv, monkeypatch=None, fake=None):
+    if monkeypatch is not None:
+        monkeypatch.setattr(sweep, "measure", fake or fake_measure())
+    return sweep.main([*argv, "--out", str(tmp_path / "run"), "--no-progress"])
+
+
+def test_a_run_writes_env_results_and_report(tmp_path, monkeypatch):
+    rc = run_main(
+        tmp_path, "--device", "cpu", "--models", "small_resnet20", "--batch-sizes", "1,4",
+        monkeypatch=monkeypatch,
+    )  # fmt: skip
+    run = tmp_path / "run"
+    assert rc == 0
+    env = json.loads((run / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and "resbench.sweep" in env["command"]
+    assert len(report.read_results(run)) == 2
+    for name in ("results.csv", "summary.md", "plots/throughput_inference_cpu.png"):
+        assert (run / name).stat().st_size > 0
+
+
+def test_resume_skips_finished_configs(tmp_path, monkeypatch):
+    calls: list = []
+    fake = fake_measure(calls=calls)
+    run_main(tmp_path, "--device", "cpu", "--models", "small_resnet20", "--batch-sizes", "1,2",
+             monkeypatch=monkeypatch, fake=fake)  # fmt: skip
+    assert len(calls) == 2
+    rc = run_main(tmp_path, "--device", "cpu", "--models", "small_resnet20", "--batch-sizes", "1,2,4",
+                  "--resume", monkeypatch=monkeypatch, fake=fake)  # fmt: skip
+    assert rc == 0
+    assert [c.batch_size for c in calls] == [1, 2, 4]
+    assert len(report.read_results(tmp_path / "run")) == 3
+
+
+def test_truncated_last_line_is_skipped_with_a_warning_and_resume_repairs_it(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run_main(tmp_path, "--device", "cpu", "--models", "small_resnet20", "--batch-sizes", "1,2",
+             monkeypatch=monkeypatch)  # fmt: skip
+    with (run / "results.jsonl").open("a") as f:
+        f.write('{"model": "small_resnet20", "batch_si')
+    with pytest.warns(UserWarning, match="incomplete line"):
+        assert len(report.read_results(run)) == 2
+    with pytest.warns(UserWarning):
+        rc = run_main(tmp_path, "--device", "cpu", "--models", "small_resnet20",
+                      "--batch-sizes", "1,2,4", "--resume", monkeypatch=monkeypatch)  # fmt: skip
+    assert rc == 0
+    lines = (run / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and all(json.loads(line) for line in lines)
+
+
+def test_oom_skips_larger_batches_of_the_same_setting(tmp_path, monkeypatch):
+    calls: list = []
+    run_main(tmp_path, "--device", "cpu", "--models", "small_resnet20", "--batch-sizes",
+             "1,2,4,8,16", "--precision", "fp32,bf16", monkeypatch=monkeypatch,
+             fake=fake_measure(oom_from=4, calls=calls))  # fmt: skip
+    results = report.read_results(tmp_path / "run")
+    status = {(r.precision, r.batch_size): r.status for r in results}
+    for p in ("fp32", "bf16"):
+        assert [status[(p, b)] for b in (1, 2, 4, 8, 16)] == [
+            "ok",
+            "ok",
+            "oom",
+            "skipped",
+            "skipped",
+        ]
+    assert max(c.batch_size for c in calls) == 4  # never tried past the first OOM
+    summary = (tmp_path / "run" / "summary.md").read_text()
+    assert "oom" in summary and "skipped" in summary
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--models", "resnet19"], "unknown model 'resnet19'; choose one of: all, imagenet"),
+        (["--batch-sizes", "0"], "--batch-sizes takes positive integers; got 0"),
+        (["--batch-sizes", "x"], "--batch-sizes takes positive integers"),
+        (["--precision", "fp8"], "unknown --precision value 'fp8'; choose one of: fp32"),
+        (["--compile", "yes"], "unknown --compile value 'yes'"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--precision", "fp16"], "fp16 needs a CUDA or MPS device"),
+        (["--preset", "huge"], "invalid choice: 'huge'"),
+        (["--budget", "0"], "--budget must be positive"),
+        (["--resume"], "--resume needs --out"),
+    ],
+)
+def test_bad_flags_give_one_line_and_exit_2(argv, message, capsys):
+    if "--device" not in argv:
+        argv = [*argv, "--device", "cpu"]
+    assert sweep.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when CUDA is absent")
+def test_cuda_without_cuda_is_a_usage_error(capsys):
+    assert sweep.main(["--device", "cuda", "--models", "resnet18"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def _crash(config, budget_s, peak, conn):
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def _hang(config, budget_s, peak, conn):
+    time.sleep(60)
+
+
+def test_isolated_worker_crash_and_hang_become_status_error(monkeypatch):
+    config = Config("small_resnet20", 1, device="cpu")
+    monkeypatch.setattr(sweep, "_worker", _crash)
+    crashed = sweep.measure_isolated(config, 0.1)
+    assert crashed.status == "error" and "SIGSEGV" in crashed.error
+    monkeypatch.setattr(sweep, "_worker", _hang)
+    hung = sweep.measure_isolated(config, 0.1, timeout_s=3)
+    assert hung.status == "error" and "timed out" in hung.error
+
+
+@pytest.mark.slow
+def test_isolated_worker_measures_for_real():
+    r = sweep.measure_isolated(Config("small_resnet20", 2, device="cpu"), 0.1, peak=False)
+    assert r.status == "ok" and r.throughput_ips > 0
+
+
+def _sweep_cmd(out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "resbench.sweep", "--device", "cpu", "--models", "small_resnet20",
+        "--batch-sizes", "1,2,3,4,5,6", "--budget", "0.05", "--no-progress", "--out", str(out),
+        *extra,
+    ]  # fmt: skip
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_sigkill_mid_run_keeps_finished_results_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        _sweep_cmd(out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while _lines(out / "results.jsonl") < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    kept = report.read_results(out)
+    assert 2 <= len(kept) < 6
+    done = subprocess.run(_sweep_cmd(out, "--resume"), cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"({len(kept)} already done)" in done.stdout
+    final = report.read_results(out)
+    assert sorted(r.batch_size for r in final) == [1, 2, 3, 4, 5, 6]
+    assert [r.timestamp for r in final[: len(kept)]] == [r.timestamp for r in kept]
+
+
+def test_sigterm_stops_after_writing_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        _sweep_cmd(out), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while _lines(out / "results.jsonl") < 1 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the sweep finished before the signal arrived")
+    assert proc.returncode == 130
+    assert "resume with: python -m resbench.sweep --resume --out" in err
+    assert all(r.status == "ok" for r in report.read_results(out))
+    assert (out / "summary.md").exists()
+
+
+def test_torchrun_two_processes_merge_into_one_folder(tmp_path):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+        "-m", "resbench.sweep", "--device", "cpu", "--models", "small_resnet20",
+        "--batch-sizes", "1,2,3", "--budget", "0.05", "--no-progress", "--out", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = report.read_results(out)
+    assert sorted(r.batch_size for r in results) == [1, 2, 3]
+    assert not (out / "parts").exists()
+    assert (out / "summary.md").exists() and json.loads((out / "env.json").read_text())[
+        "world_size"
+    ] == 2
