@@ -328,10 +328,14 @@ def prepare(config: Config, seed: int = 0) -> Iterator[Prepared]:
         _restore_numerics(saved)
 
 
-class _PeakMemory:
+class PeakMemory:
     """Peak memory over the measured iterations; see the module docstring for the methods."""
 
-    def __init__(self, device: torch.device, baseline_rss: int) -> None:
+    def __init__(self, device: torch.device, baseline_rss: int | None = None) -> None:
+        """Create before the model is built: the CPU methods count growth over this moment's RSS."""
+        if baseline_rss is None:
+            free_memory(device)
+            baseline_rss = psutil.Process().memory_info().rss
         self.device, self.baseline_rss = device, baseline_rss
         self.method: str | None = None
         self._sampled = 0
@@ -399,8 +403,7 @@ def measure(
         "effective_batch_size": config.batch_size,
         "device_name": device_name(device),
     }
-    free_memory(device)
-    memory = _PeakMemory(device, psutil.Process().memory_info().rss)
+    memory = PeakMemory(device)
     failure: tuple[str, str] | None = None
     prepared = None
     try:

@@ -107,14 +107,18 @@ def load_pytest_benchmark(path: Path) -> tuple[dict, list[Result]]:
         stats = bench.get("stats", {})
         samples_ms = [t * 1e3 for t in stats.get("data", [])]
         median_ms = stats["median"] * 1e3
+        iqr_ms = stats.get("iqr", math.nan) * 1e3
         info.update(
             latency_ms_median=median_ms,
-            latency_ms_iqr=stats.get("iqr", math.nan) * 1e3,
+            latency_ms_iqr=iqr_ms,
             iterations=stats.get("rounds"),
             throughput_ips=info.get("batch_size", 0) / (median_ms / 1e3),
+            noisy=bool(iqr_ms / median_ms > 0.10),
             samples_ms=samples_ms,
         )
-        if samples_ms:
+        if info.get("gflops_per_step"):
+            info["tflops_achieved"] = info["gflops_per_step"] / median_ms  # GFLOP/ms = TFLOP/s
+        if samples_ms:  # saved with --benchmark-save-data; else the benchmark's own percentiles
             p10, p90, p99 = np.percentile(samples_ms, [10, 90, 99])
             info.update(latency_ms_p10=p10, latency_ms_p90=p90, latency_ms_p99=p99)
         results.append(Result.from_dict(info))
@@ -282,6 +286,8 @@ def write_plots(results: Sequence[Result], plots_dir: Path) -> list[Path]:
     written = []
     for (device, mode), part in frame.groupby(["device", "mode"], sort=False):
         models = list(dict.fromkeys(part["model"]))
+        curves = [m for m in models if part.loc[part["model"] == m, "batch_size"].nunique() > 1]
+        models = curves or models  # a single point says little on a throughput-vs-batch plot
         cols = min(4, len(models))
         rows = math.ceil(len(models) / cols)
         fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
@@ -308,11 +314,16 @@ def write_plots(results: Sequence[Result], plots_dir: Path) -> list[Path]:
 
         speedups = _speedups(part)
         if not speedups.empty:
-            fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(speedups.columns) * len(models)), 3.5))
-            speedups.plot.bar(ax=ax)
+            fig, ax = plt.subplots(figsize=(max(6, 1.5 * len(speedups)), 4))
+            speedups.plot.bar(ax=ax, rot=0)
             ax.axhline(1.0, color="black", lw=0.8)
-            ax.set_ylabel(f"speedup over {BASELINE_SETTING} (geo-mean over batch sizes)")
-            ax.set_title(f"Speedup of each setting, {mode}, {device}")
+            ax.set_ylabel(f"speedup over {BASELINE_SETTING}")
+            ax.set_xlabel("")
+            ax.set_title(
+                f"Speedup over fp32/contiguous/eager, {mode}, {device}\n"
+                "(geometric mean over batch sizes)",
+                fontsize=10,
+            )
             ax.legend(fontsize=7)
             fig.tight_layout()
             path = plots_dir / f"speedup_{mode}_{_safe(device)}.png"
@@ -329,6 +340,7 @@ def _speedups(part: pd.DataFrame) -> pd.DataFrame:
     )
     if BASELINE_SETTING not in table.columns or len(table.columns) < 2:
         return pd.DataFrame()
+    table = table.reindex(columns=list(dict.fromkeys(part["setting"])))
     ratio = table.div(table[BASELINE_SETTING], axis=0).drop(columns=BASELINE_SETTING)
     return np.exp(np.log(ratio).groupby(level="model", sort=False).mean()).dropna(how="all")
 

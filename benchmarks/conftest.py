@@ -1,0 +1,129 @@
+"""pytest-benchmark options for resbench: which device, models, batch sizes, modes and settings.
+
+Every option can also be set by an environment variable (RB_DEVICE, RB_MODELS, RB_BATCH_SIZES,
+RB_MODES, RB_SETTINGS, RB_ALL=1), so CI jobs can choose without editing command lines. A setting is a
+label as in resbench's tables: precision, then "+cl" for channels_last and "+compile" (or
+"+reduce-overhead", "+max-autotune") for torch.compile, e.g. "bf16+cl+compile".
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from resbench.cli import parse_models, parse_positive_ints, split_list
+from resbench.env import collect_env
+from resbench.measure import (
+    COMPILE_MODES,
+    MODES,
+    PRECISIONS,
+    Config,
+    default_device,
+    validate_config,
+)
+from resbench.models import model_family
+
+DEFAULT_MODELS = "resnet18,small_resnet20"
+DEFAULT_SETTINGS = "fp32,fp32+cl"
+DEFAULT_BATCHES = {"imagenet": [1, 8], "cifar": [32, 128]}  # ~2 minutes on a 2-core CPU
+ALL_BATCHES = {"imagenet": [1, 32, 128], "cifar": [32, 128, 512]}
+ALL_SETTINGS = [
+    f"{p}{cl}{co}"
+    for p in PRECISIONS
+    for cl in ("", "+cl")
+    for co in ("", "+compile")
+]  # fmt: skip
+
+OPTIONS = {
+    "--rb-device": ("RB_DEVICE", "device to benchmark on (default: the best available)"),
+    "--rb-models": (
+        "RB_MODELS",
+        f"models or groups all/imagenet/cifar (default: {DEFAULT_MODELS})",
+    ),
+    "--rb-batch-sizes": ("RB_BATCH_SIZES", "batch sizes (default: 1,8 ImageNet; 32,128 CIFAR)"),
+    "--rb-modes": ("RB_MODES", "inference, train (default: both)"),
+    "--rb-settings": (
+        "RB_SETTINGS",
+        f"settings such as bf16+cl+compile (default: {DEFAULT_SETTINGS})",
+    ),
+}
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("resbench", "resbench benchmark grid")
+    for flag, (var, text) in OPTIONS.items():
+        group.addoption(flag, default=os.environ.get(var), help=f"{text}; env {var}")
+    group.addoption(
+        "--rb-all",
+        action="store_true",
+        default=os.environ.get("RB_ALL") == "1",
+        help="the full grid: every model, more batch sizes, every setting; env RB_ALL=1",
+    )
+
+
+def parse_setting(label: str) -> dict:
+    """ "bf16+cl+compile" -> precision, channels_last and compile fields of a Config."""
+    precision, *rest = label.split("+")
+    fields = {"precision": precision, "channels_last": False, "compile": "off"}
+    for part in rest:
+        if part == "cl":
+            fields["channels_last"] = True
+        elif part == "compile":
+            fields["compile"] = "default"
+        elif part in COMPILE_MODES:
+            fields["compile"] = part
+        else:
+            raise pytest.UsageError(f"unknown setting part {part!r} in {label!r}; use cl, compile")
+    if precision not in PRECISIONS:
+        raise pytest.UsageError(f"unknown precision {precision!r}; choose one of: {PRECISIONS}")
+    return fields
+
+
+def benchmark_configs(config) -> list[Config]:
+    opt = config.getoption
+    run_all = opt("--rb-all")
+    device = opt("--rb-device") or default_device()
+    try:
+        models = parse_models(opt("--rb-models") or ("all" if run_all else DEFAULT_MODELS))
+        batches = opt("--rb-batch-sizes") and parse_positive_ints(
+            opt("--rb-batch-sizes"), "--rb-batch-sizes"
+        )
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    modes = split_list(opt("--rb-modes") or ",".join(MODES))
+    settings = split_list(
+        opt("--rb-settings") or (",".join(ALL_SETTINGS) if run_all else DEFAULT_SETTINGS)
+    )
+    table = ALL_BATCHES if run_all else DEFAULT_BATCHES
+    return [
+        Config(model, b, device=device, mode=mode, **parse_setting(s))
+        for model in models
+        for mode in modes
+        for s in settings
+        for b in (batches or table[model_family(model)])
+    ]
+
+
+def pytest_generate_tests(metafunc):
+    if "rb_config" in metafunc.fixturenames:
+        mode = metafunc.function.__name__.removeprefix("test_")
+        configs = [c for c in benchmark_configs(metafunc.config) if c.mode == mode]
+        metafunc.parametrize(
+            "rb_config", configs, ids=[f"{c.model}-b{c.batch_size}-{c.setting}" for c in configs]
+        )
+
+
+@pytest.fixture
+def rb_config(request) -> Config:
+    config: Config = request.param
+    try:
+        validate_config(config)
+    except ValueError as exc:  # a device or setting this machine cannot run
+        pytest.skip(str(exc))
+    return config
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    # pytest-benchmark knows the CPU only; saved runs must tell GPUs, versions and flags apart
+    machine_info["resbench"] = collect_env()

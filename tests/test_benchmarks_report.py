@@ -1,0 +1,40 @@
+"""The pytest-benchmark JSON that `pytest benchmarks` saves loads into resbench's report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from resbench import report
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_autosaved_json_is_self_describing_and_renders(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [
+        sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider",
+        "--rb-models", "small_resnet20", "--rb-batch-sizes", "2", "--rb-modes", "inference",
+        "--rb-settings", "fp32,fp32+cl", f"--benchmark-json={out}",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["machine_info"]["resbench"]["torch"]
+    assert len(data["benchmarks"]) == 2
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        for key in ("model", "batch_size", "precision", "channels_last", "compile", "params",
+                    "gflops_per_image", "throughput_ips", "peak_memory_mb"):  # fmt: skip
+            assert key in info, key
+        assert info["throughput_ips"] == 2 / bench["stats"]["median"]
+    env, results = report.load(out)
+    assert env["torch"]
+    assert {r.setting for r in results} == {"fp32", "fp32+cl"}
+    assert all(r.latency_ms_p99 >= r.latency_ms_median > 0 for r in results)
+    assert report.main(["--pytest-benchmark", str(out), "--out", str(tmp_path / "rep")]) == 0
+    assert "small_resnet20" in (tmp_path / "rep" / "summary.md").read_text()
+    assert report.main(["--pytest-benchmark", str(out), "--compare", str(out), "--out", str(tmp_path / "c")]) == 0
+    assert "0 faster, 0 slower, 2 unchanged" in (tmp_path / "c" / "compare.md").read_text()
