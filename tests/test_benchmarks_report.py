@@ -36,5 +36,10 @@ def test_autosaved_json_is_self_describing_and_renders(tmp_path):
     assert all(r.latency_ms_p99 >= r.latency_ms_median > 0 for r in results)
     assert report.main(["--pytest-benchmark", str(out), "--out", str(tmp_path / "rep")]) == 0
     assert "small_resnet20" in (tmp_path / "rep" / "summary.md").read_text()
-    assert report.main(["--pytest-benchmark", str(out), "--compare", str(out), "--out", str(tmp_path / "c")]) == 0
+    assert (
+        report.main(
+            ["--pytest-benchmark", str(out), "--compare", str(out), "--out", str(tmp_path / "c")]
+        )
+        == 0
+    )
     assert "0 faster, 0 slower, 2 unchanged" in (tmp_path / "c" / "compare.md").read_text()

@@ -1,0 +1,446 @@
+"""`python -m resbench.profile`: torch.profiler over one Config -> trace, operator and stage tables.
+
+The model is prepared exactly as ``measure()`` prepares it. The first call (compilation, lazy
+initialisation) and a warm-up run before the profiler starts; its schedule then skips ``--wait``
+steps, warms up ``--warmup`` more, and records ``--steps`` active steps. Usage::
+
+    python -m resbench.profile --model resnet50 --batch-size 32 --device cuda --precision bf16 \\
+        --channels-last on --mode train --out profiles/r50
+
+Stages are labelled with ``record_function`` ranges opened and closed by module hooks; backward work
+is attributed to a stage through the autograd sequence number that links each backward node to the
+forward operator that made it. A stage's time is the wall time of its ranges on the CPU and the device
+time of the kernels launched inside them on CUDA. Under torch.compile the graph is fused across
+stages and the stage split is not reported.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, record_function, schedule
+
+from resbench import cli, timing
+from resbench.measure import MODES, Config, prepare, validate_config
+
+STAGE_PREFIX = "stage:"
+CATEGORIES = [  # (category, pattern on the operator name), first match wins
+    ("convolution", r"conv|cudnn|winograd|implicit_gemm"),
+    ("batch norm", r"batch_norm|bn_"),
+    ("relu", r"relu|threshold|clamp_min"),
+    ("pooling", r"pool"),
+    ("linear", r"addmm|\bmm\b|linear|gemm"),
+    ("add (skip path)", r"aten::add"),
+    ("optimizer", r"sgd|_foreach|optimizer"),
+    ("loss", r"cross_entropy|nll_loss|log_softmax"),
+]
+
+
+def category(name: str) -> str:
+    low = name.lower()
+    for label, pattern in CATEGORIES:
+        if re.search(pattern, low):
+            return label
+    return "other"
+
+
+class StageMarks:
+    """record_function ranges around each stage's forward pass (module hooks, or a wrapped method)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.handles = []
+        self.model = model
+        self.patched: list[str] = []
+        self._open: dict[str, record_function] = {}
+        for name in model.stage_names:
+            target = getattr(model, name)
+            if isinstance(target, torch.nn.Module):
+                self.handles.append(target.register_forward_pre_hook(self._enter(name)))
+                self.handles.append(target.register_forward_hook(self._exit(name)))
+            else:  # stem() and head() are methods: wrap the bound method on the instance
+                setattr(model, name, self._wrap(name, target))
+                self.patched.append(name)
+
+    def _enter(self, name: str):
+        def hook(*_):
+            rf = record_function(STAGE_PREFIX + name)
+            rf.__enter__()
+            self._open[name] = rf
+
+        return hook
+
+    def _exit(self, name: str):
+        def hook(*_):
+            rf = self._open.pop(name, None)
+            if rf is not None:
+                rf.__exit__(None, None, None)
+
+        return hook
+
+    def _wrap(self, name: str, method):
+        def wrapped(x):
+            with record_function(STAGE_PREFIX + name):
+                return method(x)
+
+        return wrapped
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        for name in self.patched:
+            delattr(self.model, name)
+
+
+@dataclass
+class Profile:
+    config: Config
+    step_ms: float  # median step time measured without the profiler
+    profiled_step_ms: float  # mean ProfilerStep time with the profiler on
+    ops: pd.DataFrame
+    stages: pd.DataFrame | None
+    paths: dict[str, Path]
+
+
+def _self_time_us(evt, on_cuda: bool) -> float:
+    return evt.self_device_time_total if on_cuda else evt.self_cpu_time_total
+
+
+def _total_time_us(evt, on_cuda: bool) -> float:
+    return evt.device_time_total if on_cuda else evt.cpu_time_total
+
+
+def ops_frame(prof, on_cuda: bool, active_steps: int) -> pd.DataFrame:
+    """One row per operator (CPU-side ops), sorted by self time on the device that does the work."""
+    rows = []
+    for evt in prof.key_averages():
+        if evt.device_type != DeviceType.CPU or evt.key.startswith(STAGE_PREFIX):
+            continue
+        if evt.key.startswith("ProfilerStep"):
+            continue
+        self_us = _self_time_us(evt, on_cuda)
+        rows.append(
+            {
+                "operator": evt.key,
+                "category": category(evt.key),
+                "calls": evt.count // active_steps,
+                "total_ms": _total_time_us(evt, on_cuda) / 1e3 / active_steps,
+                "self_ms": self_us / 1e3 / active_steps,
+                "flops": (evt.flops or 0) / active_steps,
+                "self_memory_mb": (
+                    evt.self_device_memory_usage if on_cuda else evt.self_cpu_memory_usage
+                )
+                / 1e6
+                / active_steps,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    total_self = frame["self_ms"].sum()
+    frame["share"] = frame["self_ms"] / total_self if total_self > 0 else 0.0
+    frame["tflops"] = [
+        f / (t / 1e3) / 1e12 if f and t > 0 else float("nan")
+        for f, t in zip(frame["flops"], frame["total_ms"], strict=True)
+    ]
+    return frame.sort_values("self_ms", ascending=False).reset_index(drop=True)
+
+
+BACKWARD_PREFIX = "autograd::engine::evaluate_function: "
+
+
+def _stage_of(evt) -> str | None:
+    while evt is not None:
+        if evt.name.startswith(STAGE_PREFIX):
+            return evt.name[len(STAGE_PREFIX) :]
+        evt = evt.cpu_parent
+    return None
+
+
+def stages_frame(prof, on_cuda: bool, active_steps: int, model: torch.nn.Module) -> pd.DataFrame:
+    """Time per stage and pass, per step.
+
+    Forward: the stage's record_function range. Backward: each autograd node's evaluation is linked
+    to the forward operator that created it by its sequence number, and so to that operator's stage.
+    On CPU a range's wall time; on CUDA the device time of the kernels launched inside it.
+    """
+    events = prof.events()
+    times: dict[tuple[str, str], float] = {}
+    seq_stage: dict[int, str] = {}
+    for evt in events:
+        if evt.name.startswith(STAGE_PREFIX):
+            key = (evt.name[len(STAGE_PREFIX) :], "forward")
+            times[key] = times.get(key, 0.0) + _total_time_us(evt, on_cuda)
+        elif evt.sequence_nr >= 0 and not evt.name.startswith(BACKWARD_PREFIX):
+            stage = _stage_of(evt.cpu_parent)
+            if stage is not None:
+                seq_stage.setdefault(evt.sequence_nr, stage)
+    for evt in events:
+        if evt.name.startswith(BACKWARD_PREFIX) and evt.sequence_nr in seq_stage:
+            key = (seq_stage[evt.sequence_nr], "backward")
+            times[key] = times.get(key, 0.0) + _total_time_us(evt, on_cuda)
+    rows = [
+        {"stage": stage, "pass": direction, "ms": times[(stage, direction)] / 1e3 / active_steps}
+        for stage in model.stage_names
+        for direction in ("forward", "backward")
+        if (stage, direction) in times
+    ]
+    return pd.DataFrame(rows)
+
+
+def _profiled_step_ms(prof, on_cuda: bool) -> float:
+    steps = [e for e in prof.events() if e.name.startswith("ProfilerStep")]
+    if not steps:
+        return float("nan")
+    if on_cuda:
+        return sum(e.device_time_total for e in steps) / len(steps) / 1e3
+    return sum(e.cpu_time_total for e in steps) / len(steps) / 1e3
+
+
+def run_profile(
+    config: Config,
+    out: Path,
+    steps: int = 5,
+    wait: int = 1,
+    warmup: int = 2,
+    top_k: int = 20,
+    with_stack: bool = False,
+    tensorboard: bool = False,
+) -> Profile:
+    device = validate_config(config)
+    out.mkdir(parents=True, exist_ok=True)
+    on_cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
+    with prepare(config) as prepared:
+        warm, _ = timing.warmup(prepared.step, device, max_s=5.0)  # compile/autotune stay out
+        samples = timing.autorange(prepared.step, device, 1.0, float(warm.samples_ms[-1]))
+        step_ms = timing.stats(samples.samples_ms).median
+        marks = None
+        if config.compile == "off":
+            marks = StageMarks(prepared.model)
+        try:
+            with torch.profiler.profile(
+                activities=activities,
+                schedule=schedule(wait=wait, warmup=warmup, active=steps, repeat=1),
+                record_shapes=True,
+                profile_memory=True,
+                with_flops=True,
+                with_stack=with_stack,
+            ) as prof:
+                for _ in range(wait + warmup + steps):
+                    prepared.step()
+                    timing.synchronize(device)
+                    prof.step()
+        finally:
+            if marks is not None:
+                marks.remove()
+        model = prepared.model
+    paths = {"trace": out / "trace.json.gz"}
+    prof.export_chrome_trace(str(paths["trace"]))
+    if tensorboard:
+        paths["tensorboard"] = out / "tensorboard"
+        torch.profiler.tensorboard_trace_handler(str(paths["tensorboard"]))(prof)
+    ops = ops_frame(prof, on_cuda, steps)
+    stages = stages_frame(prof, on_cuda, steps, model) if marks is not None else None
+    result = Profile(config, step_ms, _profiled_step_ms(prof, on_cuda), ops, stages, paths)
+    write_tables(result, out, top_k)
+    return result
+
+
+def _ms(v: float) -> str:
+    return f"{v:.3f}"
+
+
+def write_tables(p: Profile, out: Path, top_k: int) -> None:
+    c = p.config
+    clock = "self CUDA time" if c.device.startswith("cuda") else "self CPU time"
+    head = (
+        f"{c.model}, batch {c.batch_size}, {c.mode}, {c.setting}, on {c.device}. "
+        f"Step: {p.step_ms:.3f} ms median without the profiler, {p.profiled_step_ms:.3f} ms with it. "
+        f"Per step, averaged over the profiled steps."
+    )
+    ops = p.ops
+    top = ops.head(top_k)
+    rest = ops.iloc[top_k:]
+    table = pd.DataFrame(
+        {
+            "operator": top["operator"],
+            "calls": top["calls"],
+            "total ms": top["total_ms"].map(_ms),
+            "self ms": top["self_ms"].map(_ms),
+            "% of self time": top["share"].map(lambda v: f"{100 * v:.1f}"),
+            "GFLOPs": top["flops"].map(lambda v: f"{v / 1e9:.2f}" if v else ""),
+            "TFLOP/s": top["tflops"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}"),
+            "self mem MB": top["self_memory_mb"].map(lambda v: f"{v:.1f}"),
+        }
+    )
+    if len(rest):
+        table.loc[len(table)] = [
+            f"(the other {len(rest)} operators)", int(rest["calls"].sum()), "",
+            _ms(rest["self_ms"].sum()), f"{100 * rest['share'].sum():.1f}", "", "", "",
+        ]  # fmt: skip
+    by_cat = (
+        ops.groupby("category")[["self_ms", "share"]].sum().sort_values("self_ms", ascending=False)
+    )
+    cat_table = pd.DataFrame(
+        {
+            "category": by_cat.index,
+            "self ms": by_cat["self_ms"].map(_ms).values,
+            "% of self time": by_cat["share"].map(lambda v: f"{100 * v:.1f}").values,
+        }
+    )
+    text = [
+        f"# Operators by {clock}",
+        "",
+        head,
+        "",
+        table.to_markdown(index=False, disable_numparse=True),
+        "",
+        "## By category",
+        "",
+        cat_table.to_markdown(index=False, disable_numparse=True),
+        "",
+    ]
+    (out / "ops.md").write_text("\n".join(text))
+    p.paths["ops"] = out / "ops.md"
+    if p.stages is None:
+        (out / "stages.md").write_text(
+            f"# Stages\n\n{head}\n\nNot available under torch.compile: the compiled graph fuses "
+            "operators across stage boundaries. Profile with --compile off for the split.\n"
+        )
+        p.paths["stages"] = out / "stages.md"
+        return
+    st = p.stages.copy()
+    total = st["ms"].sum()
+    st["% of step"] = (100 * st["ms"] / p.profiled_step_ms).map(lambda v: f"{v:.1f}")
+    st["ms"] = st["ms"].map(_ms)
+    text = [
+        "# Step time by stage",
+        "",
+        head,
+        "",
+        st.to_markdown(index=False, disable_numparse=True),
+        "",
+        f"Stages sum to {total:.3f} ms = {100 * total / p.profiled_step_ms:.1f}% of the profiled "
+        "step; the rest is the loss, the optimizer step and the time between stages.",
+        "",
+        "![stages](stages.png)",
+        "",
+    ]
+    (out / "stages.md").write_text("\n".join(text))
+    p.paths["stages"] = out / "stages.md"
+    p.paths["stages_png"] = out / "stages.png"
+    _stages_plot(p, out / "stages.png")
+
+
+def _stages_plot(p: Profile, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = p.stages.pivot_table(index="stage", columns="pass", values="ms", sort=False)
+    table = table.reindex(columns=[c for c in ("forward", "backward") if c in table.columns])
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    table.plot.bar(ax=ax, stacked=True, rot=0)
+    ax.set_ylabel("ms per step")
+    c = p.config
+    ax.set_title(f"{c.model} b{c.batch_size} {c.mode} {c.setting} on {c.device}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def trace_events(path: Path) -> list[dict]:
+    with gzip.open(path, "rt") as f:
+        return json.load(f)["traceEvents"]
+
+
+def build_parser() -> cli.Parser:
+    p = cli.Parser(
+        prog="python -m resbench.profile",
+        description="torch.profiler over one Config: trace.json.gz, ops.md, stages.md/png.",
+    )
+    p.add_argument("--model", required=True, help="a registry name, e.g. resnet50")
+    p.add_argument("--batch-size", type=int, default=8, help="(default: %(default)s)")
+    p.add_argument("--image-size", type=int, help="(default: 224 ImageNet, 32 CIFAR)")
+    cli.add_device(p)
+    p.add_argument("--mode", default="inference", help=f"{', '.join(MODES)} (default: %(default)s)")
+    cli.add_setting_flags(p, many=False)
+    p.add_argument(
+        "--steps", type=int, default=5, help="active profiled steps (default: %(default)s)"
+    )
+    p.add_argument("--wait", type=int, default=1, help="skipped steps (default: %(default)s)")
+    p.add_argument(
+        "--warmup", type=int, default=2, help="profiler warm-up steps (default: %(default)s)"
+    )
+    p.add_argument(
+        "--top-k", type=int, default=20, help="operators in ops.md (default: %(default)s)"
+    )
+    p.add_argument("--with-stack", action="store_true", help="record Python stacks (slower)")
+    p.add_argument("--tensorboard", action="store_true", help="also write a TensorBoard trace")
+    p.add_argument("--out", type=Path, help="output folder (default: results/profile-<timestamp>)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    def body() -> int:
+        args = build_parser().parse_args(argv)
+        for flag in ("steps", "top_k"):
+            if getattr(args, flag) < 1:
+                raise cli.UsageError(f"--{flag.replace('_', '-')} must be at least 1")
+        if args.wait < 0 or args.warmup < 0:
+            raise cli.UsageError("--wait and --warmup must be 0 or more")
+        config = Config(
+            model=args.model,
+            batch_size=args.batch_size,
+            image_size=args.image_size,
+            device=args.device,
+            mode=cli.parse_choices(args.mode, "--mode", MODES)[0],
+            precision=args.precision,
+            channels_last=cli.parse_on_off(args.channels_last, "--channels-last")[0],
+            compile=args.compile,
+        )
+        validate_config(config)
+        out = args.out or Path("results") / f"profile-{cli.timestamp()}"
+        t0 = time.perf_counter()
+        p = run_profile(
+            config,
+            out,
+            args.steps,
+            args.wait,
+            args.warmup,
+            args.top_k,
+            args.with_stack,
+            args.tensorboard,
+        )
+        print(
+            f"{config.model} b{config.batch_size} {config.mode} {config.setting} on {config.device}: "
+            f"step {p.step_ms:.3f} ms ({p.profiled_step_ms:.3f} ms profiled); "
+            f"took {time.perf_counter() - t0:.1f} s"
+        )
+        print("top operators by self time:")
+        for row in p.ops.head(5).itertuples():
+            print(f"  {row.operator:<40} {row.self_ms:9.3f} ms  {100 * row.share:5.1f}%")
+        if p.stages is not None and len(p.stages):
+            big = p.stages.groupby("stage", sort=False)["ms"].sum()
+            print(
+                f"biggest stage: {big.idxmax()} ({big.max():.3f} ms, "
+                f"{100 * big.max() / p.profiled_step_ms:.0f}% of the step)"
+            )
+        for name, path in p.paths.items():
+            print(f"wrote {name}: {path}")
+        return 0
+
+    return cli.run_cli("resbench.profile", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
