@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from resbench import data, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def cifar_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cifar")
+    data.make_synthetic(root, n_train=2000, n_test=500, seed=1)
+    return root
+
+
+def run(cifar_dir, out, *extra):
+    return train.main(
+        ["--data-dir", str(cifar_dir), "--no-verify", "--device", "cpu", "--model", "small_resnet20",
+         "--batch-size", "64", "--lr", "0.05", "--milestones", "3", "--out", str(out), "--no-progress", *extra]
+    )  # fmt: skip
+
+
+def test_it_trains_to_90_percent_within_a_minute(cifar_dir, tmp_path):
+    start = time.perf_counter()
+    assert run(cifar_dir, tmp_path, "--epochs", "5", "--target-acc", "0.9") == 0
+    assert time.perf_counter() - start < 60
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["final_test_acc"] >= 0.90
+    assert summary["time_to_target"]["0.90"]["train_s"] > 0
+    log = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3, 4, 5]
+    # MultiStepLR with milestone 3: epochs 1-3 at 0.05, then x0.1
+    assert [r["lr"] for r in log] == pytest.approx([0.05, 0.05, 0.05, 0.005, 0.005])
+    for r in log:
+        assert r["cum_train_s"] >= r["train_s"] > 0 and r["images_per_s"] > 0 and r["eval_s"] > 0
+    assert (tmp_path / "train.csv").exists() and (tmp_path / "accuracy_vs_time.png").exists()
+    md = (tmp_path / "summary.md").read_text()
+    assert "| 90% | 1/1 |" in md and "timed region: training steps only" in md
+
+
+def test_deterministic_resume_ends_with_the_same_weights(cifar_dir, tmp_path):
+    small = tmp_path / "data"
+    data.make_synthetic(small, n_train=320, n_test=64, seed=2)
+    args = ["--deterministic", "--batch-size", "32"]
+    assert run(small, tmp_path / "whole", "--epochs", "3", *args) == 0
+    assert run(small, tmp_path / "split", "--epochs", "2", *args) == 0
+    assert run(small, tmp_path / "split", "--epochs", "3", "--resume", *args) == 0
+    a = torch.load(tmp_path / "whole" / train.CHECKPOINT, weights_only=False)
+    b = torch.load(tmp_path / "split" / train.CHECKPOINT, weights_only=False)
+    assert a["state"]["epoch"] == b["state"]["epoch"] == 3
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert [r["test_acc"] for r in a["state"]["log"]] == [r["test_acc"] for r in b["state"]["log"]]
+    assert not torch.are_deterministic_algorithms_enabled()  # the caller's setting is restored
+
+
+def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_checkpoint(
+    cifar_dir, tmp_path, monkeypatch, capsys
+):
+    real = train.F.cross_entropy
+    calls = {"n": 0}
+    steps_per_epoch = 2000 // 64
+
+    def poisoned(logits, target, **kw):
+        calls["n"] += logits.requires_grad  # training steps only, not evaluation
+        loss = real(logits, target, **kw)
+        if logits.requires_grad and calls["n"] > steps_per_epoch + 4:  # epoch 2, step 5
+            return loss * float("nan")
+        return loss
+
+    class FakeF:
+        cross_entropy = staticmethod(poisoned)
+
+    monkeypatch.setattr(train, "F", FakeF)
+    assert run(cifar_dir, tmp_path, "--epochs", "3") == 1
+    err = capsys.readouterr().err
+    assert "non-finite loss at epoch 2, step 5" in err
+    ckpt = torch.load(tmp_path / train.CHECKPOINT, weights_only=False)
+    assert ckpt["state"]["epoch"] == 1
+
+
+def test_several_runs_report_mean_and_std(cifar_dir, tmp_path):
+    small = tmp_path / "data"
+    data.make_synthetic(small, n_train=320, n_test=64, seed=3)
+    assert (
+        run(small, tmp_path / "runs", "--epochs", "1", "--runs", "2", "--target-acc", "0.01") == 0
+    )
+    md = (tmp_path / "runs" / "summary.md").read_text()
+    assert "**2 run(s)**" in md and "±" in md and "| 1% | 2/2 |" in md
+    assert (tmp_path / "runs" / "seed0" / "train.csv").exists()
+    assert (tmp_path / "runs" / "seed1" / "train.csv").exists()
+
+
+def test_torchvision_loader_baseline_runs(cifar_dir, tmp_path):
+    small = tmp_path / "data"
+    data.make_synthetic(small, n_train=256, n_test=64, seed=4)
+    assert (
+        run(
+            small,
+            tmp_path / "tv",
+            "--epochs",
+            "1",
+            "--data-loader",
+            "torchvision",
+            "--workers",
+            "0",
+        )
+        == 0
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "resnet50"], "--model must be a CIFAR-family model"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--precision", "fp16"], "fp16 needs a CUDA or MPS device"),
+        (["--lr", "-1"], "--lr must be positive"),
+        (["--target-acc", "93"], "--target-acc takes accuracies in (0, 1]"),
+        (["--milestones", "a"], "--milestones takes positive integers"),
+    ],
+)
+def test_bad_flags_exit_2(cifar_dir, tmp_path, argv, message, capsys):
+    assert run(cifar_dir, tmp_path, *argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_missing_and_corrupt_data_exit_2(tmp_path, capsys):
+    assert run(tmp_path / "nothing", tmp_path / "out") == 2
+    assert "pass --download" in capsys.readouterr().err
+    data.make_synthetic(tmp_path / "bad", n_train=50, n_test=10)
+    (tmp_path / "bad" / data.FOLDER / "test_batch").write_bytes(b"\x80\x02}q")
+    assert run(tmp_path / "bad", tmp_path / "out") == 2
+    assert "test_batch is corrupt" in capsys.readouterr().err
+
+
+def test_torchrun_two_processes_match_one(cifar_dir, tmp_path):
+    # long enough for BatchNorm's running statistics to settle, so eval accuracy is meaningful
+    common = ["-m", "resbench.train", "--data-dir", str(cifar_dir), "--no-verify", "--device", "cpu",
+              "--model", "small_resnet20", "--batch-size", "64", "--lr", "0.05", "--epochs", "4",
+              "--milestones", "3", "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], cwd=ROOT,
+                         capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29518",
+         *common, "--out", str(tmp_path / "two")],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = json.loads((tmp_path / "one" / "summary.json").read_text())
+    b = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert json.loads((tmp_path / "two" / "env.json").read_text())["world_size"] == 2
+    assert a["final_test_acc"] >= 0.85 and b["final_test_acc"] >= 0.85
+    assert abs(a["final_test_acc"] - b["final_test_acc"]) <= 0.03
