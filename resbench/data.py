@@ -225,10 +225,8 @@ class DeviceLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, device = len(self.images), self.images.device
-        if self.train:  # drop the last partial batch, as the recipe's DataLoader(drop_last) would
-            order = torch.randperm(n, generator=self.generator)
-        else:
-            order = torch.arange(n)
+        # training drops the last partial batch (see __len__), as DataLoader(drop_last=True) would
+        order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start : start + self.batch_size]
             if self.train:

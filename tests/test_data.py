@@ -39,7 +39,7 @@ def test_decoded_once_then_cached(synthetic, monkeypatch):
 
 def test_real_files_are_checked_against_the_official_md5s(synthetic):
     with pytest.raises(
-        data.DataError, match="does not match the official CIFAR-10 release.*--no-verify"
+        data.DataError, match=r"does not match the official CIFAR-10 release.*--no-verify"
     ):
         data.load(synthetic, check=True)
 
