@@ -176,7 +176,8 @@ def stages_frame(prof, on_cuda: bool, active_steps: int, model: torch.nn.Module)
     seq_stage: dict[int, str] = {}
     for evt in events:
         if evt.name.startswith(STAGE_PREFIX):
-            key = (evt.name[len(STAGE_PREFIX) :], "forward")
+            name = evt.name[len(STAGE_PREFIX) :]
+            key = (name, "update" if name == "optimizer" else "forward")
             times[key] = times.get(key, 0.0) + _total_time_us(evt, on_cuda)
         elif evt.sequence_nr >= 0 and not evt.name.startswith(BACKWARD_PREFIX):
             stage = _stage_of(evt.cpu_parent)
@@ -188,8 +189,8 @@ def stages_frame(prof, on_cuda: bool, active_steps: int, model: torch.nn.Module)
             times[key] = times.get(key, 0.0) + _total_time_us(evt, on_cuda)
     rows = [
         {"stage": stage, "pass": direction, "ms": times[(stage, direction)] / 1e3 / active_steps}
-        for stage in model.stage_names
-        for direction in ("forward", "backward")
+        for stage in (*model.stage_names, "loss", "optimizer")
+        for direction in ("forward", "backward", "update")
         if (stage, direction) in times
     ]
     return pd.DataFrame(rows)
@@ -329,7 +330,7 @@ def write_tables(p: Profile, out: Path, top_k: int) -> None:
         st.to_markdown(index=False, disable_numparse=True),
         "",
         f"Stages sum to {total:.3f} ms = {100 * total / p.profiled_step_ms:.1f}% of the profiled "
-        "step; the rest is the loss, the optimizer step and the time between stages.",
+        "step; the rest is time between them (Python, the autograd engine, the profiler).",
         "",
         "![stages](stages.png)",
         "",
@@ -347,7 +348,9 @@ def _stages_plot(p: Profile, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     table = p.stages.pivot_table(index="stage", columns="pass", values="ms", sort=False)
-    table = table.reindex(columns=[c for c in ("forward", "backward") if c in table.columns])
+    table = table.reindex(
+        columns=[c for c in ("forward", "backward", "update") if c in table.columns]
+    )
     fig, ax = plt.subplots(figsize=(7, 3.5))
     table.plot.bar(ax=ax, stacked=True, rot=0)
     ax.set_ylabel("ms per step")

@@ -63,6 +63,8 @@ class TrainConfig:
     eval_batch_size: int = 1000
     pad_mode: str = "reflect"  # 4-pixel padding before the random crop: reflect or constant (zeros)
     targets: tuple[float, ...] = (0.90, 0.94)
+    # CPU only: denormal floats from real data cost ~15% per step on x86 (measured on small_resnet18)
+    flush_denormal: bool = True
 
 
 @dataclass
@@ -144,7 +146,7 @@ def train_run(
 
 @contextlib.contextmanager
 def _numerics(cfg: TrainConfig, device: torch.device):
-    """Set determinism, cuDNN autotuning and TF32 for the run; restore the caller's afterwards."""
+    """Set determinism, cuDNN autotuning, TF32 and denormal flushing; restore the caller's after."""
     saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
              torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)  # fmt: skip
     if cfg.deterministic:
@@ -154,9 +156,12 @@ def _numerics(cfg: TrainConfig, device: torch.device):
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = (
         cfg.precision == "tf32"
     )
+    flush = cfg.flush_denormal and device.type == "cpu" and torch.set_flush_denormal(True)
     try:
         yield
     finally:
+        if flush:  # PyTorch has no getter; False is its default
+            torch.set_flush_denormal(False)
         torch.use_deterministic_algorithms(saved[0])
         (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
          torch.backends.cudnn.allow_tf32) = saved[1:]  # fmt: skip
@@ -504,6 +509,11 @@ def build_parser() -> cli.Parser:
         help="DataLoader workers for --data-loader torchvision (default: %(default)s)",
     )
     p.add_argument(
+        "--keep-denormals",
+        action="store_true",
+        help="on CPUs, keep denormal floats (slower); by default they are flushed to zero",
+    )
+    p.add_argument(
         "--pad-mode",
         choices=["reflect", "constant"],
         default=d.pad_mode,
@@ -549,7 +559,7 @@ def config_from_args(args) -> TrainConfig:
         weight_decay=args.weight_decay, milestones=milestones, gamma=args.gamma, precision=args.precision,
         channels_last=channels_last, compile=args.compile, seed=args.seed, deterministic=args.deterministic,
         device=args.device, data_loader=args.data_loader, workers=args.workers, pad_mode=args.pad_mode,
-        targets=targets,
+        targets=targets, flush_denormal=not args.keep_denormals,
     )  # fmt: skip
 
 

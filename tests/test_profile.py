@@ -40,11 +40,11 @@ def test_profile_writes_trace_ops_and_stages(tmp_path, mode):
     stages = (out / "stages.md").read_text()
     srows = table_rows(stages, "stage")
     names = ["stem", "layer1", "layer2", "layer3", "head"]
-    assert {r[0] for r in srows} == set(names)
-    if mode == "train":
-        assert {(r[0], r[1]) for r in srows} == {
-            (n, p) for n in names for p in ("forward", "backward")
-        }
+    assert {r[0] for r in srows} >= set(names)
+    if mode == "train":  # every stage both ways, plus the loss and the optimizer step
+        pairs = {(r[0], r[1]) for r in srows}
+        assert pairs >= {(n, p) for n in [*names, "loss"] for p in ("forward", "backward")}
+        assert ("optimizer", "update") in pairs
     covered = float(re.search(r"= ([\d.]+)% of the profiled step", stages).group(1))
     assert 90 <= covered <= 110
     assert (out / "stages.png").read_bytes().startswith(b"\x89PNG")
