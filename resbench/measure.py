@@ -437,9 +437,9 @@ def measure(
             peak_mb = memory.peak_mb()
     except Exception as exc:  # failure is data: the caller's other Results must survive
         failure = ("oom" if is_oom(exc) else "error", f"{type(exc).__name__}: {exc}".strip())
-    prepared = None  # drop the model before freeing memory
-    free_memory(device)
+    prepared = None  # drop the model; the next PeakMemory() frees the rest before its baseline
     if failure is not None:
+        free_memory(device)  # an OOM must not leave its tensors (or a fragmented cache) behind
         status, message = failure
         return Result.for_config(
             config, status=status, error=message[:2000], timestamp=_now(), **common

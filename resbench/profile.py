@@ -105,10 +105,11 @@ class StageMarks:
 class Profile:
     config: Config
     step_ms: float  # median step time measured without the profiler
-    profiled_step_ms: float  # mean ProfilerStep time with the profiler on
+    profiled_step_ms: float  # the median ProfilerStep's time, with the profiler on
     ops: pd.DataFrame
     stages: pd.DataFrame | None
     paths: dict[str, Path]
+    foreign_cpu: float = 0.0  # cores other processes kept busy while profiling
 
 
 def _self_time_us(evt, on_cuda: bool) -> float:
@@ -164,14 +165,25 @@ def _stage_of(evt) -> str | None:
     return None
 
 
-def stages_frame(prof, on_cuda: bool, active_steps: int, model: torch.nn.Module) -> pd.DataFrame:
-    """Time per stage and pass, per step.
+def median_step(prof, on_cuda: bool):
+    """The profiled step of median duration: one step whose split is not skewed by an outlier."""
+    steps = sorted(
+        (e for e in prof.events() if e.name.startswith("ProfilerStep")),
+        key=lambda e: _total_time_us(e, on_cuda),
+    )
+    return steps[len(steps) // 2] if steps else None
+
+
+def stages_frame(prof, on_cuda: bool, model: torch.nn.Module, step) -> pd.DataFrame:
+    """Time per stage and pass within ``step`` (a ProfilerStep event).
 
     Forward: the stage's record_function range. Backward: each autograd node's evaluation is linked
     to the forward operator that created it by its sequence number, and so to that operator's stage.
-    On CPU a range's wall time; on CUDA the device time of the kernels launched inside it.
+    On CPU a range's wall time; on CUDA the device time of the kernels launched inside it. Events
+    belong to the step whose host time range holds their start (backward may run on another thread).
     """
-    events = prof.events()
+    lo, hi = step.time_range.start, step.time_range.end
+    events = [e for e in prof.events() if lo <= e.time_range.start <= hi]
     times: dict[tuple[str, str], float] = {}
     seq_stage: dict[int, str] = {}
     for evt in events:
@@ -188,21 +200,12 @@ def stages_frame(prof, on_cuda: bool, active_steps: int, model: torch.nn.Module)
             key = (seq_stage[evt.sequence_nr], "backward")
             times[key] = times.get(key, 0.0) + _total_time_us(evt, on_cuda)
     rows = [
-        {"stage": stage, "pass": direction, "ms": times[(stage, direction)] / 1e3 / active_steps}
+        {"stage": stage, "pass": direction, "ms": times[(stage, direction)] / 1e3}
         for stage in (*model.stage_names, "loss", "optimizer")
         for direction in ("forward", "backward", "update")
         if (stage, direction) in times
     ]
     return pd.DataFrame(rows)
-
-
-def _profiled_step_ms(prof, on_cuda: bool) -> float:
-    steps = [e for e in prof.events() if e.name.startswith("ProfilerStep")]
-    if not steps:
-        return float("nan")
-    if on_cuda:
-        return sum(e.device_time_total for e in steps) / len(steps) / 1e3
-    return sum(e.cpu_time_total for e in steps) / len(steps) / 1e3
 
 
 def run_profile(
@@ -227,14 +230,17 @@ def run_profile(
         if config.compile == "off":
             marks = StageMarks(prepared.model)
         try:
-            with torch.profiler.profile(
-                activities=activities,
-                schedule=schedule(wait=wait, warmup=warmup, active=steps, repeat=1),
-                record_shapes=True,
-                profile_memory=True,
-                with_flops=True,
-                with_stack=with_stack,
-            ) as prof:
+            with (
+                timing.ForeignCpu() as foreign,
+                torch.profiler.profile(
+                    activities=activities,
+                    schedule=schedule(wait=wait, warmup=warmup, active=steps, repeat=1),
+                    record_shapes=True,
+                    profile_memory=True,
+                    with_flops=True,
+                    with_stack=with_stack,
+                ) as prof,
+            ):
                 for _ in range(wait + warmup + steps):
                     prepared.step()
                     timing.synchronize(device)
@@ -249,8 +255,10 @@ def run_profile(
         paths["tensorboard"] = out / "tensorboard"
         torch.profiler.tensorboard_trace_handler(str(paths["tensorboard"]))(prof)
     ops = ops_frame(prof, on_cuda, steps)
-    stages = stages_frame(prof, on_cuda, steps, model) if marks is not None else None
-    result = Profile(config, step_ms, _profiled_step_ms(prof, on_cuda), ops, stages, paths)
+    step = median_step(prof, on_cuda)
+    stages = stages_frame(prof, on_cuda, model, step) if marks is not None else None
+    step_profiled_ms = _total_time_us(step, on_cuda) / 1e3 if step is not None else float("nan")
+    result = Profile(config, step_ms, step_profiled_ms, ops, stages, paths, foreign.cores)
     write_tables(result, out, top_k)
     return result
 
@@ -264,8 +272,9 @@ def write_tables(p: Profile, out: Path, top_k: int) -> None:
     clock = "self CUDA time" if c.device.startswith("cuda") else "self CPU time"
     head = (
         f"{c.model}, batch {c.batch_size}, {c.mode}, {c.setting}, on {c.device}. "
-        f"Step: {p.step_ms:.3f} ms median without the profiler, {p.profiled_step_ms:.3f} ms with it. "
-        f"Per step, averaged over the profiled steps."
+        f"Step: {p.step_ms:.3f} ms median without the profiler, {p.profiled_step_ms:.3f} ms for the "
+        f"median profiled step. Operators: per step, averaged over the profiled steps; stages: the "
+        f"median step. Other processes kept {p.foreign_cpu:.2f} cores busy while profiling."
     )
     ops = p.ops
     top = ops.head(top_k)
