@@ -51,6 +51,7 @@ class GradStats:
     grad_norm: float
     weight_norm: float
     grad_to_weight: float
+    batch_loss: float  # the cross-entropy whose gradient this is (same for every layer of a model)
 
 
 def make_batch(model_name: str, batch_size: int, seed: int, data_dir: Path | None, verify: bool):
@@ -77,7 +78,8 @@ def collect(model: nn.Module, name: str, variant: str, x: torch.Tensor, y: torch
         for k, b in enumerate(blocks)
     ]
     try:
-        F.cross_entropy(model(x), y).backward()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
     finally:
         for h in hooks:
             h.remove()
@@ -102,7 +104,9 @@ def collect(model: nn.Module, name: str, variant: str, x: torch.Tensor, y: torch
     grad_rows = []
     for k, (n, m) in enumerate(convs):
         g, w = m.weight.grad.norm().item(), m.weight.detach().norm().item()
-        grad_rows.append(GradStats(name, variant, k, n, g, w, g / w if w else math.nan))
+        grad_rows.append(
+            GradStats(name, variant, k, n, g, w, g / w if w else math.nan, loss.item())
+        )
     return block_rows, grad_rows
 
 
@@ -191,9 +195,18 @@ def feature_maps(model: nn.Module, image: torch.Tensor, path: Path, channels: in
 
 
 def analyse(
-    name: str, device: torch.device, batch, checkpoint: Path | None, train_steps: int, seed: int
+    name: str,
+    device: torch.device,
+    batch,
+    checkpoint: Path | None = None,
+    train_steps: int = 0,
+    seed: int = 0,
+    train_pool=None,
 ):
-    """Stats of the residual network and its plain twin; returns (block rows, grad rows, models)."""
+    """Stats of the residual network and its plain twin; returns (block rows, grad rows, models).
+
+    With ``train_steps``, each network first takes that many SGD steps on ``train_pool``.
+    """
     x, y = (t.to(device) for t in batch)
     blocks, grads, models = [], [], {}
     for variant in ("residual", "plain"):
@@ -203,7 +216,7 @@ def analyse(
             state = torch.load(checkpoint, map_location=device, weights_only=False)
             model.load_state_dict(state.get("model", state))
         if train_steps:
-            briefly_train(model, train_steps, x, y)
+            briefly_train(model, train_steps, *(t.to(device) for t in train_pool))
         b, g = collect(model, name, variant, x, y)
         blocks += b
         grads += g
@@ -215,18 +228,16 @@ def run(args) -> int:
     device = parse_device(args.device)
     out: Path = args.out or Path("results") / f"layerstats-{cli.timestamp()}"
     out.mkdir(parents=True, exist_ok=True)
-    batch = make_batch(args.model, args.batch_size, args.seed, args.data_dir, not args.no_verify)
-    if args.train_steps:  # a larger pool of images to train on, drawn the same way
-        pool = make_batch(
-            args.model,
-            max(args.batch_size, 64 * 8),
-            args.seed + 1,
-            args.data_dir,
-            not args.no_verify,
-        )
-        batch = pool[0][: args.batch_size], pool[1][: args.batch_size]
+    verify = not args.no_verify
+    # every model of one family sees the same images: the measured batch, and a pool to train on
+    batch = make_batch(args.model, args.batch_size, args.seed, args.data_dir, verify)
+    pool = (
+        make_batch(args.model, 64 * 8, args.seed + 1, args.data_dir, verify)
+        if args.train_steps
+        else None
+    )
     blocks, grads, models = analyse(
-        args.model, device, batch, args.checkpoint, args.train_steps, args.seed
+        args.model, device, batch, args.checkpoint, args.train_steps, args.seed, pool
     )
     with (out / "layerstats.jsonl").open("w") as f:
         for row in blocks:
@@ -245,11 +256,11 @@ def run(args) -> int:
     ratios = {
         v: first_last_ratio([g for g in grads if g.variant == v]) for v in ("residual", "plain")
     }
+    losses = {g.variant: g.batch_loss for g in grads}
     depth_rows = []
     for depth in args.depths:
         name = _depth_model(args.model, depth)
-        dbatch = make_batch(name, args.batch_size, args.seed, args.data_dir, not args.no_verify)
-        _, dgrads, _ = analyse(name, device, dbatch, None, args.train_steps, args.seed)
+        _, dgrads, _ = analyse(name, device, batch, None, args.train_steps, args.seed, pool)
         for v in ("residual", "plain"):
             vg = [g for g in dgrads if g.variant == v]
             depth_rows.append({"depth": depth, "variant": v, "first_layer_grad_norm": vg[0].grad_norm,
@@ -261,7 +272,8 @@ def run(args) -> int:
         f"train-mode BatchNorm, one cross-entropy backward pass, seed {args.seed}, on {device}.",
         "",
         f"**First-layer / last-layer gradient norm: residual {ratios['residual']:.3g}, "
-        f"plain {ratios['plain']:.3g}.**",
+        f"plain {ratios['plain']:.3g}.** Loss on the measured batch: residual "
+        f"{losses['residual']:.4g}, plain {losses['plain']:.4g}.",
         "",
         "## Activations after each block",
         "",
