@@ -165,13 +165,29 @@ def _stage_of(evt) -> str | None:
     return None
 
 
-def median_step(prof, on_cuda: bool):
-    """The profiled step of median duration: one step whose split is not skewed by an outlier."""
+def median_step(prof):
+    """The profiled step of median wall time: one step whose split is not skewed by an outlier.
+
+    Each step ends with a device synchronisation, so its host wall time is the step's time on every
+    device (its CUDA kernel total would miss the kernels that the autograd thread launches).
+    """
     steps = sorted(
         (e for e in prof.events() if e.name.startswith("ProfilerStep")),
-        key=lambda e: _total_time_us(e, on_cuda),
+        key=lambda e: e.cpu_time_total,
     )
     return steps[len(steps) // 2] if steps else None
+
+
+def _range_time_us(evt, on_cuda: bool) -> float:
+    """A range's wall time on CPU; on CUDA the kernel time launched inside it (children included).
+
+    torch's device_time_total would also count the GPU-side copy of a record_function range (the
+    annotation's span, idle gaps included) as if it were a kernel; that is left out here.
+    """
+    if not on_cuda:
+        return evt.cpu_time_total
+    own = sum(k.duration for k in evt.kernels if k.name != evt.name)
+    return own + sum(_range_time_us(child, True) for child in evt.cpu_children)
 
 
 def stages_frame(prof, on_cuda: bool, model: torch.nn.Module, step) -> pd.DataFrame:
@@ -190,7 +206,7 @@ def stages_frame(prof, on_cuda: bool, model: torch.nn.Module, step) -> pd.DataFr
         if evt.name.startswith(STAGE_PREFIX):
             name = evt.name[len(STAGE_PREFIX) :]
             key = (name, "update" if name == "optimizer" else "forward")
-            times[key] = times.get(key, 0.0) + _total_time_us(evt, on_cuda)
+            times[key] = times.get(key, 0.0) + _range_time_us(evt, on_cuda)
         elif evt.sequence_nr >= 0 and not evt.name.startswith(BACKWARD_PREFIX):
             stage = _stage_of(evt.cpu_parent)
             if stage is not None:
@@ -198,7 +214,7 @@ def stages_frame(prof, on_cuda: bool, model: torch.nn.Module, step) -> pd.DataFr
     for evt in events:
         if evt.name.startswith(BACKWARD_PREFIX) and evt.sequence_nr in seq_stage:
             key = (seq_stage[evt.sequence_nr], "backward")
-            times[key] = times.get(key, 0.0) + _total_time_us(evt, on_cuda)
+            times[key] = times.get(key, 0.0) + _range_time_us(evt, on_cuda)
     rows = [
         {"stage": stage, "pass": direction, "ms": times[(stage, direction)] / 1e3}
         for stage in (*model.stage_names, "loss", "optimizer")
@@ -255,9 +271,9 @@ def run_profile(
         paths["tensorboard"] = out / "tensorboard"
         torch.profiler.tensorboard_trace_handler(str(paths["tensorboard"]))(prof)
     ops = ops_frame(prof, on_cuda, steps)
-    step = median_step(prof, on_cuda)
+    step = median_step(prof)
     stages = stages_frame(prof, on_cuda, model, step) if marks is not None else None
-    step_profiled_ms = _total_time_us(step, on_cuda) / 1e3 if step is not None else float("nan")
+    step_profiled_ms = step.cpu_time_total / 1e3 if step is not None else float("nan")
     result = Profile(config, step_ms, step_profiled_ms, ops, stages, paths, foreign.cores)
     write_tables(result, out, top_k)
     return result
@@ -276,6 +292,11 @@ def write_tables(p: Profile, out: Path, top_k: int) -> None:
         f"median profiled step. Operators: per step, averaged over the profiled steps; stages: the "
         f"median step. Other processes kept {p.foreign_cpu:.2f} cores busy while profiling."
     )
+    if c.device.startswith("cuda"):
+        busy = p.ops["self_ms"].sum() / p.profiled_step_ms
+        head += f" Kernels kept the GPU busy for {100 * busy:.0f}% of the profiled step" + (
+            "; the rest is launch overhead and host work." if busy < 0.9 else "."
+        )
     ops = p.ops
     top = ops.head(top_k)
     rest = ops.iloc[top_k:]
@@ -297,13 +318,20 @@ def write_tables(p: Profile, out: Path, top_k: int) -> None:
             _ms(rest["self_ms"].sum()), f"{100 * rest['share'].sum():.1f}", "", "", "",
         ]  # fmt: skip
     by_cat = (
-        ops.groupby("category")[["self_ms", "share"]].sum().sort_values("self_ms", ascending=False)
+        ops.groupby("category")[["self_ms", "share", "flops"]]
+        .sum()
+        .sort_values("self_ms", ascending=False)
     )
     cat_table = pd.DataFrame(
         {
             "category": by_cat.index,
             "self ms": by_cat["self_ms"].map(_ms).values,
             "% of self time": by_cat["share"].map(lambda v: f"{100 * v:.1f}").values,
+            "GFLOPs": by_cat["flops"].map(lambda v: f"{v / 1e9:.2f}" if v else "").values,
+            "TFLOP/s": [
+                f"{f / (t / 1e3) / 1e12:.2f}" if f and t > 0 else ""
+                for f, t in zip(by_cat["flops"], by_cat["self_ms"], strict=True)
+            ],
         }
     )
     text = [
@@ -314,6 +342,9 @@ def write_tables(p: Profile, out: Path, top_k: int) -> None:
         table.to_markdown(index=False, disable_numparse=True),
         "",
         "## By category",
+        "",
+        "GFLOPs as the profiler counts them (forward convolutions and matrix products; backward "
+        "operators are not counted), per step.",
         "",
         cat_table.to_markdown(index=False, disable_numparse=True),
         "",
