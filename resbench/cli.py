@@ -11,7 +11,7 @@ import datetime as _dt
 import sys
 from collections.abc import Callable, Sequence
 
-from resbench.measure import COMPILE_MODES, MODES, PRECISIONS, default_device, parse_device
+from resbench.measure import COMPILE_MODES, PRECISIONS, default_device, parse_device
 from resbench.models import list_models
 
 MODEL_GROUPS = ("all", "imagenet", "cifar")
@@ -119,12 +119,6 @@ def add_setting_flags(parser: argparse.ArgumentParser, many: bool) -> None:
         "--compile",
         default="off",
         help=f"torch.compile mode{s}: {', '.join(COMPILE_MODES)} (default: %(default)s)",
-    )
-
-
-def add_mode(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--mode", default="inference", choices=MODES, help="what one step is (default: %(default)s)"
     )
 
 

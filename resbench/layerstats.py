@@ -29,6 +29,7 @@ from torch import nn
 from resbench import cli, data
 from resbench.measure import parse_device
 from resbench.models import build_model, default_image_size, list_models, model_family
+from resbench.report import pyplot
 
 
 @dataclass
@@ -130,10 +131,7 @@ def briefly_train(
 
 
 def _plot_pair(frame: pd.DataFrame, y: str, ylabel: str, path: Path, log: bool, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for (model, variant), part in frame.groupby(["model", "variant"], sort=False):
@@ -152,10 +150,7 @@ def _plot_pair(frame: pd.DataFrame, y: str, ylabel: str, path: Path, log: bool, 
 
 def feature_maps(model: nn.Module, image: torch.Tensor, path: Path, channels: int = 6) -> None:
     """The stem's filters, and a few channels of the activation after each stage, for one image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     model.eval()
     stages = [n for n in model.stage_names if n.startswith("layer")]
@@ -327,10 +322,7 @@ def _depth_model(model: str, depth: int) -> str:
 
 
 def _depth_plot(df: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for variant, part in df.groupby("variant", sort=False):

@@ -36,7 +36,6 @@ from resbench.models import build_model, default_image_size, list_models
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 MODES = ("inference", "train")
-STATUSES = ("ok", "oom", "error", "skipped")
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # the update's size does not change the work; a small one keeps random-label steps finite
 TRAIN_LR = 1e-3
@@ -379,7 +378,7 @@ class PeakMemory:
         return max(0, self._sampled - self.baseline_rss) / 1e6
 
 
-def _now() -> str:
+def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -442,7 +441,7 @@ def measure(
         free_memory(device)  # an OOM must not leave its tensors (or a fragmented cache) behind
         status, message = failure
         return Result.for_config(
-            config, status=status, error=message[:2000], timestamp=_now(), **common
+            config, status=status, error=message[:2000], timestamp=utc_now(), **common
         )
     s = timing.stats(samples.samples_ms)
     achieved = common["gflops_per_step"] / (s.median / 1e3) / 1e3
@@ -471,7 +470,7 @@ def measure(
         issue_ms_per_iter=samples.issue_ms_per_iter(),
         noisy=s.noisy,
         foreign_cpu=foreign.cores,
-        timestamp=_now(),
+        timestamp=utc_now(),
         samples_ms=samples.samples_ms,
         **flags,
         **common,

@@ -32,6 +32,7 @@ from torch.profiler import ProfilerActivity, record_function, schedule
 
 from resbench import cli, timing
 from resbench.measure import MODES, Config, prepare, validate_config
+from resbench.report import pyplot
 
 STAGE_PREFIX = "stage:"
 CATEGORIES = [  # (category, pattern on the operator name), first match wins
@@ -382,10 +383,7 @@ def write_tables(p: Profile, out: Path, top_k: int) -> None:
 
 
 def _stages_plot(p: Profile, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     table = p.stages.pivot_table(index="stage", columns="pass", values="ms", sort=False)
     table = table.reindex(

@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from resbench.measure import Config, Result
+from resbench.measure import Result
 
 RESULTS_FILE = "results.jsonl"
 ENV_FILE = "env.json"
 BASELINE_SETTING = "fp32"  # fp32, contiguous, eager
 RESULT_FIELDS = [f.name for f in dataclasses.fields(Result)]
-CONFIG_FIELDS = [f.name for f in dataclasses.fields(Config)]
 _ENV_KEYS_THAT_MATTER = (
     "gpu_names",
     "cpu",
@@ -274,11 +273,18 @@ def summary_markdown(env: dict, results: Sequence[Result], title: str) -> str:
 # ----------------------------------------------------------------------------- plots
 
 
-def write_plots(results: Sequence[Result], plots_dir: Path) -> list[Path]:
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed); every tool plots so."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_plots(results: Sequence[Result], plots_dir: Path) -> list[Path]:
+    plt = pyplot()
 
     frame = results_frame(results)
     frame = frame[frame["status"] == "ok"]

@@ -35,6 +35,7 @@ from resbench.measure import (
     Config,
     Result,
     measure,
+    utc_now,
     validate_config,
 )
 from resbench.models import list_models
@@ -176,11 +177,7 @@ def measure_isolated(
             if sig
             else f"worker exited with code {code}"
         )
-    return Result.for_config(config, status="error", error=why, timestamp=_now())
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return Result.for_config(config, status="error", error=why, timestamp=utc_now())
 
 
 def _series(config: Config) -> tuple:
@@ -246,7 +243,7 @@ def run_grid(
                 config,
                 status="skipped",
                 error=f"batch {limit} already ran out of memory",
-                timestamp=_now(),
+                timestamp=utc_now(),
             )
         else:
             result = run(config)

@@ -34,6 +34,7 @@ from resbench import cli, data
 from resbench.env import collect_env
 from resbench.measure import COMPILE_MODES, PRECISIONS, Config, parse_device, validate_config
 from resbench.models import build_model, list_models
+from resbench.report import pyplot
 from resbench.timing import synchronize
 
 CHECKPOINT = "checkpoint.pt"
@@ -389,10 +390,7 @@ def _mean_std(values: list[float]) -> str:
 
 def write_summary(out: Path, cfg: TrainConfig, runs: list[tuple[Path, dict]], env: dict) -> None:
     """summary.md and accuracy_vs_time.png over one or more runs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     finals = [s["final_test_acc"] for _, s in runs]
     lines = [
