@@ -6,7 +6,8 @@ On a generated full-size CIFAR-10 stand-in (50,000 training images, written in t
 1. the train step of the same model and batch, measured by ``measure()`` (before and after, to bracket
    drift on a shared machine);
 2. one epoch with ``--data-loader device`` (the trainer's timed region);
-3. one epoch with ``--data-loader torchvision`` (DataLoader + per-image transforms), the baseline.
+3. one epoch with ``--data-loader torchvision`` (DataLoader + per-image transforms), the baseline;
+4. one epoch of the device pipeline alone (no model), its direct cost.
 Target: device epoch <= 1.05 x steps x step time.
 """
 
@@ -16,6 +17,7 @@ import argparse
 import json
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -23,6 +25,7 @@ import torch
 from resbench import data, train
 from resbench.env import collect_env
 from resbench.measure import Config, measure
+from resbench.timing import synchronize
 
 
 def epoch_seconds(data_dir: Path, out: Path, args, loader: str) -> float:
@@ -32,6 +35,21 @@ def epoch_seconds(data_dir: Path, out: Path, args, loader: str) -> float:
     if train.main(argv) != 0:
         raise SystemExit(f"training with {loader} failed")
     return json.loads((out / "train.jsonl").read_text().splitlines()[0])["train_s"]
+
+
+def loader_epoch_seconds(data_dir: Path, args) -> float:
+    """One epoch of the device pipeline alone (gather, crop, flip, normalise), no model."""
+    cifar = data.load(data_dir, check=False).to(args.device)
+    loader = data.DeviceLoader(
+        cifar.train_x, cifar.train_y, args.batch_size, torch.Generator().manual_seed(0)
+    )
+    device = torch.device(args.device)
+    synchronize(device)
+    start = time.perf_counter()
+    for x, _ in loader:
+        x.sum()  # touch the batch as a model would
+    synchronize(device)
+    return time.perf_counter() - start
 
 
 def main() -> int:
@@ -61,6 +79,7 @@ def main() -> int:
             else epoch_seconds(root / "data", root / "tv", args, "torchvision")
         )
         step_ms.append(measure(config, budget_s=3.0, peak=False).latency_ms_median)
+        loader_s = loader_epoch_seconds(root / "data", args)
     steps = args.images // args.batch_size
     ideal_s = steps * statistics.mean(step_ms) / 1e3
     result = {
@@ -70,6 +89,8 @@ def main() -> int:
         "steps_x_step_s": ideal_s,
         "device_epoch_s": device_s,
         "device_over_ideal": device_s / ideal_s,
+        "loader_alone_epoch_s": loader_s,
+        "loader_share_of_device_epoch": loader_s / device_s,
         "torchvision_epoch_s": tv_s,
         "torchvision_over_device": tv_s / device_s if tv_s else None,
         "workers": args.workers,
