@@ -27,6 +27,7 @@ from resbench.measure import Result
 
 RESULTS_FILE = "results.jsonl"
 ENV_FILE = "env.json"
+MAX_BATCH_FILE = "max_batch.json"  # written by `sweep --find-max-batch`
 BASELINE_SETTING = "fp32"  # fp32, contiguous, eager
 RESULT_FIELDS = [f.name for f in dataclasses.fields(Result)]
 _ENV_KEYS_THAT_MATTER = (
@@ -239,7 +240,9 @@ def _noise(r: pd.Series) -> str:
     return "; ".join(notes)
 
 
-def summary_markdown(env: dict, results: Sequence[Result], title: str) -> str:
+def summary_markdown(
+    env: dict, results: Sequence[Result], title: str, max_batch: Sequence[dict] = ()
+) -> str:
     frame = results_frame(results)
     out = [f"# {title}", "", *env_lines(env), ""]
     counts = frame["status"].value_counts().to_dict()
@@ -260,6 +263,10 @@ def summary_markdown(env: dict, results: Sequence[Result], title: str) -> str:
         name = part["device_name"].dropna().iloc[0] if part["device_name"].notna().any() else device
         out += ["", f"## {mode} on {device} ({name})", "", throughput_table(part)]
         out += ["", f"### {mode} on {device}: details", "", detail_table(part)]
+    if max_batch:
+        out += ["", "## Largest batch that fits", ""]
+        table = pd.DataFrame(list(max_batch)).drop(columns=["probes"], errors="ignore")
+        out.append(table.to_markdown(index=False, disable_numparse=True))
     failed = frame[frame["status"].isin(["error"])]
     if len(failed):
         out += ["", "## Errors", ""]
@@ -448,17 +455,19 @@ def write_report(run_dir: Path, title: str | None = None) -> dict[str, Path]:
     """results.csv, summary.md and plots/*.png for a run folder; returns the paths written."""
     run_dir = Path(run_dir)
     env, results = read_env(run_dir), read_results(run_dir)
-    return write_outputs(run_dir, env, results, title or f"resbench run {run_dir.name}")
+    path = run_dir / MAX_BATCH_FILE
+    max_batch = json.loads(path.read_text()) if path.exists() else ()
+    return write_outputs(run_dir, env, results, title or f"resbench run {run_dir.name}", max_batch)
 
 
 def write_outputs(
-    out_dir: Path, env: dict, results: Sequence[Result], title: str
+    out_dir: Path, env: dict, results: Sequence[Result], title: str, max_batch: Sequence[dict] = ()
 ) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "results.csv", "summary": out_dir / "summary.md"}
     frame = results_frame(results).drop(columns=["samples_ms"])
     frame.to_csv(paths["csv"], index=False)
-    summary = summary_markdown(env, results, title)
+    summary = summary_markdown(env, results, title, max_batch)
     plots = write_plots(results, out_dir / "plots")
     if plots:
         summary += (

@@ -257,6 +257,77 @@ def run_grid(
     return new, 0
 
 
+def find_max_batch(
+    config: Config, run: Callable[[Config], Result], cap: int = 1 << 16, tolerance: float = 1 / 16
+) -> tuple[int | None, list[Result]]:
+    """The largest batch size of ``config``'s setting that runs: doubling from its batch, then bisecting.
+
+    Bisection stops when the gap is within ``tolerance`` of the batch that fits. Any status but "ok"
+    (an OOM, or an error at that size) counts as not fitting. Returns (largest fitting batch or None,
+    every probe's Result).
+    """
+    probes: list[Result] = []
+
+    def fits(batch: int) -> bool:
+        probes.append(run(dataclasses.replace(config, batch_size=batch)))
+        return probes[-1].status == "ok"
+
+    lo, hi, batch = 0, None, config.batch_size
+    while batch <= cap:
+        if not fits(batch):
+            hi = batch
+            break
+        lo, batch = batch, batch * 2
+    if hi is None:
+        return lo, probes
+    if lo == 0:  # the starting batch did not fit: double up from 1 instead
+        batch = 1
+        while batch < hi and fits(batch):
+            lo, batch = batch, batch * 2
+        if lo == 0:
+            return None, probes
+        hi = min(hi, batch)
+    while hi - lo > max(1, int(lo * tolerance)):
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo, probes
+
+
+def max_batch_searches(
+    configs: Sequence[Config],
+    log: ResultLog,
+    done: Iterable[Result],
+    run: Callable[[Config], Result],
+) -> list[dict]:
+    """find_max_batch for every model and setting of the grid, from its largest batch; probes are
+    logged like any Result, and ones already logged (a resumed run) are not run again."""
+    recorded = {r.key(): r for r in done}
+
+    def run_logged(config: Config) -> Result:
+        if config.key() in recorded:
+            return recorded[config.key()]
+        result = run(config)
+        log.append(result)
+        recorded[config.key()] = result
+        print(summary_line(result), flush=True)
+        return result
+
+    largest: dict[tuple, Config] = {}
+    for c in configs:
+        if _series(c) not in largest or c.batch_size > largest[_series(c)].batch_size:
+            largest[_series(c)] = c
+    found = []
+    for config in largest.values():
+        best, probes = find_max_batch(config, run_logged)
+        found.append({"model": config.model, "device": config.device, "mode": config.mode,
+                      "setting": config.setting, "image_size": config.image_size,
+                      "max_batch": best, "probes": len(probes)})  # fmt: skip
+    return found
+
+
 def estimate_minutes(configs: Sequence[Config], budget_s: float, isolate: bool) -> float:
     # warm-up settles in about one budget; an isolated worker adds a Python + torch start-up
     per = 2 * budget_s + 1.0 + (4.0 if isolate else 0.0)
@@ -298,6 +369,12 @@ def merge_parts(out: Path, world: int) -> int:
                 have.add(r.key())
                 added += 1
     log.close()
+    parts = sorted(out.glob("max_batch.rank*.json"))
+    if parts:
+        found = [row for part in parts for row in json.loads(part.read_text())]
+        (out / report.MAX_BATCH_FILE).write_text(json.dumps(found, indent=2) + "\n")
+        for part in parts:
+            part.unlink()
     for rank in range(world):
         (out / "parts" / f"rank{rank}.jsonl").unlink(missing_ok=True)
     if (out / "parts").exists() and not any((out / "parts").iterdir()):
@@ -351,6 +428,12 @@ def build_parser() -> cli.Parser:
     how.add_argument(
         "--max-minutes", type=float, help="start no new Config after this many minutes"
     )
+    how.add_argument(
+        "--find-max-batch",
+        action="store_true",
+        help="after the grid, search each model and setting for the largest batch that fits "
+        "(doubling from the largest --batch-sizes, then bisecting to within 1/16); CUDA or MPS only",
+    )
     how.add_argument("--no-progress", action="store_true", help="no progress bar (lines only)")
     where = p.add_argument_group("where")
     where.add_argument(
@@ -374,6 +457,11 @@ def _run(args, argv) -> int:
     if args.resume and not (args.out / report.RESULTS_FILE).exists():
         raise cli.UsageError(f"--resume: {args.out} has no {report.RESULTS_FILE} to continue")
     configs, notes = build_grid(args)
+    if args.find_max_batch and any(c.device == "cpu" for c in configs):
+        raise cli.UsageError(
+            "--find-max-batch needs a CUDA or MPS device: CPU memory is overcommitted, so the "
+            "kernel kills the process instead of raising out-of-memory"
+        )
     rank, world, local_rank = _dist_setup()
     if world > 1:
         configs = [
@@ -436,6 +524,10 @@ def _run(args, argv) -> int:
     start = time.monotonic()
     try:
         new, left = run_grid(configs, log, done, run_one, deadline, progress=not args.no_progress)
+        if args.find_max_batch and not left:
+            found = max_batch_searches(configs, log, done + new, run_one)
+            name = report.MAX_BATCH_FILE if world == 1 else f"max_batch.rank{rank}.json"
+            (out / name).write_text(json.dumps(found, indent=2) + "\n")
     except KeyboardInterrupt:
         log.close()
         finished = len(report.read_results(out))

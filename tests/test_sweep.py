@@ -274,3 +274,44 @@ def test_torchrun_two_processes_merge_into_one_folder(tmp_path):
     assert (out / "summary.md").exists() and json.loads((out / "env.json").read_text())[
         "world_size"
     ] == 2
+
+
+def test_find_max_batch_doubles_then_bisects():
+    calls: list = []
+    run = fake_measure(oom_from=100, calls=calls)
+    best, probes = sweep.find_max_batch(Config("small_resnet20", 8, device="cpu"), run)
+    assert 100 - 100 / 16 <= best < 100
+    assert [c.batch_size for c in calls][:5] == [8, 16, 32, 64, 128]
+    assert len(probes) == len(calls) <= 10
+    # the starting batch already too large: search from 1
+    best, _ = sweep.find_max_batch(
+        Config("small_resnet20", 512, device="cpu"), fake_measure(oom_from=3)
+    )
+    assert best == 2
+    assert (
+        sweep.find_max_batch(Config("small_resnet20", 4, device="cpu"), fake_measure(oom_from=1))[0]
+        is None
+    )
+    # fits everything up to the cap
+    assert (
+        sweep.find_max_batch(Config("small_resnet20", 4, device="cpu"), fake_measure(), cap=64)[0]
+        == 64
+    )
+
+
+def test_find_max_batch_run_logs_probes_and_reports(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "measure", fake_measure(oom_from=40))
+    monkeypatch.setattr(sweep.cli, "parse_devices", lambda text: ["cuda"])  # pretend: CPU refuses
+    monkeypatch.setattr(sweep, "validate_config", lambda c: None)
+    rc = sweep.main(["--device", "cuda", "--models", "small_resnet20", "--batch-sizes", "8",
+                     "--find-max-batch", "--isolate", "off", "--no-progress", "--out", str(tmp_path)])  # fmt: skip
+    assert rc == 0
+    found = json.loads((tmp_path / "max_batch.json").read_text())
+    assert found[0]["model"] == "small_resnet20" and 36 <= found[0]["max_batch"] < 40
+    assert len(report.read_results(tmp_path)) == found[0]["probes"]  # every probe is a Result
+    assert "## Largest batch that fits" in (tmp_path / "summary.md").read_text()
+
+
+def test_find_max_batch_refuses_the_cpu(capsys):
+    assert sweep.main(["--device", "cpu", "--models", "small_resnet20", "--find-max-batch"]) == 2
+    assert "--find-max-batch needs a CUDA or MPS device" in capsys.readouterr().err
