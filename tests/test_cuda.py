@@ -74,7 +74,7 @@ def test_channels_last_bf16_compile_on_cuda():
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="DDP over nccl needs 2 GPUs")
 def test_ddp_nccl_two_gpus(tmp_path):
     data.make_synthetic(tmp_path / "d", n_train=1024, n_test=256)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "resbench.train",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "resbench.train",
            "--data-dir", str(tmp_path / "d"), "--no-verify", "--device", "cuda", "--model", "small_resnet20",
            "--epochs", "1", "--batch-size", "64", "--out", str(tmp_path / "o"), "--no-progress"]  # fmt: skip
     done = subprocess.run(

@@ -261,7 +261,7 @@ def test_sigterm_stops_after_writing_and_says_how_to_resume(tmp_path):
 def test_torchrun_two_processes_merge_into_one_folder(tmp_path):
     out = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
         "-m", "resbench.sweep", "--device", "cpu", "--models", "small_resnet20",
         "--batch-sizes", "1,2,3", "--budget", "0.05", "--no-progress", "--out", str(out),
     ]  # fmt: skip

@@ -154,7 +154,7 @@ def test_torchrun_two_processes_match_one(cifar_dir, tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29518",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          *common, "--out", str(tmp_path / "two")],
         cwd=ROOT, capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
