@@ -20,6 +20,7 @@ import ctypes
 import dataclasses
 import datetime as _dt
 import gc
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -248,24 +249,44 @@ class Prepared:
     optimizer: torch.optim.Optimizer | None = None
 
 
-def _set_numerics(precision: str, device: torch.device) -> dict:
-    saved = {
-        "matmul": torch.backends.cuda.matmul.allow_tf32,
-        "cudnn": torch.backends.cudnn.allow_tf32,
-        "benchmark": torch.backends.cudnn.benchmark,
-    }
+@contextlib.contextmanager
+def numerics(
+    precision: str, device: torch.device, deterministic: bool | None = None
+) -> Iterator[None]:
+    """Set TF32, cuDNN autotuning and (if given) determinism for ``precision``; restore after.
+
+    fp32 means fp32: cuDNN would otherwise use TF32 for convolutions by default. Shapes are fixed,
+    so cuDNN may autotune on CUDA, unless deterministic kernels are asked for.
+    """
+    saved = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cudnn.benchmark,
+        torch.are_deterministic_algorithms_enabled(),
+    )
     if device.type == "cuda":
-        # fp32 means fp32: cuDNN would otherwise use TF32 for convolutions by default
         torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
         torch.backends.cudnn.allow_tf32 = precision == "tf32"
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest algorithm
-    return saved
+        torch.backends.cudnn.benchmark = not deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be
+    if deterministic is not None:
+        torch.use_deterministic_algorithms(deterministic)
+    try:
+        yield
+    finally:
+        (
+            torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.allow_tf32,
+            torch.backends.cudnn.benchmark,
+        ) = saved[:3]
+        torch.use_deterministic_algorithms(saved[3])
 
 
-def _restore_numerics(saved: dict) -> None:
-    torch.backends.cuda.matmul.allow_tf32 = saved["matmul"]
-    torch.backends.cudnn.allow_tf32 = saved["cudnn"]
-    torch.backends.cudnn.benchmark = saved["benchmark"]
+def autocast(device: torch.device, precision: str):
+    """torch.autocast for bf16/fp16, a no-op context for fp32/tf32."""
+    dtype = _AMP_DTYPES.get(precision)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 @contextlib.contextmanager
@@ -275,8 +296,7 @@ def prepare(config: Config, seed: int = 0) -> Iterator[Prepared]:
     The same preparation serves measure(), the pytest benchmarks and the profiler.
     """
     device = validate_config(config)
-    saved = _set_numerics(config.precision, device)
-    try:
+    with numerics(config.precision, device):
         torch.manual_seed(seed)
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         model = build_model(config.model).to(device=device, memory_format=memory_format)
@@ -289,12 +309,9 @@ def prepare(config: Config, seed: int = 0) -> Iterator[Prepared]:
             runner = torch.compile(
                 model, mode=None if config.compile == "default" else config.compile
             )
-        amp_dtype = _AMP_DTYPES.get(config.precision)
 
         def amp():
-            if amp_dtype is None:
-                return contextlib.nullcontext()
-            return torch.autocast(device.type, dtype=amp_dtype)
+            return autocast(device, config.precision)
 
         optimizer = None
         if config.mode == "inference":
@@ -330,8 +347,6 @@ def prepare(config: Config, seed: int = 0) -> Iterator[Prepared]:
                 return loss
 
         yield Prepared(config, device, model, runner, inputs, labels, step, optimizer)
-    finally:
-        _restore_numerics(saved)
 
 
 class PeakMemory:

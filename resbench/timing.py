@@ -41,9 +41,8 @@ class Samples:
     """Raw timings of one measured callable."""
 
     samples_ms: list[float] = field(default_factory=list)  # device time of each iteration
-    block_wall_ms: list[float] = field(
-        default_factory=list
-    )  # host wall clock per block, sync included
+    # host wall clock per block, sync included
+    block_wall_ms: list[float] = field(default_factory=list)
     block_issue_ms: list[float] = field(default_factory=list)  # host time to issue a block, no sync
     block_iters: list[int] = field(default_factory=list)
 

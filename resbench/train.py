@@ -32,13 +32,20 @@ from tqdm import tqdm
 
 from resbench import cli, data
 from resbench.env import collect_env
-from resbench.measure import COMPILE_MODES, PRECISIONS, Config, parse_device, validate_config
+from resbench.measure import (
+    COMPILE_MODES,
+    PRECISIONS,
+    Config,
+    autocast,
+    numerics,
+    parse_device,
+    validate_config,
+)
 from resbench.models import build_model, list_models
 from resbench.report import pyplot
 from resbench.timing import synchronize
 
 CHECKPOINT = "checkpoint.pt"
-_AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -147,25 +154,14 @@ def train_run(
 
 @contextlib.contextmanager
 def _numerics(cfg: TrainConfig, device: torch.device):
-    """Set determinism, cuDNN autotuning, TF32 and denormal flushing; restore the caller's after."""
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
-             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)  # fmt: skip
-    if cfg.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(cfg.deterministic)
-    torch.backends.cudnn.benchmark = device.type == "cuda" and not cfg.deterministic
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = (
-        cfg.precision == "tf32"
-    )
-    flush = cfg.flush_denormal and device.type == "cpu" and torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        if flush:  # PyTorch has no getter; False is its default
-            torch.set_flush_denormal(False)
-        torch.use_deterministic_algorithms(saved[0])
-        (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
-         torch.backends.cudnn.allow_tf32) = saved[1:]  # fmt: skip
+    """The measurement's numerics (TF32, cuDNN autotuning, determinism) plus denormal flushing."""
+    with numerics(cfg.precision, device, cfg.deterministic):
+        flush = cfg.flush_denormal and device.type == "cpu" and torch.set_flush_denormal(True)
+        try:
+            yield
+        finally:
+            if flush:  # PyTorch has no getter; False is its default
+                torch.set_flush_denormal(False)
 
 
 def _write_log(out: Path, log: list[dict]) -> None:
@@ -204,10 +200,9 @@ def _train(cfg, cifar, out, resume, progress, rank, world, device) -> dict:
         if cfg.compile != "off"
         else net
     )
-    amp_dtype = _AMP.get(cfg.precision)
 
     def amp():
-        return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+        return autocast(device, cfg.precision)
 
     ckpt_path = out / CHECKPOINT
     if resume and ckpt_path.exists():
