@@ -12,10 +12,9 @@ import os
 
 import pytest
 
-from resbench.cli import parse_models, parse_positive_ints, split_list
+from resbench.cli import parse_models, parse_positive_ints, parse_settings, split_list
 from resbench.env import collect_env
 from resbench.measure import (
-    COMPILE_MODES,
     MODES,
     PRECISIONS,
     Config,
@@ -62,24 +61,6 @@ def pytest_addoption(parser):
     )
 
 
-def parse_setting(label: str) -> dict:
-    """ "bf16+cl+compile" -> precision, channels_last and compile fields of a Config."""
-    precision, *rest = label.split("+")
-    fields = {"precision": precision, "channels_last": False, "compile": "off"}
-    for part in rest:
-        if part == "cl":
-            fields["channels_last"] = True
-        elif part == "compile":
-            fields["compile"] = "default"
-        elif part in COMPILE_MODES:
-            fields["compile"] = part
-        else:
-            raise pytest.UsageError(f"unknown setting part {part!r} in {label!r}; use cl, compile")
-    if precision not in PRECISIONS:
-        raise pytest.UsageError(f"unknown precision {precision!r}; choose one of: {PRECISIONS}")
-    return fields
-
-
 def benchmark_configs(config) -> list[Config]:
     opt = config.getoption
     run_all = opt("--rb-all")
@@ -89,15 +70,16 @@ def benchmark_configs(config) -> list[Config]:
         batches = opt("--rb-batch-sizes") and parse_positive_ints(
             opt("--rb-batch-sizes"), "--rb-batch-sizes"
         )
+        settings = parse_settings(
+            opt("--rb-settings") or (",".join(ALL_SETTINGS) if run_all else DEFAULT_SETTINGS),
+            "--rb-settings",
+        )
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     modes = split_list(opt("--rb-modes") or ",".join(MODES))
-    settings = split_list(
-        opt("--rb-settings") or (",".join(ALL_SETTINGS) if run_all else DEFAULT_SETTINGS)
-    )
     table = ALL_BATCHES if run_all else DEFAULT_BATCHES
     return [
-        Config(model, b, device=device, mode=mode, **parse_setting(s))
+        Config(model, b, device=device, mode=mode, **s)
         for model in models
         for mode in modes
         for s in settings

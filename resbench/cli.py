@@ -86,6 +86,37 @@ def parse_on_off(text: str, flag: str) -> list[bool]:
     return [v == "on" for v in parse_choices(text, flag, ("off", "on"))]
 
 
+def parse_settings(text: str, flag: str) -> list[dict]:
+    """ "fp32,tf32+cl,bf16+cl+compile" -> the precision, channels_last and compile of each setting.
+
+    A setting is a precision, then optionally "+cl" (channels_last) and "+compile" (mode default)
+    or "+<compile mode>": the labels the tables use.
+    """
+    settings = []
+    for label in split_list(text):
+        precision, *rest = label.split("+")
+        if precision not in PRECISIONS:
+            raise UsageError(
+                f"{flag}: unknown precision {precision!r} in {label!r}; choose one of: "
+                f"{', '.join(PRECISIONS)}"
+            )
+        fields = {"precision": precision, "channels_last": False, "compile": "off"}
+        for part in rest:
+            if part == "cl":
+                fields["channels_last"] = True
+            elif part == "compile" or part in COMPILE_MODES[1:]:
+                fields["compile"] = "default" if part == "compile" else part
+            else:
+                raise UsageError(
+                    f"{flag}: unknown part {part!r} in {label!r}; use cl, compile or one of: "
+                    f"{', '.join(COMPILE_MODES[1:])}"
+                )
+        settings.append(fields)
+    if not settings:
+        raise UsageError(f"{flag} is empty")
+    return list({tuple(f.values()): f for f in settings}.values())
+
+
 def parse_devices(text: str) -> list[str]:
     devices = split_list(text) or [default_device()]
     for device in devices:

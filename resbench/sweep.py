@@ -10,12 +10,10 @@ crash or ``kill -9`` loses nothing finished and ``--resume`` carries on. Usage::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as _dt
 import itertools
 import json
-import multiprocessing as mp
 import os
 import shlex
 import signal
@@ -28,6 +26,7 @@ from tqdm import tqdm
 
 from resbench import cli, report
 from resbench.env import collect_env
+from resbench.isolate import Worker
 from resbench.measure import (
     COMPILE_MODES,
     MODES,
@@ -76,9 +75,7 @@ PRESETS: dict[str, list[dict]] = {
 DEFAULT_BUDGET_S = (
     1.0  # per Config: enough for a 1% median on a GPU; slow CPU models stop at 3 runs
 )
-CUDA_TIMEOUT_S = (
-    900.0  # per Config in an isolated worker: compile with max-autotune can take minutes
-)
+CUDA_TIMEOUT_S = 900.0  # per Config in an isolated worker: max-autotune can compile for minutes
 
 
 def expand(
@@ -89,13 +86,20 @@ def expand(
     precision: Sequence[str] = ("fp32",),
     channels_last: Sequence[bool] = (False,),
     compile: Sequence[str] = ("off",),
+    settings: Sequence[dict] | None = None,
 ) -> list[Config]:
-    """The product of the lists, ordered so that batch sizes of one setting ascend together."""
+    """The product of the lists, ordered so that batch sizes of one setting ascend together.
+
+    ``settings`` (dicts of precision, channels_last, compile) replaces the product of those three.
+    """
+    if settings is None:
+        settings = [
+            {"precision": p, "channels_last": cl, "compile": co}
+            for p, cl, co in itertools.product(precision, channels_last, compile)
+        ]
     return [
-        Config(model=m, batch_size=b, device=d, mode=mo, precision=p, channels_last=cl, compile=co)
-        for d, m, mo, p, cl, co, b in itertools.product(
-            devices, models, modes, precision, channels_last, compile, batch_sizes
-        )
+        Config(model=m, batch_size=b, device=d, mode=mo, **s)
+        for d, m, mo, s, b in itertools.product(devices, models, modes, settings, batch_sizes)
     ]
 
 
@@ -113,7 +117,12 @@ def build_grid(args) -> tuple[list[Config], list[str]]:
         "channels_last": args.channels_last
         and cli.parse_on_off(args.channels_last, "--channels-last"),
         "compile": args.compile and cli.parse_choices(args.compile, "--compile", COMPILE_MODES),
+        "settings": args.settings and cli.parse_settings(args.settings, "--settings"),
     }
+    if args.settings and (args.precision or args.channels_last or args.compile):
+        raise cli.UsageError(
+            "--settings replaces --precision, --channels-last and --compile; give one or the other"
+        )
     if not args.preset:
         explicit["models"] = explicit["models"] or cli.parse_models(
             "resnet18,resnet50,small_resnet20"
@@ -122,6 +131,9 @@ def build_grid(args) -> tuple[list[Config], list[str]]:
     configs: list[Config] = []
     for grid in grids:
         grid.update({k: v for k, v in explicit.items() if v})  # flags narrow or override a preset
+        if "settings" in grid:
+            for axis in ("precision", "channels_last", "compile"):
+                grid.pop(axis, None)
         configs += expand(devices, **grid)
     configs = list({c.key(): c for c in configs}.values())
     kept, dropped = [], {}
@@ -139,45 +151,6 @@ def build_grid(args) -> tuple[list[Config], list[str]]:
 
 
 # ----------------------------------------------------------------------------- running
-
-
-def _worker(config: dict, budget_s: float, peak: bool | float, conn) -> None:
-    result = measure(Config(**config), budget_s, peak=peak)
-    conn.send(result.to_dict())
-    conn.close()
-
-
-def measure_isolated(
-    config: Config, budget_s: float, peak: bool | float = True, timeout_s: float = CUDA_TIMEOUT_S
-) -> Result:
-    """measure() in a fresh process: a segfault, a hang or a poisoned CUDA context stays there."""
-    ctx = mp.get_context("spawn")
-    receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_worker, args=(dataclasses.asdict(config), budget_s, peak, send))
-    proc.start()
-    send.close()
-    data, why = None, None
-    try:
-        if receive.poll(timeout_s):
-            with contextlib.suppress(EOFError):
-                data = receive.recv()
-        else:
-            why = f"timed out after {timeout_s:.0f} s (per-Config limit; see --timeout)"
-    finally:
-        if proc.is_alive():
-            proc.kill()
-        proc.join()
-    if data is not None:
-        return Result.from_dict(data)
-    if why is None:
-        code = proc.exitcode
-        sig = -code if code is not None and code < 0 else None
-        why = (
-            f"worker died ({signal.Signals(sig).name})"
-            if sig
-            else f"worker exited with code {code}"
-        )
-    return Result.for_config(config, status="error", error=why, timestamp=utc_now())
 
 
 def _series(config: Config) -> tuple:
@@ -329,9 +302,10 @@ def max_batch_searches(
 
 
 def estimate_minutes(configs: Sequence[Config], budget_s: float, isolate: bool) -> float:
-    # warm-up settles in about one budget; an isolated worker adds a Python + torch start-up
-    per = 2 * budget_s + 1.0 + (4.0 if isolate else 0.0)
-    return sum(per + (40.0 if c.compile != "off" else 0.0) for c in configs) / 60
+    # warm-up settles in about one budget; an isolated worker adds one Python + torch start-up
+    per = 2 * budget_s + 1.0
+    start = 5.0 if isolate and configs else 0.0
+    return (start + sum(per + (40.0 if c.compile != "off" else 0.0) for c in configs)) / 60
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -405,6 +379,11 @@ def build_parser() -> cli.Parser:
     what.add_argument("--precision", help=f"{', '.join(PRECISIONS)} (default: fp32)")
     what.add_argument("--channels-last", help="off, on (default: off)")
     what.add_argument("--compile", help=f"{', '.join(COMPILE_MODES)} (default: off)")
+    what.add_argument(
+        "--settings",
+        help="exact settings instead of the product of the three flags above, labelled as in the "
+        "tables: fp32, tf32+cl, bf16+cl+compile, fp16+cl+max-autotune",
+    )
     how = p.add_argument_group("how")
     how.add_argument(
         "--budget",
@@ -416,8 +395,8 @@ def build_parser() -> cli.Parser:
         "--isolate",
         choices=["auto", "on", "off"],
         default="auto",
-        help="each Config in a fresh process, so crashes, hangs and poisoned CUDA contexts stay "
-        "there (default: auto = on for CUDA, off otherwise)",
+        help="measure in a worker process, replaced after a crash, a hang (--timeout) or an "
+        "error, so a poisoned CUDA context stays there (default: auto = on for CUDA, off otherwise)",
     )
     how.add_argument(
         "--timeout",
@@ -489,12 +468,13 @@ def _run(args, argv) -> int:
     isolate = args.isolate == "on" or (
         args.isolate == "auto" and any(d.startswith("cuda") for d in devices)
     )
+    worker = Worker(args.timeout) if isolate else None
     peaks: dict[tuple, float] = {}
 
     def run_one(config: Config) -> Result:
         peak = peaks.get((config.device, config.precision), True)
-        if isolate:
-            result = measure_isolated(config, args.budget, peak, args.timeout)
+        if worker is not None:
+            result = worker.measure(config, args.budget, peak)
         else:
             result = measure(config, args.budget, peak=peak)
         if result.peak_tflops:
@@ -529,6 +509,8 @@ def _run(args, argv) -> int:
             name = report.MAX_BATCH_FILE if world == 1 else f"max_batch.rank{rank}.json"
             (out / name).write_text(json.dumps(found, indent=2) + "\n")
     except KeyboardInterrupt:
+        if worker is not None:
+            worker.close(kill=True)  # the Config in flight is lost either way
         log.close()
         finished = len(report.read_results(out))
         print(
@@ -540,6 +522,8 @@ def _run(args, argv) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if worker is not None:
+            worker.close()
     log.close()
     wall = time.monotonic() - start
     if world > 1:

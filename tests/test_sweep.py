@@ -8,10 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
-from resbench import report, sweep
+from resbench import isolate, report, sweep
 from resbench.measure import Config, Result
 from resbench.models import list_models
 
@@ -83,6 +84,22 @@ def test_flags_narrow_a_preset():
         args_for("--preset", "quick", "--device", "cpu", "--models", "cifar", "--modes", "train")
     )
     assert configs and all(c.mode == "train" and c.model.startswith("small") for c in configs)
+
+
+def test_settings_pick_exact_combinations_instead_of_a_product():
+    configs, _ = sweep.build_grid(
+        args_for("--device", "cpu", "--models", "resnet18", "--batch-sizes", "1,8",
+                 "--settings", "fp32,bf16+cl+compile,fp32+max-autotune")
+    )  # fmt: skip
+    assert [(c.setting, c.batch_size) for c in configs] == [
+        ("fp32", 1), ("fp32", 8), ("bf16+cl+compile", 1), ("bf16+cl+compile", 8),
+        ("fp32+max-autotune", 1), ("fp32+max-autotune", 8),
+    ]  # fmt: skip
+    narrowed, _ = sweep.build_grid(
+        args_for("--preset", "standard", "--device", "cpu", "--models", "resnet18",
+                 "--settings", "bf16+cl")
+    )  # fmt: skip
+    assert narrowed and {c.setting for c in narrowed} == {"bf16+cl"}
 
 
 def run_main(tmp_path, *argv, monkeypatch=None, fake=None):
@@ -167,6 +184,9 @@ def test_oom_skips_larger_batches_of_the_same_setting(tmp_path, monkeypatch):
         (["--preset", "huge"], "invalid choice: 'huge'"),
         (["--budget", "0"], "--budget must be positive"),
         (["--resume"], "--resume needs --out"),
+        (["--settings", "bf16+nhwc"], "--settings: unknown part 'nhwc' in 'bf16+nhwc'; use cl,"),
+        (["--settings", "int8"], "--settings: unknown precision 'int8' in 'int8'; choose one of"),
+        (["--settings", "bf16", "--precision", "fp32"], "--settings replaces --precision"),
     ],
 )
 def test_bad_flags_give_one_line_and_exit_2(argv, message, capsys):
@@ -184,28 +204,41 @@ def test_cuda_without_cuda_is_a_usage_error(capsys):
     assert "CUDA is not available" in capsys.readouterr().err
 
 
-def _crash(config, budget_s, peak, conn):
+def _crash(conn):
     os.kill(os.getpid(), signal.SIGSEGV)
 
 
-def _hang(config, budget_s, peak, conn):
+def _hang(conn):
     time.sleep(60)
 
 
-def test_isolated_worker_crash_and_hang_become_status_error(monkeypatch):
+def _fail_then_serve(conn):
+    """A worker whose every Config ends in "error"; it must be replaced each time."""
+    while (job := conn.recv()) is not None:
+        conn.send(Result.for_config(Config(**job[0]), status="error", error="poisoned").to_dict())
+
+
+def test_isolated_worker_crash_and_hang_become_status_error():
     config = Config("small_resnet20", 1, device="cpu")
-    monkeypatch.setattr(sweep, "_worker", _crash)
-    crashed = sweep.measure_isolated(config, 0.1)
+    with isolate.Worker(60, target=_crash) as worker:
+        crashed = worker.measure(config, 0.1)
     assert crashed.status == "error" and "SIGSEGV" in crashed.error
-    monkeypatch.setattr(sweep, "_worker", _hang)
-    hung = sweep.measure_isolated(config, 0.1, timeout_s=3)
+    with isolate.Worker(3, target=_hang) as worker:
+        hung = worker.measure(config, 0.1)
     assert hung.status == "error" and "timed out" in hung.error
+    with isolate.Worker(60, target=_fail_then_serve) as worker:
+        assert [worker.measure(config, 0.1).status for _ in range(2)] == ["error", "error"]
+        assert worker.starts == 2  # an error retires the worker: the next Config gets a fresh one
 
 
 @pytest.mark.slow
-def test_isolated_worker_measures_for_real():
-    r = sweep.measure_isolated(Config("small_resnet20", 2, device="cpu"), 0.1, peak=False)
-    assert r.status == "ok" and r.throughput_ips > 0
+def test_isolated_worker_is_reused_and_measures_for_real():
+    with isolate.Worker(300) as worker:
+        rows = [
+            worker.measure(Config("small_resnet20", b, device="cpu"), 0.1, False) for b in (1, 2)
+        ]
+        assert worker.starts == 1  # one process served both Configs
+    assert [r.status for r in rows] == ["ok", "ok"] and rows[1].throughput_ips > 0
 
 
 def _sweep_cmd(out: Path, *extra: str) -> list[str]:
@@ -240,19 +273,25 @@ def test_sigkill_mid_run_keeps_finished_results_and_resumes(tmp_path):
     assert [r.timestamp for r in final[: len(kept)]] == [r.timestamp for r in kept]
 
 
-def test_sigterm_stops_after_writing_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("isolate", ["off", "on"])
+def test_sigterm_stops_after_writing_and_says_how_to_resume(tmp_path, isolate):
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        _sweep_cmd(out), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+        _sweep_cmd(out, "--isolate", isolate),
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
     deadline = time.monotonic() + 120
     while _lines(out / "results.jsonl") < 1 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    workers = [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+    assert len(workers) == (1 if isolate == "on" else 0)  # one worker serves every Config
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     if proc.returncode == 0:
         pytest.skip("the sweep finished before the signal arrived")
     assert proc.returncode == 130
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
     assert "resume with: python -m resbench.sweep --resume --out" in err
     assert all(r.status == "ok" for r in report.read_results(out))
     assert (out / "summary.md").exists()

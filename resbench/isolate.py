@@ -1,0 +1,98 @@
+"""measure() in a separate process, so a segfault, a hang or a poisoned CUDA context stays there.
+
+One spawned worker serves Config after Config, so isolation costs one Python + torch start-up per
+sweep rather than one per Config. The worker is replaced when it dies, when a Config runs past the
+timeout (it is killed), and after a Result with status "error": an error can leave a CUDA context
+unusable (an illegal memory access poisons the whole process), so the next Config gets a fresh one.
+An out-of-memory Result does not retire the worker; measure() frees its tensors and the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing as mp
+import signal
+
+from resbench.measure import Config, Result, measure, utc_now
+
+
+def _serve(conn) -> None:
+    """The worker's loop: (config dict, budget, peak) in, Result dict out, until None or EOF."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it kills us
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        config, budget_s, peak = job
+        conn.send(measure(Config(**config), budget_s, peak=peak).to_dict())
+
+
+def _death(code: int | None) -> str:
+    sig = -code if code is not None and code < 0 else None
+    return f"worker died ({signal.Signals(sig).name})" if sig else f"worker exited with code {code}"
+
+
+class Worker:
+    """A reusable isolated measure(); use as a context manager (or call close()) to stop it."""
+
+    def __init__(self, timeout_s: float, target=None) -> None:
+        self.timeout_s = timeout_s
+        self.starts = 0  # how many processes this Worker has spawned
+        self._target = target or _serve
+        self._proc = None
+        self._conn = None
+
+    def _start(self) -> None:
+        ctx = mp.get_context("spawn")  # fork after CUDA initialisation is not allowed
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=self._target, args=(child,), daemon=True)
+        self._proc.start()
+        child.close()  # so the worker's death shows here as EOF
+        self.starts += 1
+
+    def measure(self, config: Config, budget_s: float, peak: bool | float = True) -> Result:
+        if self._proc is None or not self._proc.is_alive():
+            self._start()
+        data, why = None, None
+        try:
+            self._conn.send((dataclasses.asdict(config), budget_s, peak))
+            if self._conn.poll(self.timeout_s):
+                data = self._conn.recv()
+            else:
+                why = f"timed out after {self.timeout_s:.0f} s (per-Config limit; see --timeout)"
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            pass  # the worker died; its exit code says how
+        if data is None:
+            proc = self._proc
+            self.close(kill=True)  # a hung worker is killed; a dead one is reaped for its exit code
+            why = why or _death(proc.exitcode)
+            return Result.for_config(config, status="error", error=why, timestamp=utc_now())
+        result = Result.from_dict(data)
+        if result.status == "error":
+            self.close()
+        return result
+
+    def close(self, kill: bool = False) -> None:
+        """Stop the worker: ask it to finish (or kill it), wait, and drop the pipe."""
+        proc, conn = self._proc, self._conn
+        self._proc = self._conn = None
+        if proc is None:
+            return
+        if not kill and proc.is_alive():
+            with contextlib.suppress(OSError, ValueError):
+                conn.send(None)
+            proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        conn.close()
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close(kill=exc[0] is not None)
