@@ -41,7 +41,13 @@ from resbench.models import list_models
 
 IMAGENET, CIFAR = list_models("imagenet"), list_models("cifar")
 
-# A preset is a union of grids; a grid is a product of these lists.
+
+# A preset is a union of grids; a grid is a product of these lists (settings: exact combinations
+# of precision, channels_last and compile, instead of their product).
+def _settings(labels: str) -> list[dict]:
+    return cli.parse_settings(labels, "settings")
+
+
 PRESETS: dict[str, list[dict]] = {
     # ~3 minutes on a 2-core CPU: every variant once, then settings on a few
     "quick": [
@@ -62,6 +68,18 @@ PRESETS: dict[str, list[dict]] = {
              batch_sizes=[32, 128], modes=list(MODES), precision=["bf16"], channels_last=[True],
              compile=["default"]),
     ],
+    # a first look at a GPU in ~3 minutes (scripts/gpu_check.sh), most telling first: ResNet-50
+    # in depth, compile on it, two more models; fp32+cl is left out (without tensor cores NHWC only
+    # loses, and cuDNN's autotuning of it took 69 s for one resnet50 train Config on an H100)
+    "gpu": [
+        dict(models=["resnet50"], batch_sizes=[32, 256], modes=list(MODES),
+             settings=_settings("fp32,tf32,tf32+cl,bf16,bf16+cl")),
+        dict(models=["resnet50"], batch_sizes=[256], settings=_settings("bf16+cl+compile")),
+        dict(models=["resnet18", "small_resnet20"], batch_sizes=[256], modes=list(MODES),
+             settings=_settings("tf32,bf16+cl")),
+        dict(models=["resnet50"], batch_sizes=[256], modes=["train"],
+             settings=_settings("bf16+cl+compile")),
+    ],
     # everything: all precisions, batch sizes and compile modes
     "full": [
         dict(models=IMAGENET, batch_sizes=[1, 8, 32, 64, 128, 256], modes=list(MODES),
@@ -75,6 +93,7 @@ PRESETS: dict[str, list[dict]] = {
 DEFAULT_BUDGET_S = (
     1.0  # per Config: enough for a 1% median on a GPU; slow CPU models stop at 3 runs
 )
+EXIT_INCOMPLETE = 3  # --max-minutes ended the run with Configs left (2 is a usage error)
 CUDA_TIMEOUT_S = 900.0  # per Config in an isolated worker: max-autotune can compile for minutes
 
 
@@ -131,9 +150,11 @@ def build_grid(args) -> tuple[list[Config], list[str]]:
     configs: list[Config] = []
     for grid in grids:
         grid.update({k: v for k, v in explicit.items() if v})  # flags narrow or override a preset
-        if "settings" in grid:
+        if explicit["settings"]:
             for axis in ("precision", "channels_last", "compile"):
                 grid.pop(axis, None)
+        elif any(explicit[axis] for axis in ("precision", "channels_last", "compile")):
+            grid.pop("settings", None)  # the three flags replace a preset's settings
         configs += expand(devices, **grid)
     configs = list({c.key(): c for c in configs}.values())
     kept, dropped = [], {}
@@ -405,7 +426,9 @@ def build_parser() -> cli.Parser:
         help="per-Config limit in seconds for isolated workers (default: %(default)s)",
     )
     how.add_argument(
-        "--max-minutes", type=float, help="start no new Config after this many minutes"
+        "--max-minutes",
+        type=float,
+        help="start no new Config after this many minutes; exit code 3 if some were left",
     )
     how.add_argument(
         "--find-max-batch",
@@ -431,6 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args, argv) -> int:
     if args.budget <= 0:
         raise cli.UsageError(f"--budget must be positive; got {args.budget}")
+    if args.max_minutes is not None and args.max_minutes <= 0:
+        raise cli.UsageError(f"--max-minutes must be positive; got {args.max_minutes}")
     if args.resume and args.out is None:
         raise cli.UsageError("--resume needs --out RUN_FOLDER (the run to continue)")
     if args.resume and not (args.out / report.RESULTS_FILE).exists():
@@ -544,6 +569,7 @@ def _run(args, argv) -> int:
     )
     if left:
         print(f"stopped by --max-minutes with {left} Configs left; {resume_hint}", file=sys.stderr)
+        return EXIT_INCOMPLETE
     return 0
 
 

@@ -2,11 +2,12 @@
 
     python scripts/clock_check.py --device cpu [--pytest-benchmark] [--out clock.json]
 
-1. resnet18, batch 8, fp32 inference: ``measure()`` and ``Timer.blocked_autorange`` interleaved
-   (A B A B A B), ratio of medians. Target: within 5%.
+1. One inference Config (default resnet18, batch 8, fp32; on a GPU pick one that is not
+   launch-bound, e.g. ``--model resnet50 --batch-size 128 --setting tf32``): ``measure()`` and
+   ``Timer.blocked_autorange`` interleaved (A B A B A B), ratio of medians. Target: within 5%.
 2. Harness overhead: a 1x1 convolution on a tiny input, ``measure()``'s median against a bare
    ``perf_counter_ns`` loop around the same prepared step. Target: a few microseconds.
-3. With --pytest-benchmark: the same resnet18 Config through ``pytest benchmarks`` (a subprocess),
+3. With --pytest-benchmark: the same Config through ``pytest benchmarks`` (a subprocess),
    interleaved with ``measure()``. Target: within 10%.
 """
 
@@ -25,6 +26,7 @@ import torch
 from torch.utils.benchmark import Timer
 
 from resbench import timing
+from resbench.cli import parse_settings
 from resbench.env import collect_env
 from resbench.measure import Config, measure, prepare
 
@@ -81,10 +83,16 @@ def main() -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--budget", type=float, default=2.0, help="seconds per measurement")
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--setting", default="fp32", help="as in the tables, e.g. tf32+cl (default: %(default)s)"
+    )
     p.add_argument("--pytest-benchmark", action="store_true")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
-    config = Config("resnet18", 8, device=args.device)
+    (setting,) = parse_settings(args.setting, "--setting")
+    config = Config(args.model, args.batch_size, device=args.device, **setting)
     ours, theirs, bench = [], [], []
     for i in range(args.rounds):
         ours.append(measure(config, args.budget, peak=False).latency_ms_median)
@@ -95,7 +103,7 @@ def main() -> int:
         print(line + (f", pytest-benchmark {bench[-1]:.3f} ms" if bench else ""), flush=True)
     result = {
         "device": args.device,
-        "config": "resnet18 b8 fp32 inference",
+        "config": f"{config.model} b{config.batch_size} {config.setting} {config.mode}",
         "measure_ms": ours,
         "timer_ms": theirs,
         "ratio_measure_over_timer": statistics.median(ours) / statistics.median(theirs),

@@ -1,33 +1,42 @@
 #!/usr/bin/env bash
 # One prepared check of resbench on a CUDA machine with PyTorch installed and no internet.
 #
-#   scripts/gpu_check.sh                          # on the GPU machine, ~7 minutes
-#   scripts/gpu_check.sh --device cpu --dry-run   # rehearse every step on a CPU in ~3 minutes
+#   scripts/gpu_check.sh [--out DIR] [--minutes 7]  # on the GPU machine: about 7 minutes on an H100
+#   scripts/gpu_check.sh --device cpu --dry-run     # rehearse every step on a CPU in ~2 minutes
 #
-# Steps (each time-limited; a failing step is logged and the rest still run):
-#   1. environment (python -m resbench.env, nvidia-smi)
-#   2. the tests marked cuda
-#   3. a sweep of resnet18, resnet50, small_resnet20 x batch sizes x fp32/tf32/bf16 x channels_last
-#      off/on x inference/train, then torch.compile on resnet50 bf16+cl
-#   4. CUDA-event timing of measure() against torch.utils.benchmark.Timer (scripts/clock_check.py)
-#   5. torch.profiler over resnet50 bf16 channels_last train
-#   6. the trainer for two epochs on a generated full-size (50,000-image) CIFAR-10 stand-in
-#   7. pytest benchmarks (resnet50, batch 32, fp32 and bf16+cl) on the device, JSON saved
-# Everything lands in one folder, results/gpu-<timestamp> (or --out), with a log of each step;
-# when $OUT is set (the device tool), a tarball of it and the key summaries are copied there.
+# Steps, in order; [seconds] are estimates from the first H100 run (results/gpu-h100-cuda):
+#   1. environment: python -m resbench.env, nvidia-smi                                    [14]
+#   2. the tests marked cuda                                                              [~85]
+#   3. measure() against torch.utils.benchmark.Timer on resnet50 b128 tf32 (GPU-bound)     [~25]
+#   4. torch.profiler over resnet50 b32 bf16+cl train                                      [28]
+#   5. the trainer for two epochs on a generated full-size (50,000-image) CIFAR-10 stand-in [42]
+#   6. pytest benchmarks, resnet50 b32 bf16+cl, JSON saved, and its report                 [~25]
+#   7. the sweep, `--preset gpu`, with whatever time is left: resnet50 at batch 32 and 256 in
+#      fp32 tf32 tf32+cl bf16 bf16+cl, inference and train [~120]; resnet50 b256 bf16+cl+compile
+#      inference [18]; resnet18 and small_resnet20 b256, tf32 and bf16+cl [~20]; last, resnet50
+#      b256 bf16+cl+compile train [53, most of it compiling]
+# Every step runs under its own limit and under the whole check's deadline (--minutes): a step
+# that would start with less than 10 s left is skipped, and the sweep stops starting Configs in time.
+# A failing step is logged and the rest still run. A rerun with the same --out (e.g. the tarball
+# unpacked into the repository) skips the steps that passed and resumes the sweep.
+# Everything lands in one folder (default results/gpu-<timestamp>-<device>) with check.log and
+# steps.tsv; when $OUT is set (the device tool), a tarball of it and the key summaries are copied
+# there on exit, also after a TERM.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 DEVICE=cuda
 DRY=0
 RUN=""
+MINUTES=7
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) DEVICE=$2; shift 2 ;;
     --dry-run) DRY=1; shift ;;
     --out) RUN=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
-    *) echo "gpu_check.sh: unknown argument $1 (use --device, --dry-run, --out)" >&2; exit 2 ;;
+    --minutes) MINUTES=$2; shift 2 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument $1 (use --device, --dry-run, --out, --minutes)" >&2; exit 2 ;;
   esac
 done
 PY=${PYTHON:-python3}
@@ -37,55 +46,86 @@ RUN=${RUN:-results/gpu-$(date -u +%Y%m%d-%H%M%S)-$DEVICE}
 mkdir -p "$RUN"
 LOG="$RUN/check.log"
 STATUS="$RUN/steps.tsv"
+PASSED=$(awk -F'\t' '$2 == "0" { print $1 }' "$STATUS" 2>/dev/null)  # a rerun skips these
 : > "$STATUS"
+DEADLINE=$((SECONDS + ${MINUTES%.*} * 60))
+RESERVE=15  # kept back for the report and the copy to $OUT
 
 if [ "$DRY" = 1 ]; then
-  MODELS=small_resnet20; BATCHES=8; PRECS=fp32,bf16; BUDGET=0.1; SWEEP_MIN=2
-  COMPILE_MODELS=small_resnet20; COMPILE_BATCH=8; PROFILE_MODEL=small_resnet20; PROFILE_BATCH=8
-  TRAIN_IMAGES=2000; TRAIN_EPOCHS=1; CLOCK="--rounds 1 --budget 0.5"; BENCH="--rb-models small_resnet20 --rb-batch-sizes 8"
+  NARROW=(--models small_resnet20 --batch-sizes 4,8); BUDGET=0.1
+  PROFILE="--model small_resnet20 --batch-size 8"; TRAIN_IMAGES=2000; TRAIN_EPOCHS=1
+  CLOCK="--rounds 1 --budget 0.3"; BENCH="--rb-models small_resnet20 --rb-batch-sizes 8"
 else
-  MODELS=resnet18,resnet50,small_resnet20; BATCHES=32,256; PRECS=fp32,tf32,bf16; BUDGET=0.25; SWEEP_MIN=2.5
-  COMPILE_MODELS=resnet50; COMPILE_BATCH=256; PROFILE_MODEL=resnet50; PROFILE_BATCH=32
-  TRAIN_IMAGES=50000; TRAIN_EPOCHS=2; CLOCK="--rounds 3 --budget 1"
-  BENCH="--rb-models resnet50 --rb-batch-sizes 32 --rb-settings fp32,bf16+cl"
+  NARROW=(); BUDGET=0.25
+  PROFILE="--model resnet50 --batch-size 32"; TRAIN_IMAGES=50000; TRAIN_EPOCHS=2
+  CLOCK="--model resnet50 --batch-size 128 --setting tf32 --rounds 3 --budget 0.5"
+  BENCH="--rb-models resnet50 --rb-batch-sizes 32 --rb-settings bf16+cl"
 fi
 
-step() {  # step NAME SECONDS CMD...: run with a time limit, log it, record its status
+finish() {
+  echo "=== done; steps (name, exit code, seconds):" | tee -a "$LOG"
+  cat "$STATUS"
+  if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
+    tar -czf "$OUT/gpu-check.tar.gz" --exclude=.data --exclude=checkpoint.pt "$RUN"
+    cp "$LOG" "$STATUS" "$OUT/" 2>/dev/null
+    cp "$RUN/sweep/summary.md" "$OUT/sweep-summary.md" 2>/dev/null
+    cp "$RUN/clock.json" "$OUT/" 2>/dev/null
+    echo "copied $RUN to $OUT/gpu-check.tar.gz"
+  fi
+}
+trap finish EXIT
+CHILD=""
+stop() {  # a TERM or Ctrl-C: the step in flight stops (a sweep keeps its finished Results), then finish
+  echo "=== stopped by a signal" >> "$LOG"
+  [ -n "$CHILD" ] && kill -TERM "$CHILD" 2>/dev/null && wait "$CHILD"
+  exit 143
+}
+trap stop TERM INT
+
+left() { echo $((DEADLINE - SECONDS - RESERVE)); }
+
+step() {  # step NAME SECONDS CMD...: run within min(SECONDS, time left), log it, record its status
   local name=$1 limit=$2; shift 2
   local t0=$SECONDS
+  if grep -qx "$name" <<< "$PASSED"; then
+    printf '%s\t0\t0s (passed in an earlier run)\n' "$name" | tee -a "$STATUS"
+    return 0
+  fi
+  [ "$(left)" -lt "$limit" ] && limit=$(left)
+  if [ "$limit" -lt 10 ]; then
+    printf '%s\tskipped\t0s (deadline)\n' "$name" | tee -a "$STATUS"
+    return 0
+  fi
   echo "=== $name ($(date -u +%H:%M:%S), limit ${limit}s): $*" | tee -a "$LOG"
-  timeout --signal=TERM --kill-after=20 "$limit" "$@" >>"$LOG" 2>&1
+  # in the background so that a signal reaches stop() at once, not when the step ends
+  timeout --signal=TERM --kill-after=15 "$limit" "$@" >>"$LOG" 2>&1 &
+  CHILD=$!
+  wait "$CHILD"
   local rc=$?
+  CHILD=""
   printf '%s\t%s\t%ss\n' "$name" "$rc" "$((SECONDS - t0))" | tee -a "$STATUS"
   return 0
 }
 
 step env 60 bash -c "$PY -m resbench.env > '$RUN/env.json' && (nvidia-smi > '$RUN/nvidia-smi.txt' 2>&1 || true)"
-step tests-cuda 240 $PY -m pytest tests -m cuda -q -p no:cacheprovider -o addopts="" --junitxml="$RUN/pytest-cuda.xml"
-step sweep 300 $PY -m resbench.sweep --device "$DEVICE" --models "$MODELS" --batch-sizes "$BATCHES" \
-  --precision "$PRECS" --channels-last off,on --modes inference,train --budget "$BUDGET" \
-  --isolate off --max-minutes "$SWEEP_MIN" --no-progress --out "$RUN/sweep"
-step sweep-compile 240 $PY -m resbench.sweep --device "$DEVICE" --models "$COMPILE_MODELS" \
-  --batch-sizes "$COMPILE_BATCH" --precision bf16 --channels-last on --compile off,default \
-  --modes inference,train --budget "$BUDGET" --isolate off --no-progress --resume --out "$RUN/sweep"
-step clock 180 $PY scripts/clock_check.py --device "$DEVICE" $CLOCK --out "$RUN/clock.json"
-step profile 180 $PY -m resbench.profile --model "$PROFILE_MODEL" --batch-size "$PROFILE_BATCH" \
-  --device "$DEVICE" --precision bf16 --channels-last on --mode train --steps 3 --out "$RUN/profile"
-step train 300 bash -c "$PY -m resbench.data --data-dir '$RUN/.data' --synthetic $TRAIN_IMAGES && \
+step tests-cuda 180 $PY -m pytest tests -m cuda -q -p no:cacheprovider -o addopts="" --junitxml="$RUN/pytest-cuda.xml"
+step clock 90 $PY scripts/clock_check.py --device "$DEVICE" $CLOCK --out "$RUN/clock.json"
+step profile 120 $PY -m resbench.profile $PROFILE --device "$DEVICE" --precision bf16 \
+  --channels-last on --mode train --steps 3 --out "$RUN/profile"
+step train 150 bash -c "$PY -m resbench.data --data-dir '$RUN/.data' --synthetic $TRAIN_IMAGES && \
   $PY -m resbench.train --data-dir '$RUN/.data' --no-verify --device $DEVICE --epochs $TRAIN_EPOCHS \
   --target-acc 0.5 --target-acc 0.9 --no-progress --out '$RUN/train'"
-rm -rf "$RUN/.data"
-step bench 150 $PY -m pytest benchmarks -q -p no:cacheprovider --rb-device "$DEVICE" $BENCH \
+rm -rf "$RUN/.data" "$RUN/train/checkpoint.pt"
+step bench 90 $PY -m pytest benchmarks -q -p no:cacheprovider --rb-device "$DEVICE" $BENCH \
   --benchmark-json="$RUN/pytest-benchmark.json"
-step report 120 $PY -m resbench.report --pytest-benchmark "$RUN/pytest-benchmark.json" --out "$RUN/bench"
+[ -f "$RUN/pytest-benchmark.json" ] && \
+  step bench-report 60 $PY -m resbench.report --pytest-benchmark "$RUN/pytest-benchmark.json" --out "$RUN/bench"
+# the sweep takes what is left; it stops starting Configs 20 s before its limit and writes its
+# summary.md and plots; a rerun resumes it
+RESUME=(); [ -f "$RUN/sweep/results.jsonl" ] && RESUME=(--resume)
+RESERVE=5
+MINUTES_LEFT=$(awk -v s="$(left)" 'BEGIN { m = s - 20; print (m > 1 ? m : 1) / 60 }')
+step sweep 600 $PY -m resbench.sweep --device "$DEVICE" --preset gpu "${NARROW[@]}" --isolate on \
+  --budget "$BUDGET" --max-minutes "$MINUTES_LEFT" --no-progress "${RESUME[@]}" --out "$RUN/sweep"
 
-echo "=== done; steps (name, exit code, seconds):" | tee -a "$LOG"
-cat "$STATUS"
-if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
-  tar -czf "$OUT/gpu-check.tar.gz" "$RUN"
-  cp "$LOG" "$STATUS" "$OUT/" 2>/dev/null
-  cp "$RUN/sweep/summary.md" "$OUT/sweep-summary.md" 2>/dev/null
-  cp "$RUN/clock.json" "$OUT/" 2>/dev/null
-  echo "copied $RUN to $OUT/gpu-check.tar.gz"
-fi
 ! grep -qv $'\t0\t' "$STATUS"

@@ -86,6 +86,18 @@ def test_flags_narrow_a_preset():
     assert configs and all(c.mode == "train" and c.model.startswith("small") for c in configs)
 
 
+def test_gpu_preset_puts_resnet50_first_and_compile_train_last():
+    configs, notes = sweep.build_grid(args_for("--preset", "gpu", "--device", "cpu"))
+    assert configs[0].model == "resnet50" and configs[-1].setting == "bf16+cl+compile"
+    assert configs[-1].mode == "train"
+    assert "fp32+cl" not in {c.setting for c in configs}
+    assert any("tf32" in n for n in notes)  # a CPU cannot run tf32
+    by_precision, _ = sweep.build_grid(
+        args_for("--preset", "gpu", "--device", "cpu", "--precision", "fp32")
+    )
+    assert {c.setting for c in by_precision} == {"fp32"}  # the flag replaces the preset's settings
+
+
 def test_settings_pick_exact_combinations_instead_of_a_product():
     configs, _ = sweep.build_grid(
         args_for("--device", "cpu", "--models", "resnet18", "--batch-sizes", "1,8",
@@ -133,6 +145,23 @@ def test_resume_skips_finished_configs(tmp_path, monkeypatch):
     assert rc == 0
     assert [c.batch_size for c in calls] == [1, 2, 4]
     assert len(report.read_results(tmp_path / "run")) == 3
+
+
+def test_max_minutes_stops_early_with_exit_3_and_resume_finishes(tmp_path, monkeypatch, capsys):
+    fast = fake_measure()
+
+    def slow(config, *args, **kwargs):
+        time.sleep(0.1)
+        return fast(config)
+
+    argv = ["--device", "cpu", "--models", "small_resnet20", "--batch-sizes", "1,2,3,4,5,6"]
+    rc = run_main(tmp_path, *argv, "--max-minutes", "0.004", monkeypatch=monkeypatch, fake=slow)
+    assert rc == sweep.EXIT_INCOMPLETE
+    kept = len(report.read_results(tmp_path / "run"))
+    assert 1 <= kept < 6
+    assert f"stopped by --max-minutes with {6 - kept} Configs left" in capsys.readouterr().err
+    assert run_main(tmp_path, *argv, "--resume", monkeypatch=monkeypatch, fake=slow) == 0
+    assert len(report.read_results(tmp_path / "run")) == 6
 
 
 def test_truncated_last_line_is_skipped_with_a_warning_and_resume_repairs_it(tmp_path, monkeypatch):
@@ -183,6 +212,7 @@ def test_oom_skips_larger_batches_of_the_same_setting(tmp_path, monkeypatch):
         (["--precision", "fp16"], "fp16 needs a CUDA or MPS device"),
         (["--preset", "huge"], "invalid choice: 'huge'"),
         (["--budget", "0"], "--budget must be positive"),
+        (["--max-minutes", "0"], "--max-minutes must be positive; got 0.0"),
         (["--resume"], "--resume needs --out"),
         (["--settings", "bf16+nhwc"], "--settings: unknown part 'nhwc' in 'bf16+nhwc'; use cl,"),
         (["--settings", "int8"], "--settings: unknown precision 'int8' in 'int8'; choose one of"),
