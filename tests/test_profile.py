@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import pytest
 
@@ -89,3 +90,54 @@ def test_categories():
     assert profile.category("aten::clamp_min") == "relu"
     assert profile.category("aten::add_") == "add (skip path)"
     assert profile.category("aten::addmm") == "linear"
+
+
+class FakeEvent:
+    """The parts of torch.autograd.profiler_util.FunctionEvent that the stage split reads."""
+
+    def __init__(self, name, start, end, kernels=(), seq=-1, children=()):
+        self.name, self.sequence_nr = name, seq
+        self.time_range = SimpleNamespace(start=start, end=end)
+        self.cpu_time_total = end - start
+        self.kernels = [SimpleNamespace(name=n, duration=us) for n, us in kernels]
+        self.cpu_parent, self.cpu_children = None, list(children)
+        for child in self.cpu_children:
+            child.cpu_parent = self
+
+    def walk(self):
+        yield self
+        for child in self.cpu_children:
+            yield from child.walk()
+
+
+def test_cuda_stage_time_counts_kernels_inside_ranges_not_the_annotation_span():
+    # what torch.profiler reports for one CUDA train step: a stage range carries its own GPU
+    # annotation (same name, whole span with idle gaps) among its "kernels" (pytorch#130730)
+    conv1 = FakeEvent("aten::conv2d", 20, 50, [("conv1_fwd", 30)], seq=7)
+    relu1 = FakeEvent("aten::relu", 60, 70, [("relu_fwd", 5)], seq=8)
+    layer1 = FakeEvent("stage:layer1", 10, 100, [("stage:layer1", 500)], children=[conv1, relu1])
+    conv2 = FakeEvent("aten::conv2d", 120, 180, [("conv2_fwd", 40)], seq=9)
+    layer2 = FakeEvent("stage:layer2", 110, 200, [("stage:layer2", 400)], children=[conv2])
+    # backward nodes run on the autograd thread, linked to the forward ops by sequence number
+    back2 = FakeEvent(profile.BACKWARD_PREFIX + "ConvolutionBackward0", 300, 400, seq=9, children=[
+        FakeEvent("aten::convolution_backward", 310, 390, [("dgrad", 80), ("wgrad", 70)])])  # fmt: skip
+    back_relu = FakeEvent(profile.BACKWARD_PREFIX + "ReluBackward0", 410, 420, seq=8, children=[
+        FakeEvent("aten::threshold_backward", 411, 419, [("relu_bwd", 6)])])  # fmt: skip
+    back1 = FakeEvent(profile.BACKWARD_PREFIX + "ConvolutionBackward0", 430, 500, seq=7, children=[
+        FakeEvent("aten::convolution_backward", 431, 499, [("dgrad", 60)])])  # fmt: skip
+    later = FakeEvent("stage:layer1", 1500, 1600, [("conv1_fwd", 999)])  # the next step's
+    steps = [FakeEvent(f"ProfilerStep#{i}", a, b)
+             for i, (a, b) in enumerate([(0, 1000), (1000, 1900), (1900, 3100)])]  # fmt: skip
+    roots = [layer1, layer2, back2, back_relu, back1, later]
+    prof = SimpleNamespace(events=lambda: [e for r in roots for e in r.walk()] + steps)
+    model = SimpleNamespace(stage_names=("layer1", "layer2"))
+
+    step = profile.median_step(prof)
+    assert step is steps[0]  # 1000 us: the median step by wall time
+    cuda = profile.stages_frame(prof, True, model, step).set_index(["stage", "pass"])["ms"]
+    assert cuda.to_dict() == pytest.approx({
+        ("layer1", "forward"): 0.035, ("layer1", "backward"): 0.066,
+        ("layer2", "forward"): 0.040, ("layer2", "backward"): 0.150,
+    })  # fmt: skip
+    cpu = profile.stages_frame(prof, False, model, step).set_index(["stage", "pass"])["ms"]
+    assert cpu[("layer1", "forward")] == pytest.approx(0.090)  # the range's wall time on a CPU
