@@ -111,6 +111,15 @@ class Profile:
     stages: pd.DataFrame | None
     paths: dict[str, Path]
     foreign_cpu: float = 0.0  # cores other processes kept busy while profiling
+    kernel_ms: float | None = None  # CUDA: kernel time of the median profiled step
+
+    @property
+    def stage_base(self) -> tuple[float, str]:
+        """What stage shares are of: kernel time on CUDA (the profiler inflates host time), else
+        the step's wall time."""
+        if self.kernel_ms:
+            return self.kernel_ms, "kernel time"
+        return self.profiled_step_ms, "profiled step"
 
 
 def _self_time_us(evt, on_cuda: bool) -> float:
@@ -189,6 +198,18 @@ def _range_time_us(evt, on_cuda: bool) -> float:
         return evt.cpu_time_total
     own = sum(k.duration for k in evt.kernels if k.name != evt.name)
     return own + sum(_range_time_us(child, True) for child in evt.cpu_children)
+
+
+def kernel_time_us(prof, step) -> float:
+    """Device time of the kernels launched within ``step``, GPU annotation spans left out."""
+    lo, hi = step.time_range.start, step.time_range.end
+    return sum(
+        k.duration
+        for e in prof.events()
+        if lo <= e.time_range.start <= hi
+        for k in e.kernels
+        if k.name != e.name
+    )
 
 
 def stages_frame(prof, on_cuda: bool, model: torch.nn.Module, step) -> pd.DataFrame:
@@ -275,7 +296,10 @@ def run_profile(
     step = median_step(prof)
     stages = stages_frame(prof, on_cuda, model, step) if marks is not None else None
     step_profiled_ms = step.cpu_time_total / 1e3 if step is not None else float("nan")
-    result = Profile(config, step_ms, step_profiled_ms, ops, stages, paths, foreign.cores)
+    kernel_ms = kernel_time_us(prof, step) / 1e3 if on_cuda and step is not None else None
+    result = Profile(
+        config, step_ms, step_profiled_ms, ops, stages, paths, foreign.cores, kernel_ms
+    )
     write_tables(result, out, top_k)
     return result
 
@@ -293,10 +317,12 @@ def write_tables(p: Profile, out: Path, top_k: int) -> None:
         f"median profiled step. Operators: per step, averaged over the profiled steps; stages: the "
         f"median step. Other processes kept {p.foreign_cpu:.2f} cores busy while profiling."
     )
-    if c.device.startswith("cuda"):
-        busy = p.ops["self_ms"].sum() / p.profiled_step_ms
-        head += f" Kernels kept the GPU busy for {100 * busy:.0f}% of the profiled step" + (
-            "; the rest is launch overhead and host work." if busy < 0.9 else "."
+    if p.kernel_ms:
+        busy = p.kernel_ms / p.profiled_step_ms
+        head += f" Kernels ran {p.kernel_ms:.3f} ms, {100 * busy:.0f}% of the profiled step" + (
+            "; the rest is launch overhead, host work and the profiler's own."
+            if busy < 0.9
+            else "."
         )
     ops = p.ops
     top = ops.head(top_k)
@@ -359,27 +385,32 @@ def write_tables(p: Profile, out: Path, top_k: int) -> None:
         )
         p.paths["stages"] = out / "stages.md"
         return
-    st = p.stages.copy()
-    total = st["ms"].sum()
-    st["% of step"] = (100 * st["ms"] / p.profiled_step_ms).map(lambda v: f"{v:.1f}")
-    st["ms"] = st["ms"].map(_ms)
-    text = [
-        "# Step time by stage",
-        "",
-        head,
-        "",
-        st.to_markdown(index=False, disable_numparse=True),
-        "",
-        f"Stages sum to {total:.3f} ms = {100 * total / p.profiled_step_ms:.1f}% of the profiled "
-        "step; the rest is time between them (Python, the autograd engine, the profiler).",
-        "",
-        "![stages](stages.png)",
-        "",
-    ]
+    text = ["# Step time by stage", "", head, "", stages_markdown(p.stages, *p.stage_base)]
+    text += ["![stages](stages.png)", ""]
     (out / "stages.md").write_text("\n".join(text))
     p.paths["stages"] = out / "stages.md"
     p.paths["stages_png"] = out / "stages.png"
     _stages_plot(p, out / "stages.png")
+
+
+def stages_markdown(stages: pd.DataFrame, base_ms: float, base: str) -> str:
+    """The stage table with each row's share of ``base_ms`` (the step, or its kernel time)."""
+    st = stages.copy()
+    total = st["ms"].sum()
+    st[f"% of {base}"] = (100 * st["ms"] / base_ms).map(lambda v: f"{v:.1f}")
+    st["ms"] = st["ms"].map(_ms)
+    rest = (
+        "kernels launched outside the stage ranges"
+        if base == "kernel time"
+        else "time between them (Python, the autograd engine, the profiler)"
+    )
+    return "\n".join([
+        st.to_markdown(index=False, disable_numparse=True),
+        "",
+        f"Stages sum to {total:.3f} ms = {100 * total / base_ms:.1f}% of the {base}; the rest is "
+        f"{rest}.",
+        "",
+    ])  # fmt: skip
 
 
 def _stages_plot(p: Profile, path: Path) -> None:
@@ -472,9 +503,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {row.operator:<40} {row.self_ms:9.3f} ms  {100 * row.share:5.1f}%")
         if p.stages is not None and len(p.stages):
             big = p.stages.groupby("stage", sort=False)["ms"].sum()
+            base_ms, base = p.stage_base
             print(
                 f"biggest stage: {big.idxmax()} ({big.max():.3f} ms, "
-                f"{100 * big.max() / p.profiled_step_ms:.0f}% of the step)"
+                f"{100 * big.max() / base_ms:.0f}% of the {base})"
             )
         for name, path in p.paths.items():
             print(f"wrote {name}: {path}")

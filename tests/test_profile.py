@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from resbench import profile
 from resbench.measure import Config
+from resbench.models import build_model
 
 
 def table_rows(markdown: str, first_header: str) -> list[list[str]]:
@@ -139,5 +142,29 @@ def test_cuda_stage_time_counts_kernels_inside_ranges_not_the_annotation_span():
         ("layer1", "forward"): 0.035, ("layer1", "backward"): 0.066,
         ("layer2", "forward"): 0.040, ("layer2", "backward"): 0.150,
     })  # fmt: skip
+    assert profile.kernel_time_us(prof, step) == pytest.approx(35 + 40 + 150 + 6 + 60)
     cpu = profile.stages_frame(prof, False, model, step).set_index(["stage", "pass"])["ms"]
     assert cpu[("layer1", "forward")] == pytest.approx(0.090)  # the range's wall time on a CPU
+
+
+def test_stages_from_a_saved_trace_match_the_live_split(tmp_path):
+    """scripts/stages_from_trace.py rebuilds the event tree from trace.json.gz; on a CPU trace its
+    split (wall time per range) must match the one the profiler's own events gave."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    try:
+        import stages_from_trace
+    finally:
+        sys.path.pop(0)
+    live = profile.run_profile(
+        Config("small_resnet20", 4, device="cpu", mode="train"), tmp_path, steps=3, wait=0, warmup=1
+    )
+    events = stages_from_trace.events_from_trace(tmp_path / "trace.json.gz")
+    prof = SimpleNamespace(events=lambda: events)
+    step = profile.median_step(prof)
+    assert step.cpu_time_total / 1e3 == pytest.approx(live.profiled_step_ms, rel=1e-3)
+    model = build_model("small_resnet20")
+    again = profile.stages_frame(prof, False, model, step)
+    assert (
+        again[["stage", "pass"]].values.tolist() == live.stages[["stage", "pass"]].values.tolist()
+    )
+    assert again["ms"].to_numpy() == pytest.approx(live.stages["ms"].to_numpy(), rel=0.02)
