@@ -42,12 +42,12 @@ from resbench.models import list_models
 IMAGENET, CIFAR = list_models("imagenet"), list_models("cifar")
 
 
-# A preset is a union of grids; a grid is a product of these lists (settings: exact combinations
-# of precision, channels_last and compile, instead of their product).
 def _settings(labels: str) -> list[dict]:
     return cli.parse_settings(labels, "settings")
 
 
+# A preset is a union of grids; a grid is a product of these lists (settings: exact combinations
+# of precision, channels_last and compile, instead of their product).
 PRESETS: dict[str, list[dict]] = {
     # ~3 minutes on a 2-core CPU: every variant once, then settings on a few
     "quick": [
@@ -68,7 +68,7 @@ PRESETS: dict[str, list[dict]] = {
              batch_sizes=[32, 128], modes=list(MODES), precision=["bf16"], channels_last=[True],
              compile=["default"]),
     ],
-    # a first look at a GPU in ~3 minutes (scripts/gpu_check.sh), most telling first: ResNet-50
+    # a first look at a GPU in ~4 minutes (scripts/gpu_check.sh), most telling first: ResNet-50
     # in depth, compile on it, two more models; fp32+cl is left out (without tensor cores NHWC only
     # loses, and cuDNN's autotuning of it took 69 s for one resnet50 train Config on an H100)
     "gpu": [
