@@ -68,7 +68,7 @@ PRESETS: dict[str, list[dict]] = {
              batch_sizes=[32, 128], modes=list(MODES), precision=["bf16"], channels_last=[True],
              compile=["default"]),
     ],
-    # a first look at a GPU in ~4 minutes (scripts/gpu_check.sh), most telling first: ResNet-50
+    # a first look at a GPU in ~5 minutes (scripts/gpu_check.sh), most telling first: ResNet-50
     # in depth, compile on it, two more models; fp32+cl is left out (without tensor cores NHWC only
     # loses, and cuDNN's autotuning of it took 69 s for one resnet50 train Config on an H100)
     "gpu": [
@@ -79,6 +79,8 @@ PRESETS: dict[str, list[dict]] = {
              settings=_settings("tf32,bf16+cl")),
         dict(models=["resnet50"], batch_sizes=[256], modes=["train"],
              settings=_settings("bf16+cl+compile")),
+        dict(models=["resnet18", "small_resnet20"], batch_sizes=[32], modes=list(MODES),
+             settings=_settings("tf32,bf16+cl")),
     ],
     # everything: all precisions, batch sizes and compile modes
     "full": [
@@ -560,7 +562,7 @@ def _run(args, argv) -> int:
         dist.barrier()
         dist.destroy_process_group()
     if rank != 0:
-        return 0
+        return EXIT_INCOMPLETE if left else 0
     paths = report.write_report(out)
     measured = sum((r.warmup_s or 0) + (r.measure_s or 0) for r in new)
     print(

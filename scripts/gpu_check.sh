@@ -11,10 +11,11 @@
 #   4. torch.profiler over resnet50 b32 bf16+cl train                                      [28]
 #   5. the trainer for two epochs on a generated full-size (50,000-image) CIFAR-10 stand-in [42]
 #   6. pytest benchmarks, resnet50 b32 bf16+cl, JSON saved, and its report                 [~25]
-#   7. the sweep, `--preset gpu`, with whatever time is left: resnet50 at batch 32 and 256 in
-#      fp32 tf32 tf32+cl bf16 bf16+cl, inference and train [~120]; resnet50 b256 bf16+cl+compile
-#      inference [18]; resnet18 and small_resnet20 b256, tf32 and bf16+cl [~20]; last, resnet50
-#      b256 bf16+cl+compile train [53, most of it compiling]
+#   7. the sweep, `--preset gpu`, with whatever time is left, most telling first: resnet50 at
+#      batch 32 and 256 in fp32 tf32 tf32+cl bf16 bf16+cl, inference and train [~120]; resnet50
+#      b256 bf16+cl+compile inference [18]; resnet18 and small_resnet20 b256, tf32 and bf16+cl
+#      [~20]; resnet50 b256 bf16+cl+compile train [53, most of it compiling]; resnet18 and
+#      small_resnet20 b32 [~35]. What the deadline leaves undone, a rerun (same --out) finishes.
 # Every step runs under its own limit and under the whole check's deadline (--minutes): a step
 # that would start with less than 10 s left is skipped, and the sweep stops starting Configs in time.
 # A failing step is logged and the rest still run. A rerun with the same --out (e.g. the tarball
