@@ -40,6 +40,7 @@ while [ $# -gt 0 ]; do
     *) echo "gpu_check.sh: unknown argument $1 (use --device, --dry-run, --out, --minutes)" >&2; exit 2 ;;
   esac
 done
+[[ $MINUTES =~ ^[1-9][0-9]*$ ]] || { echo "gpu_check.sh: --minutes takes whole minutes; got $MINUTES" >&2; exit 2; }
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && PY=.venv/bin/python
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
@@ -49,7 +50,7 @@ LOG="$RUN/check.log"
 STATUS="$RUN/steps.tsv"
 PASSED=$(awk -F'\t' '$2 == "0" { print $1 }' "$STATUS" 2>/dev/null)  # a rerun skips these
 : > "$STATUS"
-DEADLINE=$((SECONDS + ${MINUTES%.*} * 60))
+DEADLINE=$((SECONDS + MINUTES * 60))
 RESERVE=15  # kept back for the report and the copy to $OUT
 
 if [ "$DRY" = 1 ]; then
