@@ -36,6 +36,7 @@ class TraceEvent:
         args = raw.get("args", {})
         self.sequence_nr = int(args.get("Sequence number", -1))
         self.external_id = args.get("External id")
+        self.thread = (raw["pid"], raw["tid"])
         self.kernels: list[SimpleNamespace] = []
         self.cpu_parent: TraceEvent | None = None
         self.cpu_children: list[TraceEvent] = []
@@ -53,8 +54,8 @@ def events_from_trace(path: Path) -> list[TraceEvent]:
             if owner is not None:
                 owner.kernels.append(SimpleNamespace(name=e["name"], duration=float(e["dur"])))
     threads: dict[tuple, list[TraceEvent]] = {}
-    for e, r in zip(cpu, (r for r in raw if r.get("cat") in CPU_CATEGORIES), strict=True):
-        threads.setdefault((r["pid"], r["tid"]), []).append(e)
+    for e in cpu:
+        threads.setdefault(e.thread, []).append(e)
     for events in threads.values():  # nesting by containment, per thread
         stack: list[TraceEvent] = []
         for e in sorted(events, key=lambda e: (e.time_range.start, -e.cpu_time_total)):
