@@ -18,7 +18,7 @@ from resbench.measure import Config, Result, measure, utc_now
 
 
 def _serve(conn) -> None:
-    """The worker's loop: (config dict, budget, peak) in, Result dict out, until None or EOF."""
+    """The worker's loop: (config dict, budget, peak, options) in, Result dict out, until None or EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it kills us
     while True:
         try:
@@ -27,8 +27,8 @@ def _serve(conn) -> None:
             return
         if job is None:
             return
-        config, budget_s, peak = job
-        conn.send(measure(Config(**config), budget_s, peak=peak).to_dict())
+        config, budget_s, peak, options = job
+        conn.send(measure(Config(**config), budget_s, peak=peak, **options).to_dict())
 
 
 def _death(code: int | None) -> str:
@@ -54,12 +54,15 @@ class Worker:
         child.close()  # so the worker's death shows here as EOF
         self.starts += 1
 
-    def measure(self, config: Config, budget_s: float, peak: bool | float = True) -> Result:
+    def measure(
+        self, config: Config, budget_s: float, peak: bool | float = True, **options
+    ) -> Result:
+        """measure(config, budget_s, peak=peak, **options) in the worker."""
         if self._proc is None or not self._proc.is_alive():
             self._start()
         data, why = None, None
         try:
-            self._conn.send((dataclasses.asdict(config), budget_s, peak))
+            self._conn.send((dataclasses.asdict(config), budget_s, peak, options))
             if self._conn.poll(self.timeout_s):
                 data = self._conn.recv()
             else:

@@ -5,33 +5,38 @@ Config field plus latency percentiles, throughput, FLOPs, MFU and peak memory. F
 out-of-memory error becomes status "oom", any other runtime error status "error"; only bad input
 (unknown model, batch size 0, a device that is not there) raises ``ValueError``, before any work.
 
-Peak memory: on CUDA, ``max_memory_allocated`` after ``reset_peak_memory_stats`` (tensors alive at the
-peak of the measured iterations: weights, inputs, optimizer state, activations, workspaces). On Linux
-CPUs, the growth of the process's peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``)
-over its resident set before the model was built, after ``gc`` and ``malloc_trim``: the same quantities
-as on CUDA, plus oneDNN's caches. Elsewhere on CPUs the resident set sampled after each block (a lower
-bound); on MPS the driver's allocated memory after the run. ``peak_memory_method`` says which.
+A Config is measured over ``repeats`` independent preparations (a fresh model, inputs and warm-up
+each, like JMH's forks): the Result's latency is the median of their medians, ``repeat_spread`` says how
+far apart they were, and the percentiles pool every sample. Peak memory and the CPU allocator are
+explained in ``resbench/devices.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import datetime as _dt
-import gc
 import os
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import psutil
 import torch
 import torch.nn.functional as F
 from torch.profiler import record_function
 
-from resbench import env, flops, timing
+from resbench import flops, timing
+from resbench.devices import (  # noqa: F401  (re-exported while callers move to devices)
+    PeakMemory,
+    default_device,
+    device_name,
+    free_memory,
+    is_oom,
+    mps_available,
+    parse_device,
+    steady_allocator,
+)
 from resbench.models import build_model, default_image_size, list_models
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
@@ -42,17 +47,6 @@ _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 TRAIN_LR = 1e-3
 # record_function labels inside a train step, so the profiler can split the step (~1 us each)
 LOSS_LABEL, OPTIMIZER_LABEL = "stage:loss", "stage:optimizer"
-
-
-def mps_available() -> bool:
-    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-
-
-def default_device() -> str:
-    """The best available device: cuda, then mps, then cpu."""
-    if torch.cuda.is_available():
-        return "cuda"
-    return "mps" if mps_available() else "cpu"
 
 
 @dataclass(frozen=True)
@@ -119,8 +113,14 @@ class Result(Config):
     measure_s: float | None = None  # wall time of the measured region
     host_ms_per_iter: float | None = None  # host wall clock per iteration over whole blocks
     issue_ms_per_iter: float | None = None  # host time to issue one iteration (no sync)
-    noisy: bool | None = None  # IQR/median > 10%
+    noisy: bool | None = None  # IQR/median > 10%, or repeats further apart than that
     foreign_cpu: float | None = None  # cores kept busy by other processes while measuring
+    repeats: int | None = None  # independent preparations (model, inputs, warm-up) measured
+    repeat_medians_ms: list[float] = field(default_factory=list)  # one median per preparation
+    repeat_spread: float | None = None  # (max - min) / median of repeat_medians_ms
+    quiet_wait_s: float | None = None  # time spent waiting for a quiet machine (--wait-quiet)
+    quiet: bool | None = None  # False: the machine never became quiet within --wait-quiet
+    allocator: str | None = None  # the CPU allocator's policy (devices.steady_allocator)
     threads: int | None = None
     tf32_matmul: bool | None = None
     tf32_cudnn: bool | None = None
@@ -170,69 +170,6 @@ def validate_config(config: Config) -> torch.device:
     if config.precision == "tf32" and device.type != "cuda":
         raise ValueError(f"precision tf32 is a CUDA tensor-core mode; got {device.type} (use fp32)")
     return device
-
-
-def parse_device(name: str) -> torch.device:
-    """A torch.device that exists here, or a ValueError that says what does."""
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ValueError(
-            f"unknown device {name!r}; choose one of: cpu, cuda, cuda:N, mps"
-        ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device {name!r} asked for but CUDA is not available "
-                f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); use --device cpu"
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device {name!r} does not exist; this machine has "
-                f"{torch.cuda.device_count()} CUDA device(s): cuda:0..cuda:{torch.cuda.device_count() - 1}"
-            )
-    elif device.type == "mps":
-        if not mps_available():
-            raise ValueError(
-                f"device {name!r} asked for but MPS is not available; use --device cpu"
-            )
-    elif device.type != "cpu":
-        raise ValueError(f"unknown device {name!r}; choose one of: cpu, cuda, cuda:N, mps")
-    return device
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "mps":
-        return "Apple MPS"
-    return env.cpu_model()
-
-
-def is_oom(exc: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or the CPU allocator's failure to allocate."""
-    oom_type = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-    if isinstance(exc, oom_type | MemoryError):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text or "Failed to allocate" in text
-    )
-
-
-def free_memory(device: torch.device | None = None) -> None:
-    gc.collect()
-    if torch.cuda.is_available() and (device is None or device.type == "cuda"):
-        torch.cuda.empty_cache()
-    if device is not None and device.type == "mps":
-        torch.mps.empty_cache()
-    _malloc_trim()
-
-
-def _malloc_trim() -> None:
-    """Return freed heap memory to the OS (glibc), so the resident set reflects live memory."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @dataclass
@@ -296,6 +233,7 @@ def prepare(config: Config, seed: int = 0) -> Iterator[Prepared]:
     The same preparation serves measure(), the pytest benchmarks and the profiler.
     """
     device = validate_config(config)
+    steady_allocator()
     with numerics(config.precision, device):
         torch.manual_seed(seed)
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
@@ -349,52 +287,50 @@ def prepare(config: Config, seed: int = 0) -> Iterator[Prepared]:
         yield Prepared(config, device, model, runner, inputs, labels, step, optimizer)
 
 
-class PeakMemory:
-    """Peak memory over the measured iterations; see the module docstring for the methods."""
-
-    def __init__(self, device: torch.device, baseline_rss: int | None = None) -> None:
-        """Create before the model is built: the CPU methods count growth over this moment's RSS."""
-        if baseline_rss is None:
-            free_memory(device)
-            baseline_rss = psutil.Process().memory_info().rss
-        self.device, self.baseline_rss = device, baseline_rss
-        self.method: str | None = None
-        self._sampled = 0
-        self._proc = psutil.Process()
-
-    def start(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.method = "cuda_max_memory_allocated"
-        elif self.device.type == "mps":
-            self.method = "mps_driver_allocated"
-        else:
-            try:
-                Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-                self.method = "rss_hwm_growth"
-            except OSError:
-                self.method = "rss_sampled_growth"
-
-    def sample(self) -> None:
-        if self.method == "rss_sampled_growth":
-            self._sampled = max(self._sampled, self._proc.memory_info().rss)
-
-    def peak_mb(self) -> float:
-        if self.method == "cuda_max_memory_allocated":
-            return torch.cuda.max_memory_allocated(self.device) / 1e6
-        if self.method == "mps_driver_allocated":
-            return torch.mps.driver_allocated_memory() / 1e6
-        if self.method == "rss_hwm_growth":
-            status = Path("/proc/self/status").read_text()
-            hwm_kb = next(
-                int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("VmHWM")
-            )
-            return max(0, hwm_kb * 1024 - self.baseline_rss) / 1e6
-        return max(0, self._sampled - self.baseline_rss) / 1e6
-
-
 def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class _Run:
+    """What one preparation of a Config yields."""
+
+    samples: timing.Samples
+    first_s: float
+    warm_s: float
+    peak_mb: float
+    memory_method: str | None
+    foreign_cpu: float
+    flags: dict
+
+
+def _measure_once(
+    config: Config, device: torch.device, budget_s: float, max_warmup_s: float
+) -> _Run:
+    """Prepare ``config`` afresh, warm it up and sample it; exceptions propagate."""
+    memory = PeakMemory(device)
+    with prepare(config) as prepared:
+        flags = {
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        }
+        if device.type != "cuda":
+            flags = {k: None for k in flags}
+        # the first call compiles (torch.compile) or initialises lazily (cuDNN, oneDNN)
+        t0 = time.perf_counter()
+        prepared.step()
+        timing.synchronize(device)
+        first_s = time.perf_counter() - t0
+        warm, warm_s = timing.warmup(prepared.step, device, max_warmup_s)
+        memory.start()
+        with timing.ForeignCpu() as foreign:
+            samples = timing.autorange(
+                prepared.step, device, budget_s, float(warm.samples_ms[-1]), min_iters=3
+            )
+            memory.sample()
+        peak_mb = memory.peak_mb()
+    return _Run(samples, first_s, warm_s, peak_mb, memory.method, foreign.cores, flags)
 
 
 def measure(
@@ -403,17 +339,25 @@ def measure(
     *,
     max_warmup_s: float | None = None,
     peak: bool | float = True,
+    repeats: int = 1,
+    wait_quiet_s: float = 0.0,
 ) -> Result:
     """Measure one Config: warm up until settled, then sample until the median is known to ~1%.
 
     Args:
-        budget_s: time for the measured region (at least 3 iterations are always run).
-        max_warmup_s: cap on warm-up after the first call; default max(2 s, 2 x budget).
+        budget_s: time for the measured region, shared by the repeats (at least 3 iterations each).
+        max_warmup_s: cap on warm-up after the first call; default max(2 s, 2 x budget per repeat).
         peak: True to measure the device's matmul peak (cached per process) for MFU, a number to
             use that peak (TFLOP/s) as it is, False for no MFU.
+        repeats: independent preparations; the Result's median is the median of their medians.
+        wait_quiet_s: before each preparation, wait up to this long for other processes to leave
+            the CPUs idle (timing.wait_quiet); 0 to start at once.
     """
     device = validate_config(config)
-    max_warmup_s = max(2.0, 2 * budget_s) if max_warmup_s is None else max_warmup_s
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1; got {repeats}")
+    per_repeat_s = budget_s / repeats
+    max_warmup_s = max(2.0, 2 * per_repeat_s) if max_warmup_s is None else max_warmup_s
     count = flops.count_flops(config.model, config.image_size, config.mode)
     forward = flops.count_flops(config.model, config.image_size, "inference")
     common = {
@@ -423,70 +367,70 @@ def measure(
         "threads": torch.get_num_threads(),
         "effective_batch_size": config.batch_size,
         "device_name": device_name(device),
+        "allocator": steady_allocator(),
     }
-    memory = PeakMemory(device)
-    failure: tuple[str, str] | None = None
-    prepared = None
+    runs: list[_Run] = []
+    waited, quiet = 0.0, None
     try:
-        with prepare(config) as prepared:
-            flags = {
-                "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-                "tf32_cudnn": torch.backends.cudnn.allow_tf32,
-                "cudnn_benchmark": torch.backends.cudnn.benchmark,
-            }
-            if device.type != "cuda":
-                flags = {k: None for k in flags}
-            # the first call compiles (torch.compile) or initialises lazily (cuDNN, oneDNN)
-            t0 = time.perf_counter()
-            prepared.step()
-            timing.synchronize(device)
-            first_s = time.perf_counter() - t0
-            warm, warm_s = timing.warmup(prepared.step, device, max_warmup_s)
-            memory.start()
-            with timing.ForeignCpu() as foreign:
-                samples = timing.autorange(
-                    prepared.step, device, budget_s, float(warm.samples_ms[-1]), min_iters=3
-                )
-                memory.sample()
-            peak_mb = memory.peak_mb()
+        for _ in range(repeats):
+            if wait_quiet_s > 0:
+                w, q = timing.wait_quiet(wait_quiet_s)
+                waited, quiet = waited + w, q if quiet is None else quiet and q
+            runs.append(_measure_once(config, device, per_repeat_s, max_warmup_s))
     except Exception as exc:  # failure is data: the caller's other Results must survive
-        failure = ("oom" if is_oom(exc) else "error", f"{type(exc).__name__}: {exc}".strip())
-    prepared = None  # drop the model; the next PeakMemory() frees the rest before its baseline
-    if failure is not None:
-        free_memory(device)  # an OOM must not leave its tensors (or a fragmented cache) behind
-        status, message = failure
+        # an OOM must not leave its tensors (or a fragmented cache) behind
+        free_memory(device)
+        status = "oom" if is_oom(exc) else "error"
         return Result.for_config(
-            config, status=status, error=message[:2000], timestamp=utc_now(), **common
+            config,
+            status=status,
+            error=f"{type(exc).__name__}: {exc}".strip()[:2000],
+            timestamp=utc_now(),
+            **common,
         )
-    s = timing.stats(samples.samples_ms)
-    achieved = common["gflops_per_step"] / (s.median / 1e3) / 1e3
+    wait = {"quiet_wait_s": waited, "quiet": quiet} if wait_quiet_s > 0 else {}
+    return _result(config, device, runs, peak, common | wait)
+
+
+def _result(config: Config, device: torch.device, runs: list[_Run], peak, common: dict) -> Result:
+    """One Result from the runs of every repeat."""
+    samples = [x for run in runs for x in run.samples.samples_ms]
+    s = timing.stats(samples)
+    medians = [timing.stats(run.samples.samples_ms).median for run in runs]
+    median = statistics.median(medians)
+    spread = (max(medians) - min(medians)) / median if median > 0 else 0.0
+    achieved = common["gflops_per_step"] / (median / 1e3) / 1e3
     if peak is True:
         peak_tflops = flops.measure_peak_tflops(device, config.precision)
     else:
         peak_tflops = float(peak) if peak else None
+    first = runs[0]
     return Result.for_config(
         config,
-        latency_ms_median=s.median,
+        latency_ms_median=median,
         latency_ms_p10=s.p10,
         latency_ms_p90=s.p90,
         latency_ms_p99=s.p99,
         latency_ms_iqr=s.iqr,
-        iterations=len(samples.samples_ms),
-        throughput_ips=config.batch_size / (s.median / 1e3),
+        iterations=len(samples),
+        throughput_ips=config.batch_size / (median / 1e3),
         tflops_achieved=achieved,
         peak_tflops=peak_tflops,
         mfu=achieved / peak_tflops if peak_tflops else None,
-        peak_memory_mb=peak_mb,
-        peak_memory_method=memory.method,
-        compile_time_s=first_s if config.compile != "off" else 0.0,
-        warmup_s=first_s + warm_s,
-        measure_s=samples.wall_s,
-        host_ms_per_iter=samples.host_ms_per_iter(),
-        issue_ms_per_iter=samples.issue_ms_per_iter(),
-        noisy=s.noisy,
-        foreign_cpu=foreign.cores,
+        peak_memory_mb=max(run.peak_mb for run in runs),
+        peak_memory_method=first.memory_method,
+        compile_time_s=first.first_s if config.compile != "off" else 0.0,
+        warmup_s=sum(run.first_s + run.warm_s for run in runs),
+        measure_s=sum(run.samples.wall_s for run in runs),
+        host_ms_per_iter=statistics.median(run.samples.host_ms_per_iter() for run in runs),
+        issue_ms_per_iter=statistics.median(run.samples.issue_ms_per_iter() for run in runs),
+        noisy=s.noisy or spread > timing.NOISY_IQR_FRACTION,
+        foreign_cpu=statistics.fmean(run.foreign_cpu for run in runs),
+        repeats=len(runs),
+        repeat_medians_ms=medians,
+        repeat_spread=spread,
         timestamp=utc_now(),
-        samples_ms=samples.samples_ms,
-        **flags,
+        samples_ms=samples,
+        **first.flags,
         **common,
     )

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from resbench import cli, report
+from resbench import cli, report, timing
 from resbench.env import collect_env
 from resbench.isolate import Worker
 from resbench.measure import (
@@ -96,6 +96,8 @@ DEFAULT_BUDGET_S = (
     1.0  # per Config: enough for a 1% median on a GPU; slow CPU models stop at 3 runs
 )
 EXIT_INCOMPLETE = 3  # --max-minutes ended the run with Configs left (2 is a usage error)
+# two preparations per Config: their spread shows what one preparation's luck can hide
+DEFAULT_REPEATS = 2
 CUDA_TIMEOUT_S = 900.0  # per Config in an isolated worker: max-autotune can compile for minutes
 
 
@@ -415,6 +417,21 @@ def build_parser() -> cli.Parser:
         help="seconds of measuring per Config, after warm-up (default: %(default)s)",
     )
     how.add_argument(
+        "--repeats",
+        type=int,
+        default=DEFAULT_REPEATS,
+        help="independent preparations per Config (fresh model, inputs, warm-up), sharing the "
+        "budget; the Result is the median of their medians, with their spread (default: %(default)s)",
+    )
+    how.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each preparation, wait up to SECONDS until other processes leave this "
+        "process's CPUs idle; rows that never got quiet are marked (default: 0, do not wait)",
+    )
+    how.add_argument(
         "--isolate",
         choices=["auto", "on", "off"],
         default="auto",
@@ -456,6 +473,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args, argv) -> int:
     if args.budget <= 0:
         raise cli.UsageError(f"--budget must be positive; got {args.budget}")
+    if args.repeats < 1:
+        raise cli.UsageError(f"--repeats must be at least 1; got {args.repeats}")
+    if not args.wait_quiet >= 0 or args.wait_quiet == float("inf"):
+        raise cli.UsageError(
+            f"--wait-quiet must be a finite number of seconds >= 0; got {args.wait_quiet}"
+        )
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise cli.UsageError(f"--max-minutes must be positive; got {args.max_minutes}")
     if args.resume and args.out is None:
@@ -498,12 +521,14 @@ def _run(args, argv) -> int:
     worker = Worker(args.timeout) if isolate else None
     peaks: dict[tuple, float] = {}
 
+    options = {"repeats": args.repeats, "wait_quiet_s": args.wait_quiet}
+
     def run_one(config: Config) -> Result:
         peak = peaks.get((config.device, config.precision), True)
         if worker is not None:
-            result = worker.measure(config, args.budget, peak)
+            result = worker.measure(config, args.budget, peak, **options)
         else:
-            result = measure(config, args.budget, peak=peak)
+            result = measure(config, args.budget, peak=peak, **options)
         if result.peak_tflops:
             peaks[(config.device, config.precision)] = result.peak_tflops
         return result
@@ -569,6 +594,11 @@ def _run(args, argv) -> int:
         f"finished {len(new)} Configs in {wall:.1f} s ({measured:.1f} s warming up and measuring); "
         f"wrote {paths['summary']}"
     )
+    warning = timing.load_warning(
+        [r.foreign_cpu for r in report.read_results(out) if r.status == "ok"]
+    )
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     if left:
         print(f"stopped by --max-minutes with {left} Configs left; {resume_hint}", file=sys.stderr)
         return EXIT_INCOMPLETE

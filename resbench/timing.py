@@ -226,3 +226,43 @@ class ForeignCpu:
         wall = time.perf_counter() - self._t0
         foreign = (self._busy() - self._busy0) - (self._own() - self._own0)
         self.cores = max(0.0, foreign / wall) if wall > 0 else 0.0
+
+
+# A run counts as loaded when the median row saw a quarter of a core busy elsewhere, or any row half a
+# core: on a 2-core machine one busy neighbour slows a CPU measurement by up to 2x
+LOADED_MEDIAN_CORES = 0.25
+LOADED_ROW_CORES = 0.5
+
+
+def wait_quiet(
+    max_s: float, threshold: float = LOADED_MEDIAN_CORES, window_s: float = 0.5
+) -> tuple[float, bool]:
+    """Wait until other processes keep fewer than ``threshold`` cores busy over ``window_s``.
+
+    Returns the seconds waited and whether the machine became quiet within ``max_s``.
+    """
+    start = time.perf_counter()
+    while True:
+        with ForeignCpu() as foreign:
+            time.sleep(window_s)
+        waited = time.perf_counter() - start
+        if foreign.cores < threshold:
+            return waited, True
+        if waited >= max_s:
+            return waited, False
+
+
+def load_warning(foreign_cpu: list[float | None]) -> str | None:
+    """One sentence about the load the rows were measured under, or None for a quiet run."""
+    values = [float(v) for v in foreign_cpu if v is not None and not math.isnan(v)]
+    if not values:
+        return None
+    median, worst = float(np.median(values)), max(values)
+    if median < LOADED_MEDIAN_CORES and worst < LOADED_ROW_CORES:
+        return None
+    loaded = sum(v >= LOADED_MEDIAN_CORES for v in values)
+    return (
+        f"measured under load: {loaded} of {len(values)} rows had other processes busy on this "
+        f"process's CPUs (median {median:.2f} cores, worst {worst:.2f}); their times are slower "
+        "and noisier than a quiet machine's (rerun with --wait-quiet SECONDS)"
+    )
