@@ -106,6 +106,13 @@ def rb_config(request) -> Config:
     return config
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    # a saved run keeps its raw timings: without them `report --compare` can test no significance
+    if config.getoption("benchmark_autosave", False) or config.getoption("benchmark_save", None):
+        config.option.benchmark_save_data = True
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
     # pytest-benchmark knows the CPU only; saved runs must tell GPUs, versions and flags apart
     machine_info["resbench"] = collect_env()
