@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from resbench import timing
+from resbench import settings, timing
 from resbench.models import build_model
 
 _COUNT_BATCH = 2  # FLOPs are linear in batch; 2 keeps train-mode BatchNorm well defined
@@ -91,14 +91,6 @@ def _registry_params(name: str) -> int:
         return count_params(build_model(name))
 
 
-_PROBE_DTYPES = {
-    "fp32": torch.float32,
-    "tf32": torch.float32,
-    "bf16": torch.bfloat16,
-    "fp16": torch.float16,
-}
-
-
 def _probe_size(device: torch.device, precision: str) -> int:
     if device.type == "cpu":
         # ~0.1 s per product on a 2-core CPU: large enough to reach the BLAS's steady rate
@@ -109,12 +101,14 @@ def _probe_size(device: torch.device, precision: str) -> int:
 @functools.cache
 def _peak_tflops(device_str: str, precision: str, budget_s: float) -> float:
     device = torch.device(device_str)
-    if precision not in _PROBE_DTYPES:
+    entry = settings.PRECISIONS.get(precision)
+    if entry is None or entry.probe is None:
+        probed = [p for p, e in settings.PRECISIONS.items() if e.probe is not None]
         raise ValueError(
-            f"unknown precision {precision!r}; choose one of: {', '.join(_PROBE_DTYPES)}"
+            f"no matmul probe for precision {precision!r}; probed: {', '.join(probed)}"
         )
     n = _probe_size(device, precision)
-    dtype = _PROBE_DTYPES[precision]
+    dtype = entry.probe
     gen = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(device, dtype)
     b = torch.randn(n, n, generator=gen).to(device, dtype)
@@ -126,7 +120,7 @@ def _peak_tflops(device_str: str, precision: str, budget_s: float) -> float:
         w = b.t().reshape(n, n, 1, 1).contiguous(memory_format=torch.channels_last)
         probes["conv1x1"] = lambda: F.conv2d(x, w)
     saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = entry.tf32
     best = 0.0
     try:
         for fn in probes.values():

@@ -16,17 +16,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import importlib.util
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch.profiler import record_function
 
-from resbench import flops, timing
+from resbench import backends, flops, settings, timing
+from resbench.backends import LOSS_LABEL, OPTIMIZER_LABEL  # noqa: F401  (the profiler's labels)
 from resbench.devices import (  # noqa: F401  (re-exported while callers move to devices)
     PeakMemory,
     default_device,
@@ -37,16 +39,12 @@ from resbench.devices import (  # noqa: F401  (re-exported while callers move to
     parse_device,
     steady_allocator,
 )
-from resbench.models import build_model, default_image_size, list_models
+from resbench.models import build_model, default_image_size, list_models, load_torchvision_weights
+from resbench.settings import COMPILE_MODES, MODES  # noqa: F401  (re-exported)
 
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
-MODES = ("inference", "train")
-_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = tuple(settings.PRECISIONS)  # the registries live in settings.py
 # the update's size does not change the work; a small one keeps random-label steps finite
 TRAIN_LR = 1e-3
-# record_function labels inside a train step, so the profiler can split the step (~1 us each)
-LOSS_LABEL, OPTIMIZER_LABEL = "stage:loss", "stage:optimizer"
 
 
 @dataclass(frozen=True)
@@ -60,11 +58,16 @@ class Config:
     mode: str = "inference"  # or "train": forward, cross-entropy, backward, SGD step
     precision: str = "fp32"  # tf32: TF32 tensor cores for fp32 math; bf16/fp16: torch.autocast
     channels_last: bool = False  # NHWC: tensor cores and oneDNN prefer it
-    compile: str = "off"  # torch.compile mode, or "off" for eager
+    compile: str = "off"  # torch.compile mode, or "off"; set means backend "compile"
+    backend: str | None = None  # settings.BACKENDS; None: "compile" if compile is set, else "eager"
 
     def __post_init__(self) -> None:
         if self.image_size is None and self.model in list_models():
             object.__setattr__(self, "image_size", default_image_size(self.model))
+        if self.backend is None:  # also every Result written before backends existed
+            object.__setattr__(self, "backend", settings.backend_of(self.compile))
+        elif self.backend == "compile" and self.compile == "off":
+            object.__setattr__(self, "compile", "default")
 
     def config(self) -> Config:
         """The Config part of this object (a Result's measured setting)."""
@@ -77,12 +80,12 @@ class Config:
     @property
     def setting(self) -> str:
         """Short label of the non-default settings, e.g. "bf16+cl+compile"; "fp32" for the baseline."""
-        parts = [self.precision]
-        if self.channels_last:
-            parts.append("cl")
-        if self.compile != "off":
-            parts.append("compile" if self.compile == "default" else self.compile)
-        return "+".join(parts)
+        return settings.label(self.precision, self.channels_last, self.backend, self.compile)
+
+    @property
+    def is_baseline(self) -> bool:
+        """fp32 eager PyTorch: what every other setting's agreement is measured against."""
+        return self.precision == "fp32" and self.backend == "eager"
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,12 @@ class Result(Config):
     mfu: float | None = None  # tflops_achieved / peak_tflops
     peak_memory_mb: float | None = None
     peak_memory_method: str | None = None
-    compile_time_s: float | None = None
+    compile_time_s: float | None = None  # the first call (torch.compile compiles lazily)
+    prepare_s: float | None = None  # the backend's export, compilation, quantisation, session
+    max_abs_diff: float | None = None  # largest |logit - fp32 eager logit|, same weights and batch
+    top1_agreement: float | None = None  # fraction of the batch whose top-1 class fp32 eager shares
+    calibration: str | None = None  # int8: the batches the scales were calibrated on
+    weights: str | None = None  # a torchvision state dict the model was loaded with (--weights)
     warmup_s: float | None = None
     measure_s: float | None = None  # wall time of the measured region
     host_ms_per_iter: float | None = None  # host wall clock per iteration over whole blocks
@@ -154,22 +162,26 @@ def validate_config(config: Config) -> torch.device:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    if config.mode not in MODES:
-        raise ValueError(f"unknown mode {config.mode!r}; choose one of: {', '.join(MODES)}")
-    if config.precision not in PRECISIONS:
-        raise ValueError(
-            f"unknown precision {config.precision!r}; choose one of: {', '.join(PRECISIONS)}"
-        )
     if config.compile not in COMPILE_MODES:
         raise ValueError(
             f"unknown compile mode {config.compile!r}; choose one of: {', '.join(COMPILE_MODES)}"
         )
+    if config.compile != "off" and config.backend != "compile":
+        raise ValueError(
+            f"compile mode {config.compile!r} is for backend compile, not {config.backend}"
+        )
     device = parse_device(config.device)
-    if config.precision == "fp16" and device.type == "cpu":
-        raise ValueError("precision fp16 needs a CUDA or MPS device; got cpu (use bf16 or fp32)")
-    if config.precision == "tf32" and device.type != "cuda":
-        raise ValueError(f"precision tf32 is a CUDA tensor-core mode; got {device.type} (use fp32)")
+    settings.check(device.type, config.mode, config.precision, config.backend, config.channels_last)
     return device
+
+
+def missing_package(config: Config) -> str | None:
+    """Why this Config's backend cannot run here (its package is not installed), or None."""
+    needs = settings.BACKENDS[config.backend].needs
+    if needs is None or importlib.util.find_spec(needs) is not None:
+        return None
+    extra = settings.BACKENDS[config.backend].extra
+    return f"backend {config.backend} needs {needs}: pip install 'resbench[{extra}]' (or pip install -e \".[{extra}]\")"
 
 
 @dataclass
@@ -178,12 +190,25 @@ class Prepared:
 
     config: Config
     device: torch.device
-    model: torch.nn.Module  # the eager module (compiled or not, it owns the parameters)
-    runner: Callable  # what step() calls: the compiled module, or the model itself
+    model: torch.nn.Module  # the eager module (whatever runs it, it owns the parameters)
     inputs: torch.Tensor
     labels: torch.Tensor
     step: Callable[[], object]
+    prepare_s: float = 0.0  # the backend's preparation: export, compilation, quantisation
     optimizer: torch.optim.Optimizer | None = None
+    reference: torch.Tensor | None = None  # fp32 eager logits on the same inputs (agreement)
+    notes: dict = field(default_factory=dict)  # what the backend recorded (calibration)
+
+    def agreement(self) -> dict:
+        """max_abs_diff and top1_agreement of one step's output against the fp32 eager logits."""
+        if self.reference is None:
+            return {}
+        out = backends.as_tensor(self.step())
+        ref = self.reference
+        return {
+            "max_abs_diff": float((out - ref).abs().max()),
+            "top1_agreement": float((out.argmax(1) == ref.argmax(1)).float().mean()),
+        }
 
 
 @contextlib.contextmanager
@@ -202,8 +227,9 @@ def numerics(
         torch.are_deterministic_algorithms_enabled(),
     )
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-        torch.backends.cudnn.allow_tf32 = precision == "tf32"
+        tf32 = settings.PRECISIONS[precision].tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cudnn.benchmark = not deterministic
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be
@@ -221,74 +247,48 @@ def numerics(
 
 
 def autocast(device: torch.device, precision: str):
-    """torch.autocast for bf16/fp16, a no-op context for fp32/tf32."""
-    dtype = _AMP_DTYPES.get(precision)
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+    """torch.autocast for a precision that is one (bf16, fp16), a no-op context otherwise."""
+    return backends.amp(device, settings.PRECISIONS[precision].autocast)
 
 
 @contextlib.contextmanager
-def prepare(config: Config, seed: int = 0) -> Iterator[Prepared]:
-    """Build, place and (optionally) compile the model for ``config``; restore global flags after.
+def prepare(
+    config: Config, seed: int = 0, *, reference: bool = False, weights: str | None = None
+) -> Iterator[Prepared]:
+    """Build and place the model for ``config`` and wrap it in its backend; restore global flags after.
 
-    The same preparation serves measure(), the pytest benchmarks and the profiler.
+    The same preparation serves measure(), the pytest benchmarks, the profiler and the trainer's
+    step. ``reference`` also keeps fp32 eager logits of the same inputs, for the agreement; with
+    ``weights`` (a torchvision state dict) the model has real weights instead of He-initialised ones.
     """
     device = validate_config(config)
     steady_allocator()
-    with numerics(config.precision, device):
+    with numerics(config.precision, device), tempfile.TemporaryDirectory() as workdir:
         torch.manual_seed(seed)
-        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        model = build_model(config.model).to(device=device, memory_format=memory_format)
+        model = build_model(config.model)
+        if weights is not None:
+            load_torchvision_weights(model, weights)
+        model = model.to(device)
         size = config.image_size
         inputs = torch.randn(config.batch_size, 3, size, size, device=device)
-        inputs = inputs.contiguous(memory_format=memory_format)
         labels = torch.randint(0, model.fc.out_features, (config.batch_size,), device=device)
-        runner = model
-        if config.compile != "off":
-            runner = torch.compile(
-                model, mode=None if config.compile == "default" else config.compile
-            )
-
-        def amp():
-            return autocast(device, config.precision)
-
-        optimizer = None
-        if config.mode == "inference":
-            model.eval()
-
-            def step():
-                with torch.inference_mode(), amp():
-                    return runner(inputs)
-
-        else:
-            model.train()
-            optimizer = torch.optim.SGD(
-                model.parameters(), lr=TRAIN_LR, momentum=0.9, weight_decay=5e-4
-            )
-            scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
-
-            def step():
-                with amp():
-                    logits = runner(inputs)
-                    with record_function(LOSS_LABEL):
-                        loss = F.cross_entropy(logits, labels)
-                if scaler is None:
-                    loss.backward()
-                    with record_function(OPTIMIZER_LABEL):
-                        optimizer.step()
-                        optimizer.zero_grad(set_to_none=True)
-                else:  # fp16 needs loss scaling to keep small gradients representable
-                    scaler.scale(loss).backward()
-                    with record_function(OPTIMIZER_LABEL):
-                        scaler.step(optimizer)
-                        scaler.update()
-                        optimizer.zero_grad(set_to_none=True)
-                return loss
-
-        yield Prepared(config, device, model, runner, inputs, labels, step, optimizer)
-
-
-def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        model.train(config.mode == "train")
+        ref = None
+        if reference and config.mode == "inference":
+            with torch.inference_mode():
+                ref = backends.as_tensor(model(inputs))
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        target = backends.Target(
+            model, inputs, labels, device, config.mode, settings.PRECISIONS[config.precision].autocast,
+            config.precision, config.compile, Path(workdir), TRAIN_LR,
+        )  # fmt: skip
+        step, prepare_s = settings.BACKENDS[config.backend].wrap(target)
+        optimizer = target.notes.pop("optimizer", None)
+        yield Prepared(
+            config, device, model, inputs, labels, step, prepare_s, optimizer, ref, target.notes
+        )
 
 
 @dataclass
@@ -302,14 +302,26 @@ class _Run:
     memory_method: str | None
     foreign_cpu: float
     flags: dict
+    prepare_s: float
+    agreement: dict
+    notes: dict
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _measure_once(
-    config: Config, device: torch.device, budget_s: float, max_warmup_s: float
+    config: Config,
+    device: torch.device,
+    budget_s: float,
+    max_warmup_s: float,
+    weights: str | None = None,
+    agree: bool = False,
 ) -> _Run:
     """Prepare ``config`` afresh, warm it up and sample it; exceptions propagate."""
     memory = PeakMemory(device)
-    with prepare(config) as prepared:
+    with prepare(config, reference=agree, weights=weights) as prepared:
         flags = {
             "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
             "tf32_cudnn": torch.backends.cudnn.allow_tf32,
@@ -330,7 +342,11 @@ def _measure_once(
             )
             memory.sample()
         peak_mb = memory.peak_mb()
-    return _Run(samples, first_s, warm_s, peak_mb, memory.method, foreign.cores, flags)
+        agreement = prepared.agreement() if agree else {}  # after the timed region
+    return _Run(
+        samples, first_s, warm_s, peak_mb, memory.method, foreign.cores, flags,
+        prepared.prepare_s, agreement, prepared.notes,
+    )  # fmt: skip
 
 
 def measure(
@@ -341,6 +357,7 @@ def measure(
     peak: bool | float = True,
     repeats: int = 1,
     wait_quiet_s: float = 0.0,
+    weights: str | None = None,
 ) -> Result:
     """Measure one Config: warm up until settled, then sample until the median is known to ~1%.
 
@@ -352,8 +369,14 @@ def measure(
         repeats: independent preparations; the Result's median is the median of their medians.
         wait_quiet_s: before each preparation, wait up to this long for other processes to leave
             the CPUs idle (timing.wait_quiet); 0 to start at once.
+        weights: a torchvision state dict to load, so agreement and calibration see real weights.
     """
     device = validate_config(config)
+    missing = missing_package(config)
+    if (
+        missing is not None
+    ):  # an optional runtime: the grid goes on, and the row says what to install
+        return Result.for_config(config, status="skipped", error=missing, timestamp=utc_now())
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1; got {repeats}")
     per_repeat_s = budget_s / repeats
@@ -368,6 +391,7 @@ def measure(
         "effective_batch_size": config.batch_size,
         "device_name": device_name(device),
         "allocator": steady_allocator(),
+        "weights": weights,
     }
     runs: list[_Run] = []
     waited, quiet = 0.0, None
@@ -376,7 +400,8 @@ def measure(
             if wait_quiet_s > 0:
                 w, q = timing.wait_quiet(wait_quiet_s)
                 waited, quiet = waited + w, q if quiet is None else quiet and q
-            runs.append(_measure_once(config, device, per_repeat_s, max_warmup_s))
+            agree = not config.is_baseline and config.mode == "inference" and not runs
+            runs.append(_measure_once(config, device, per_repeat_s, max_warmup_s, weights, agree))
     except Exception as exc:  # failure is data: the caller's other Results must survive
         # an OOM must not leave its tensors (or a fragmented cache) behind
         free_memory(device)
@@ -400,7 +425,9 @@ def _result(config: Config, device: torch.device, runs: list[_Run], peak, common
     median = statistics.median(medians)
     spread = (max(medians) - min(medians)) / median if median > 0 else 0.0
     achieved = common["gflops_per_step"] / (median / 1e3) / 1e3
-    if peak is True:
+    if settings.PRECISIONS[config.precision].probe is None:
+        peak_tflops = None  # no matmul probe for this precision: no MFU
+    elif peak is True:
         peak_tflops = flops.measure_peak_tflops(device, config.precision)
     else:
         peak_tflops = float(peak) if peak else None
@@ -419,7 +446,10 @@ def _result(config: Config, device: torch.device, runs: list[_Run], peak, common
         mfu=achieved / peak_tflops if peak_tflops else None,
         peak_memory_mb=max(run.peak_mb for run in runs),
         peak_memory_method=first.memory_method,
-        compile_time_s=first.first_s if config.compile != "off" else 0.0,
+        compile_time_s=first.first_s if config.backend == "compile" else 0.0,
+        prepare_s=first.prepare_s,
+        **first.agreement,
+        **first.notes,
         warmup_s=sum(run.first_s + run.warm_s for run in runs),
         measure_s=sum(run.samples.wall_s for run in runs),
         host_ms_per_iter=statistics.median(run.samples.host_ms_per_iter() for run in runs),

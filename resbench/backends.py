@@ -1,0 +1,282 @@
+"""How each backend turns a prepared model into the one call that is timed, and the one train step.
+
+Every function here takes a ``Target`` (the fp32 model on its device, the inputs already there, the
+labels, the setting) and returns ``(step, prepare_s)``: a callable that runs one iteration on the same
+inputs, and the seconds its preparation took (export, compilation, quantisation, session creation),
+which stay out of the timed region. Inference steps return the model's output. Runtimes other than
+PyTorch are imported here, when used; ``resbench/settings.py`` says which backend needs which.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.profiler import record_function
+
+# record_function labels inside a train step, so the profiler can split the step (~1 us each)
+LOSS_LABEL, OPTIMIZER_LABEL = "stage:loss", "stage:optimizer"
+# int8 calibration: a fixed, seeded set of generated batches, recorded in every int8 Result
+CALIBRATION_SEED, CALIBRATION_BATCHES = 1234, 4
+
+
+@dataclass
+class Target:
+    """What a backend wraps: the model (fp32 weights, on the device) and its inputs and labels."""
+
+    model: torch.nn.Module
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    device: torch.device
+    mode: str
+    autocast: torch.dtype | None  # the precision's autocast dtype, if any
+    precision: str
+    compile_mode: str = "off"
+    workdir: Path | None = None  # where exported files go
+    lr: float = 1e-3
+    notes: dict = field(default_factory=dict)  # what the Result should record (calibration)
+
+
+def amp(device: torch.device, dtype: torch.dtype | None):
+    """torch.autocast for a dtype, a no-op context for None."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+class TrainStep:
+    """Forward, cross-entropy, backward, SGD step: the one train step of measure() and the trainer."""
+
+    def __init__(
+        self,
+        runner: Callable,
+        model: torch.nn.Module,
+        device: torch.device,
+        autocast: torch.dtype | None,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+    ) -> None:
+        self.runner, self.device, self.autocast = runner, device, autocast
+        self.optimizer = torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+        )
+        # fp16 needs loss scaling to keep small gradients representable
+        fp16 = autocast == torch.float16
+        self.scaler = torch.amp.GradScaler(device.type, enabled=fp16) if fp16 else None
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with amp(self.device, self.autocast):
+            logits = self.runner(x)
+            with record_function(LOSS_LABEL):
+                loss = F.cross_entropy(logits, y)
+        if self.scaler is None:
+            loss.backward()
+            with record_function(OPTIMIZER_LABEL):
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.scaler.scale(loss).backward()
+            with record_function(OPTIMIZER_LABEL):
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+        return loss
+
+
+def _pytorch_step(runner: Callable, t: Target) -> Callable[[], object]:
+    if t.mode == "train":
+        step = TrainStep(runner, t.model, t.device, t.autocast, t.lr)
+        t.notes["optimizer"] = step.optimizer
+        return lambda: step(t.inputs, t.labels)
+
+    def infer():
+        with torch.inference_mode(), amp(t.device, t.autocast):
+            return runner(t.inputs)
+
+    return infer
+
+
+def eager(t: Target) -> tuple[Callable[[], object], float]:
+    return _pytorch_step(t.model, t), 0.0
+
+
+def compiled(t: Target) -> tuple[Callable[[], object], float]:
+    """torch.compile: lazy, so its compilation happens in the first call (compile_time_s)."""
+    mode = None if t.compile_mode == "default" else t.compile_mode
+    return _pytorch_step(torch.compile(t.model, mode=mode), t), 0.0
+
+
+def cudagraphs(t: Target) -> tuple[Callable[[], object], float]:
+    """The eager step captured once in a CUDA graph and replayed (static inputs, static outputs)."""
+    start = time.perf_counter()
+    step = _pytorch_step(t.model, t)
+    side = torch.cuda.Stream(t.device)
+    side.wait_stream(torch.cuda.current_stream(t.device))
+    with torch.cuda.stream(side):  # warm up off the default stream, as capture requires
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream(t.device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+    torch.cuda.synchronize(t.device)
+
+    def replay():
+        graph.replay()
+        return out
+
+    return replay, time.perf_counter() - start
+
+
+def aotinductor(t: Target) -> tuple[Callable[[], object], float]:
+    """torch.export, then AOTInductor compiles the graph ahead of time into a loadable package."""
+    start = time.perf_counter()
+    with torch.inference_mode(), amp(t.device, t.autocast):
+        program = torch.export.export(t.model, (t.inputs,))
+        path = torch._inductor.aoti_compile_and_package(
+            program, package_path=str(t.workdir / "model.pt2")
+        )
+    runner = torch._inductor.aoti_load_package(path)
+    prepare_s = time.perf_counter() - start
+
+    def infer():
+        with torch.inference_mode():
+            return runner(t.inputs)
+
+    return infer, prepare_s
+
+
+def export_onnx(t: Target) -> Path:
+    """The fp32 model as ONNX (torch.onnx's dynamo exporter), on the CPU, at this batch size."""
+    path = t.workdir / "model.onnx"
+    model = t.model.to("cpu", memory_format=torch.contiguous_format)
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates every pass
+        torch.onnx.export(model, (t.inputs.cpu().contiguous(),), str(path), dynamo=True)
+    t.model.to(t.device)
+    return path
+
+
+def calibration_batches(t: Target) -> list[np.ndarray]:
+    """Generated N(0, 1) batches from a fixed seed: what int8 scales are calibrated on."""
+    gen = torch.Generator().manual_seed(CALIBRATION_SEED)
+    shape = tuple(t.inputs.shape)
+    t.notes["calibration"] = (
+        f"{CALIBRATION_BATCHES} generated batches of {shape[0]} N(0,1) images, seed {CALIBRATION_SEED}"
+    )
+    return [torch.randn(shape, generator=gen).numpy() for _ in range(CALIBRATION_BATCHES)]
+
+
+def quantise_onnx(t: Target, fp32_path: Path) -> Path:
+    """Post-training static int8 quantisation (QDQ, per-channel weights) with onnxruntime's tools."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, name: str, batches: list[np.ndarray]) -> None:
+            self.batches = iter([{name: b} for b in batches])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    import onnx
+
+    name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
+    ready, out = t.workdir / "model.pre.onnx", t.workdir / "model.int8.onnx"
+    quant_pre_process(str(fp32_path), str(ready))
+    quantize_static(
+        str(ready),
+        str(out),
+        Reader(name, calibration_batches(t)),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    return out
+
+
+def _onnx_model(t: Target) -> Path:
+    path = export_onnx(t)
+    return quantise_onnx(t, path) if t.precision == "int8" else path
+
+
+def onnxruntime(t: Target) -> tuple[Callable[[], object], float]:
+    """An InferenceSession: the CUDA provider on a GPU (onnxruntime-gpu), else the CPU provider."""
+    import onnxruntime as ort
+
+    start = time.perf_counter()
+    path = _onnx_model(t)
+    if t.device.type == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise RuntimeError("onnxruntime has no CUDA provider here: pip install onnxruntime-gpu")
+        providers = [("CUDAExecutionProvider", {"device_id": t.device.index or 0})]
+    else:
+        providers = ["CPUExecutionProvider"]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # the same threads as PyTorch's rows
+    session = ort.InferenceSession(str(path), options, providers=providers)
+    prepare_s = time.perf_counter() - start
+    name = session.get_inputs()[0].name
+    if t.device.type != "cuda":
+        feed = {name: t.inputs.cpu().numpy()}
+        return lambda: session.run(None, feed)[0], prepare_s
+    # inputs and outputs stay on the GPU: bound once to the tensors' memory
+    out = torch.empty(t.inputs.shape[0], t.model.fc.out_features, device=t.device)
+    binding = session.io_binding()
+    x = t.inputs.contiguous()
+    binding.bind_input(name, "cuda", t.device.index or 0, np.float32, tuple(x.shape), x.data_ptr())
+    binding.bind_output(
+        session.get_outputs()[0].name, "cuda", t.device.index or 0, np.float32,
+        tuple(out.shape), out.data_ptr(),
+    )  # fmt: skip
+
+    def infer():
+        session.run_with_iobinding(binding)
+        return out
+
+    return infer, prepare_s
+
+
+# OpenVINO's CPU plugin computes in bf16 by default where it can, which is not fp32: the hint says;
+# in int8 it sets the precision of what was not quantised
+OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the rest in f32
+
+
+def openvino(t: Target) -> tuple[Callable[[], object], float]:
+    """OpenVINO's CPU plugin on the ONNX export, with the precision stated, not left to defaults."""
+    import openvino as ov
+
+    start = time.perf_counter()
+    path = _onnx_model(t)
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": torch.get_num_threads()}
+    if t.precision in OPENVINO_HINTS:
+        config["INFERENCE_PRECISION_HINT"] = OPENVINO_HINTS[t.precision]
+    compiled_model = core.compile_model(core.read_model(str(path)), "CPU", config)
+    request = compiled_model.create_infer_request()
+    request.set_input_tensor(ov.Tensor(t.inputs.cpu().numpy(), shared_memory=True))
+    prepare_s = time.perf_counter() - start
+
+    def infer():
+        request.infer()
+        return request.get_output_tensor().data
+
+    return infer, prepare_s
+
+
+def as_tensor(output: object) -> torch.Tensor:
+    """A backend's output as a float32 CPU tensor."""
+    if isinstance(output, torch.Tensor):
+        return output.detach().float().cpu()
+    return torch.from_numpy(np.array(output, dtype=np.float32, copy=True))

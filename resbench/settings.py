@@ -1,0 +1,174 @@
+"""Settings as data: one entry per precision and one per backend, and the labels the tables use.
+
+A precision says which devices and modes it runs on, its autocast dtype (if it is one), and the dtype
+of the matmul probe that gives MFU its peak. A backend says which devices, modes and precisions it
+runs, whether channels_last means anything to it, the package it needs (and the pip extra that
+brings it), and how it turns a model and its inputs into the one call that is timed
+(``resbench/backends.py``). Validation reads the entries; nothing else branches on a name.
+
+A setting's label is its precision, then "+cl" for channels_last, then the backend ("+compile" or the
+torch.compile mode for torch.compile, "+onnxruntime", "+openvino", ...): "bf16+cl+compile",
+"int8+openvino". Eager PyTorch adds nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from resbench import backends
+
+MODES = ("inference", "train")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+ALL_DEVICES = ("cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    devices: tuple[str, ...]
+    modes: tuple[str, ...] = MODES
+    autocast: torch.dtype | None = None  # torch.autocast dtype; None: the model's own fp32
+    probe: torch.dtype | None = torch.float32  # matmul peak for MFU; None: no MFU
+    tf32: bool = False  # TF32 tensor cores for fp32 matmuls and convolutions (CUDA)
+    quantised: bool = False  # post-training static quantisation, through a backend that has it
+    why_not: str = ""  # said when a device is refused
+
+
+PRECISIONS = {
+    p.name: p
+    for p in (
+        Precision("fp32", ALL_DEVICES),
+        Precision("tf32", ("cuda",), tf32=True, why_not="is a CUDA tensor-core mode (use fp32)"),
+        Precision("bf16", ALL_DEVICES, autocast=torch.bfloat16, probe=torch.bfloat16),
+        Precision(
+            "fp16",
+            ("cuda", "mps"),
+            autocast=torch.float16,
+            probe=torch.float16,
+            why_not="needs a CUDA or MPS device (use bf16 or fp32)",
+        ),
+        Precision(
+            "int8",
+            ("cpu",),
+            modes=("inference",),
+            probe=None,
+            quantised=True,
+            why_not="is quantised inference on CPUs (onnxruntime, openvino)",
+        ),
+    )
+}
+FLOAT_PRECISIONS = tuple(p for p in PRECISIONS if not PRECISIONS[p].quantised)
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    devices: tuple[str, ...]
+    modes: tuple[str, ...]
+    precisions: tuple[str, ...]
+    wrap: Callable  # backends.<name>(prepared pieces) -> the timed call; see backends.py
+    needs: str | None = None  # module to import; missing -> a "skipped" Result
+    extra: str | None = None  # the pip extra that brings it
+    channels_last: bool = True  # False: the runtime picks its own layout, "+cl" means nothing
+
+
+BACKENDS = {
+    b.name: b
+    for b in (
+        Backend("eager", ALL_DEVICES, MODES, FLOAT_PRECISIONS, backends.eager),
+        Backend("compile", ("cpu", "cuda"), MODES, FLOAT_PRECISIONS, backends.compiled),
+        Backend(
+            "aotinductor", ("cpu", "cuda"), ("inference",), FLOAT_PRECISIONS, backends.aotinductor
+        ),
+        Backend(
+            "onnxruntime",
+            ("cpu", "cuda"),
+            ("inference",),
+            ("fp32", "int8"),
+            backends.onnxruntime,
+            needs="onnxruntime",
+            extra="deploy",
+            channels_last=False,
+        ),
+        Backend(
+            "openvino",
+            ("cpu",),
+            ("inference",),
+            ("fp32", "bf16", "int8"),
+            backends.openvino,
+            needs="openvino",
+            extra="deploy",
+            channels_last=False,
+        ),
+        Backend("cudagraphs", ("cuda",), MODES, FLOAT_PRECISIONS, backends.cudagraphs),
+    )
+}
+
+
+def backend_of(compile_mode: str) -> str:
+    """The backend a Result written before backends existed ran on."""
+    return "eager" if compile_mode == "off" else "compile"
+
+
+def label(precision: str, channels_last: bool, backend: str, compile_mode: str) -> str:
+    """The tables' label of a setting: "fp32", "bf16+cl+compile", "int8+openvino"."""
+    parts = [precision] + (["cl"] if channels_last else [])
+    if backend == "compile":
+        parts.append("compile" if compile_mode == "default" else compile_mode)
+    elif backend != "eager":
+        parts.append(backend)
+    return "+".join(parts)
+
+
+def parse_label(text: str) -> dict:
+    """A label -> precision, channels_last, backend and compile; ValueError names the choices."""
+    precision, *rest = text.split("+")
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"unknown precision {precision!r} in {text!r}; choose one of: {', '.join(PRECISIONS)}"
+        )
+    fields = {"precision": precision, "channels_last": False, "backend": "eager", "compile": "off"}
+    for part in rest:
+        if part == "cl":
+            fields["channels_last"] = True
+        elif part == "compile" or part in COMPILE_MODES[1:]:
+            fields["backend"], fields["compile"] = (
+                "compile",
+                "default" if part == "compile" else part,
+            )
+        elif part in BACKENDS and part not in ("eager", "compile"):
+            fields["backend"] = part
+        else:
+            choices = ["cl", "compile", *COMPILE_MODES[2:], *list(BACKENDS)[2:]]
+            raise ValueError(f"unknown part {part!r} in {text!r}; use one of: {', '.join(choices)}")
+    return fields
+
+
+def check(device_type: str, mode: str, precision: str, backend: str, channels_last: bool) -> None:
+    """Refuse a setting this device or mode cannot run, with a ValueError that says why."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    p, b = PRECISIONS[precision], BACKENDS[backend]
+    if device_type not in p.devices:
+        raise ValueError(f"precision {precision} {p.why_not}; got {device_type}")
+    if mode not in p.modes:
+        raise ValueError(f"precision {precision} is for {' and '.join(p.modes)} only; got {mode}")
+    if device_type not in b.devices:
+        raise ValueError(f"backend {backend} runs on {', '.join(b.devices)}; got {device_type}")
+    if mode not in b.modes:
+        raise ValueError(f"backend {backend} is inference-only; got mode {mode}")
+    if precision not in b.precisions:
+        raise ValueError(
+            f"backend {backend} runs {', '.join(b.precisions)}; got precision {precision}"
+        )
+    if channels_last and not b.channels_last:
+        raise ValueError(
+            f"channels_last is a PyTorch memory format; backend {backend} picks its own layout"
+        )
