@@ -11,8 +11,10 @@ import datetime as _dt
 import sys
 from collections.abc import Callable, Sequence
 
-from resbench.measure import COMPILE_MODES, PRECISIONS, default_device, parse_device
+from resbench import settings
+from resbench.devices import default_device, parse_device
 from resbench.models import list_models
+from resbench.settings import COMPILE_MODES, PRECISIONS
 
 MODEL_GROUPS = ("all", "imagenet", "cifar")
 
@@ -87,34 +89,16 @@ def parse_on_off(text: str, flag: str) -> list[bool]:
 
 
 def parse_settings(text: str, flag: str) -> list[dict]:
-    """ "fp32,tf32+cl,bf16+cl+compile" -> the precision, channels_last and compile of each setting.
-
-    A setting is a precision, then optionally "+cl" (channels_last) and "+compile" (mode default)
-    or "+<compile mode>": the labels the tables use.
-    """
-    settings = []
+    """ "fp32,tf32+cl,bf16+cl+compile,int8+openvino" -> each setting's fields (settings.parse_label)."""
+    fields = []
     for label in split_list(text):
-        precision, *rest = label.split("+")
-        if precision not in PRECISIONS:
-            raise UsageError(
-                f"{flag}: unknown precision {precision!r} in {label!r}; choose one of: "
-                f"{', '.join(PRECISIONS)}"
-            )
-        fields = {"precision": precision, "channels_last": False, "compile": "off"}
-        for part in rest:
-            if part == "cl":
-                fields["channels_last"] = True
-            elif part == "compile" or part in COMPILE_MODES[1:]:
-                fields["compile"] = "default" if part == "compile" else part
-            else:
-                raise UsageError(
-                    f"{flag}: unknown part {part!r} in {label!r}; use cl, compile or one of: "
-                    f"{', '.join(COMPILE_MODES[1:])}"
-                )
-        settings.append(fields)
-    if not settings:
+        try:
+            fields.append(settings.parse_label(label))
+        except ValueError as exc:
+            raise UsageError(f"{flag}: {exc}") from None
+    if not fields:
         raise UsageError(f"{flag} is empty")
-    return list({tuple(f.values()): f for f in settings}.values())
+    return list({tuple(f.values()): f for f in fields}.values())
 
 
 def parse_devices(text: str) -> list[str]:
