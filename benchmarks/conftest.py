@@ -19,9 +19,11 @@ from resbench.measure import (
     PRECISIONS,
     Config,
     default_device,
+    missing_package,
     validate_config,
 )
 from resbench.models import model_family
+from resbench.settings import BACKENDS
 
 DEFAULT_MODELS = "resnet18,small_resnet20"
 DEFAULT_SETTINGS = "fp32,fp32+cl"
@@ -42,6 +44,11 @@ OPTIONS = {
     ),
     "--rb-batch-sizes": ("RB_BATCH_SIZES", "batch sizes (default: 1,8 ImageNet; 32,128 CIFAR)"),
     "--rb-modes": ("RB_MODES", "inference, train (default: both)"),
+    "--rb-backends": (
+        "RB_BACKENDS",
+        "backends each setting runs on: eager, compile, aotinductor, onnxruntime, openvino, "
+        "cudagraphs (default: as the settings say, eager unless they name one)",
+    ),
     "--rb-settings": (
         "RB_SETTINGS",
         f"settings such as bf16+cl+compile (default: {DEFAULT_SETTINGS})",
@@ -77,6 +84,19 @@ def benchmark_configs(config) -> list[Config]:
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     modes = split_list(opt("--rb-modes") or ",".join(MODES))
+    if opt("--rb-backends"):
+        backends = split_list(opt("--rb-backends"))
+        unknown = [b for b in backends if b not in BACKENDS]
+        if unknown or not backends:
+            raise pytest.UsageError(
+                f"--rb-backends: unknown {', '.join(unknown) or 'empty list'}; choose from: "
+                f"{', '.join(BACKENDS)}"
+            )
+        settings = [
+            s | {"backend": b, "compile": "default" if b == "compile" else "off"}
+            for s in settings
+            for b in backends
+        ]
     table = ALL_BATCHES if run_all else DEFAULT_BATCHES
     return [
         Config(model, b, device=device, mode=mode, **s)
@@ -92,7 +112,8 @@ def pytest_generate_tests(metafunc):
         mode = metafunc.function.__name__.removeprefix("test_")
         configs = [c for c in benchmark_configs(metafunc.config) if c.mode == mode]
         metafunc.parametrize(
-            "rb_config", configs, ids=[f"{c.model}-b{c.batch_size}-{c.setting}" for c in configs]
+            "rb_config", configs, ids=[f"{c.model}-b{c.batch_size}-{c.setting}" for c in configs],
+            indirect=True,  # through the rb_config fixture, which skips what cannot run here
         )
 
 
@@ -103,6 +124,9 @@ def rb_config(request) -> Config:
         validate_config(config)
     except ValueError as exc:  # a device or setting this machine cannot run
         pytest.skip(str(exc))
+    missing = missing_package(config)
+    if missing:
+        pytest.skip(missing)
     return config
 
 

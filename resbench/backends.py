@@ -109,7 +109,8 @@ def eager(t: Target) -> tuple[Callable[[], object], float]:
 def compiled(t: Target) -> tuple[Callable[[], object], float]:
     """torch.compile: lazy, so its compilation happens in the first call (compile_time_s)."""
     mode = None if t.compile_mode == "default" else t.compile_mode
-    return _pytorch_step(torch.compile(t.model, mode=mode), t), 0.0
+    # static shapes: a second batch size in one process would otherwise get a dynamic-shape graph
+    return _pytorch_step(torch.compile(t.model, mode=mode, dynamic=False), t), 0.0
 
 
 def cudagraphs(t: Target) -> tuple[Callable[[], object], float]:
