@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import record_function
 
-from resbench import env, flops, timing
+from resbench import env, flops, power, timing
 from resbench.models import build_model, default_image_size, list_models
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
@@ -121,6 +121,18 @@ class Result(Config):
     issue_ms_per_iter: float | None = None  # host time to issue one iteration (no sync)
     noisy: bool | None = None  # IQR/median > 10%
     foreign_cpu: float | None = None  # cores kept busy by other processes while measuring
+    # energy over the measured region (resbench.power): NVML on CUDA, RAPL on CPUs; None where unread
+    avg_power_w: float | None = None  # watts: energy_j / the region's wall time
+    joules_per_image: float | None = None  # energy_j / (iterations x batch_size)
+    images_per_joule: float | None = None  # 1 / joules_per_image
+    energy_j: float | None = None  # joules over the measured region
+    power_method: str | None = None  # nvml_energy_counter, nvml_power_sampled, rapl, or why none
+    sm_clock_mhz_start: int | None = None  # SM clock (MHz) as the region began
+    sm_clock_mhz_end: int | None = None
+    temperature_c_start: int | None = None  # GPU temperature (degrees C)
+    temperature_c_end: int | None = None
+    throttled: bool | None = None  # a power-cap, thermal or hardware slowdown was active
+    throttle_reasons: str | None = None  # which, comma-separated
     threads: int | None = None
     tf32_matmul: bool | None = None
     tf32_cudnn: bool | None = None
@@ -443,7 +455,7 @@ def measure(
             first_s = time.perf_counter() - t0
             warm, warm_s = timing.warmup(prepared.step, device, max_warmup_s)
             memory.start()
-            with timing.ForeignCpu() as foreign:
+            with power.Meter(device) as meter, timing.ForeignCpu() as foreign:
                 samples = timing.autorange(
                     prepared.step, device, budget_s, float(warm.samples_ms[-1]), min_iters=3
                 )
@@ -485,6 +497,7 @@ def measure(
         issue_ms_per_iter=samples.issue_ms_per_iter(),
         noisy=s.noisy,
         foreign_cpu=foreign.cores,
+        **meter.fields(len(samples.samples_ms) * config.batch_size),
         timestamp=utc_now(),
         samples_ms=samples.samples_ms,
         **flags,
