@@ -52,7 +52,7 @@ done
 [[ $MINUTES =~ ^[1-9][0-9]*$ ]] || { echo "gpu_check.sh: --minutes takes whole minutes; got $MINUTES" >&2; exit 2; }
 STEPS="env tests-cuda clock profile train train-best train-compare bench bench-report sweep"
 for name in ${SKIP//,/ }; do
-  grep -qw -- "$name" <<< "$STEPS" || { echo "gpu_check.sh: --skip $name is not a step; choose from: ${STEPS// /, }" >&2; exit 2; }
+  grep -qx -- "$name" <<< "${STEPS// /$'\n'}" || { echo "gpu_check.sh: --skip $name is not a step; choose from: ${STEPS// /, }" >&2; exit 2; }
 done
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && PY=.venv/bin/python
