@@ -8,8 +8,11 @@ CUDA, through NVML (``pynvml``, package nvidia-ml-py, an optional dependency): t
 counter (mJ, Volta and later) over the region, where the card has one and it stepped at least
 ``MIN_COUNTER_STEPS`` times in it (the counter advances in steps of the driver's update period, so over
 a region only a few steps long its edges would cost tens of percent); otherwise the board power (mW)
-sampled every ``SAMPLE_S`` in a background thread, integrated over time. The SM clock and temperature
-are read at both edges; the clock-event ("throttle") reasons at both edges and with every sample.
+sampled every ``SAMPLE_S`` in a background thread, integrated over time. Where NVML reports power as
+a trailing average (1 s on Ampere and later, GA100 aside), a region shorter than that reads partly the
+warm-up just before it, which ran the same step. The SM clock and temperature are read at both edges;
+the clock-event ("throttle") reasons at both edges and with every sample. The sampler holds the GIL
+for microseconds per sample (NVML calls release it), so the measured loop barely notices it.
 
 CPUs: the package domains of Intel/AMD RAPL under /sys/class/powercap, whose counters wrap at
 ``max_energy_range_uj``. They cover whole sockets, so other processes' work counts too (a Result's
@@ -142,10 +145,10 @@ class _NvmlRegion:
 
     def _clocks(self) -> tuple[int | None, int | None]:
         nvml = self.nvml
-        return (
-            self._read(nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM),
-            self._read(nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU),
-        )
+        temperature = self._read(nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU)
+        if temperature is None and hasattr(nvml, "nvmlDeviceGetTemperatureV"):  # its successor
+            temperature = self._read(nvml.nvmlDeviceGetTemperatureV, nvml.NVML_TEMPERATURE_GPU)
+        return self._read(nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM), temperature
 
     def start(self) -> None:
         self.clock_start, self.temp_start = self._clocks()
@@ -168,7 +171,7 @@ class _NvmlRegion:
             method, energy_j = "nvml_energy_counter", (values[-1] - values[0]) / 1e3
         elif len(self.power_mw) >= 2:
             method = "nvml_power_sampled"
-            pairs = zip(self.power_mw, self.power_mw[1:], strict=False)
+            pairs = itertools.pairwise(self.power_mw)  # trapezoids: mW x s = mJ
             energy_j = sum((pa + pb) / 2 * (tb - ta) for (ta, pa), (tb, pb) in pairs) / 1e3
         else:
             method = "NVML reports neither an energy counter nor power for this GPU"

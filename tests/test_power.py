@@ -146,6 +146,19 @@ def test_clocks_and_temperature_at_both_edges(gpu):
     assert (f["temperature_c_start"], f["temperature_c_end"]) == (40, 41)
 
 
+def test_temperature_from_the_newer_call_where_the_old_one_is_gone(gpu):
+    fake = gpu()
+
+    def gone(handle, sensor):
+        raise NVMLError_FunctionNotFound()
+
+    fake.nvmlDeviceGetTemperature = gone
+    fake.nvmlDeviceGetTemperatureV = lambda handle, sensor: 55
+    f = region(power.Meter(CUDA0), seconds=0.0)
+    assert (f["temperature_c_start"], f["temperature_c_end"]) == (55, 55)
+    assert f["sm_clock_mhz_start"] == 1980
+
+
 @pytest.mark.parametrize(
     ("bits", "names"),
     [
