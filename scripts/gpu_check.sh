@@ -45,7 +45,7 @@ while [ $# -gt 0 ]; do
     --out) RUN=$2; shift 2 ;;
     --minutes) MINUTES=$2; shift 2 ;;
     --skip) SKIP=$2; shift 2 ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $1 (use --device, --dry-run, --out, --minutes, --skip)" >&2; exit 2 ;;
   esac
 done
