@@ -5,6 +5,7 @@ Usage: ``python -m resbench.env`` prints the JSON that every run folder stores a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import json
@@ -75,6 +76,48 @@ def numerics_flags() -> dict:
     }
 
 
+def nvml_gpus() -> dict:
+    """NVIDIA driver version and, per GPU in NVML's (PCI) order, its enforced power limit.
+
+    Empty values where NVML is absent: nvidia-ml-py not installed, no driver, no GPU.
+    """
+    try:
+        import pynvml as nvml
+    except ImportError:
+        return {"nvidia_driver": None, "nvml_gpus": []}
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError:
+        return {"nvidia_driver": None, "nvml_gpus": []}
+
+    def read(fn, *args):
+        try:
+            value = fn(*args)
+        except nvml.NVMLError:
+            return None
+        return value.decode() if isinstance(value, bytes) else value
+
+    try:
+        gpus = []
+        for i in range(read(nvml.nvmlDeviceGetCount) or 0):
+            handle = read(nvml.nvmlDeviceGetHandleByIndex, i)
+            if handle is None:
+                continue
+            pci = read(nvml.nvmlDeviceGetPciInfo, handle)
+            limit_mw = read(nvml.nvmlDeviceGetEnforcedPowerLimit, handle)
+            bus_id = getattr(pci, "busId", None)
+            gpus.append({
+                "nvml_index": i,
+                "name": read(nvml.nvmlDeviceGetName, handle),
+                "pci_bus_id": bus_id.decode() if isinstance(bus_id, bytes) else bus_id,
+                "power_limit_w": limit_mw / 1e3 if limit_mw is not None else None,
+            })  # fmt: skip
+        return {"nvidia_driver": read(nvml.nvmlSystemGetDriverVersion), "nvml_gpus": gpus}
+    finally:
+        with contextlib.suppress(nvml.NVMLError):
+            nvml.nvmlShutdown()
+
+
 def collect_env() -> dict:
     """A JSON-serialisable description of the software and hardware; cheap to call."""
     cuda = torch.cuda.is_available()
@@ -94,6 +137,7 @@ def collect_env() -> dict:
         "gpu_count": len(devices),
         "gpu_names": devices,
         "mps_available": mps,
+        **nvml_gpus(),
         "cpu": cpu_model(),
         "logical_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from resbench import backends, flops, settings, timing
+from resbench import backends, flops, power, settings, timing
 from resbench.backends import LOSS_LABEL, OPTIMIZER_LABEL  # noqa: F401  (the profiler's labels)
 from resbench.devices import (  # noqa: F401  (re-exported while callers move to devices)
     PeakMemory,
@@ -129,6 +129,18 @@ class Result(Config):
     quiet_wait_s: float | None = None  # time spent waiting for a quiet machine (--wait-quiet)
     quiet: bool | None = None  # False: the machine never became quiet within --wait-quiet
     allocator: str | None = None  # the CPU allocator's policy (devices.steady_allocator)
+    # energy over the measured region (resbench.power): NVML on CUDA, RAPL on CPUs; None where unread
+    avg_power_w: float | None = None  # watts: energy_j / the region's wall time
+    joules_per_image: float | None = None  # energy_j / (iterations x batch_size)
+    images_per_joule: float | None = None  # 1 / joules_per_image
+    energy_j: float | None = None  # joules over the measured region
+    power_method: str | None = None  # nvml_energy_counter, nvml_power_sampled, rapl, or why none
+    sm_clock_mhz_start: int | None = None  # SM clock (MHz) as the region began
+    sm_clock_mhz_end: int | None = None
+    temperature_c_start: int | None = None  # GPU temperature (degrees C)
+    temperature_c_end: int | None = None
+    throttled: bool | None = None  # a power-cap, thermal or hardware slowdown was active
+    throttle_reasons: str | None = None  # which, comma-separated
     threads: int | None = None
     tf32_matmul: bool | None = None
     tf32_cudnn: bool | None = None
@@ -305,6 +317,7 @@ class _Run:
     prepare_s: float
     agreement: dict
     notes: dict
+    energy: power.Reading
 
 
 def utc_now() -> str:
@@ -336,7 +349,7 @@ def _measure_once(
         first_s = time.perf_counter() - t0
         warm, warm_s = timing.warmup(prepared.step, device, max_warmup_s)
         memory.start()
-        with timing.ForeignCpu() as foreign:
+        with power.Meter(device) as meter, timing.ForeignCpu() as foreign:
             samples = timing.autorange(
                 prepared.step, device, budget_s, float(warm.samples_ms[-1]), min_iters=3
             )
@@ -345,7 +358,7 @@ def _measure_once(
         agreement = prepared.agreement() if agree else {}  # after the timed region
     return _Run(
         samples, first_s, warm_s, peak_mb, memory.method, foreign.cores, flags,
-        prepared.prepare_s, agreement, prepared.notes,
+        prepared.prepare_s, agreement, prepared.notes, meter.reading,
     )  # fmt: skip
 
 
@@ -459,6 +472,9 @@ def _result(config: Config, device: torch.device, runs: list[_Run], peak, common
         repeats=len(runs),
         repeat_medians_ms=medians,
         repeat_spread=spread,
+        **power.fields(
+            power.combine([run.energy for run in runs]), len(samples) * config.batch_size
+        ),
         timestamp=utc_now(),
         samples_ms=samples,
         **first.flags,

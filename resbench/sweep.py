@@ -77,7 +77,7 @@ PRESETS: dict[str, list[dict]] = {
         dict(models=["resnet50"], batch_sizes=[256], settings=_settings("bf16+cl+compile")),
         dict(models=["resnet18", "small_resnet20"], batch_sizes=[256], modes=list(MODES),
              settings=_settings("tf32,bf16+cl")),
-        dict(models=["resnet50"], batch_sizes=[256], modes=["train"],
+        dict(models=["resnet50"], batch_sizes=[256, 512], modes=["train"],
              settings=_settings("bf16+cl+compile")),
         dict(models=["resnet18", "small_resnet20"], batch_sizes=[32], modes=list(MODES),
              settings=_settings("tf32,bf16+cl")),

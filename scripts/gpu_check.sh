@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
 # One prepared check of resbench on a CUDA machine with PyTorch installed and no internet.
 #
-#   scripts/gpu_check.sh [--out DIR] [--minutes 7]  # on the GPU machine: about 7 minutes on an H100
-#   scripts/gpu_check.sh --device cpu --dry-run     # rehearse every step on a CPU in ~2 minutes
+#   scripts/gpu_check.sh [--out DIR] [--minutes 7] [--skip profile,bench]  # on the GPU machine
+#   scripts/gpu_check.sh --device cpu --dry-run     # rehearse every step on a CPU (3-6 minutes)
 #
 # Steps, in order; [seconds] are estimates from the first H100 run (results/gpu-h100-cuda):
-#   1. environment: python -m resbench.env, nvidia-smi                                    [14]
-#   2. the tests marked cuda                                                              [~85]
-#   3. measure() against torch.utils.benchmark.Timer on resnet50 b128 tf32 (GPU-bound)     [~25]
-#   4. torch.profiler over resnet50 b32 bf16+cl train                                      [28]
-#   5. the trainer for two epochs on a generated full-size (50,000-image) CIFAR-10 stand-in [42]
-#   6. pytest benchmarks, resnet50 b32 bf16+cl, JSON saved, and its report                 [~25]
-#   7. the sweep, `--preset gpu`, with whatever time is left, most telling first: resnet50 at
-#      batch 32 and 256 in fp32 tf32 tf32+cl bf16 bf16+cl, inference and train [~120]; resnet50
-#      b256 bf16+cl+compile inference [18]; resnet18 and small_resnet20 b256, tf32 and bf16+cl
-#      [~20]; resnet50 b256 bf16+cl+compile train [53, most of it compiling]; resnet18 and
-#      small_resnet20 b32 [~35]. What the deadline leaves undone, a rerun (same --out) finishes.
+#   1. env: python -m resbench.env (with the NVIDIA driver and each GPU's power limit), nvidia-smi [14]
+#   2. tests-cuda: the tests marked cuda                                                  [~90]
+#   3. clock: measure() against torch.utils.benchmark.Timer on resnet50 b128 tf32 (GPU-bound) [~25]
+#   4. profile: torch.profiler over resnet50 b32 bf16+cl train                            [28]
+#   5. train: the trainer's default setting, two epochs on a generated full-size (50,000-image)
+#      CIFAR-10 stand-in [42]; train-best: the same at its best setting, bf16 + channels_last +
+#      CUDA graphs (--compile reduce-overhead) [~100, most of it compiling]; train-compare:
+#      images/s per epoch of the two (train-compare.md)
+#   6. bench: pytest benchmarks, resnet50 b32 bf16+cl, JSON saved, and its report          [~25]
+#   7. sweep: `--preset gpu`, with whatever time is left, most telling first: resnet50 at batch
+#      32 and 256 in fp32 tf32 tf32+cl bf16 bf16+cl, inference and train [~120]; resnet50 b256
+#      bf16+cl+compile inference [18]; resnet18 and small_resnet20 b256, tf32 and bf16+cl [~20];
+#      resnet50 bf16+cl+compile train at b256 and b512 [~110, most of it compiling]; resnet18 and
+#      small_resnet20 b32 [~35]. Every Result carries energy (NVML: avg_power_w, images_per_joule),
+#      SM clock and temperature at both ends, and whether the card throttled (power_method says
+#      how, or why not: `pip install nvidia-ml-py` where pynvml is missing).
+# A whole run takes ~11 minutes on an H100; within --minutes 7 a rerun (same --out) finishes it.
 # Every step runs under its own limit and under the whole check's deadline (--minutes): a step
 # that would start with less than 10 s left is skipped, and the sweep stops starting Configs in time.
+# --skip NAMES (comma-separated step names) leaves steps out, e.g. those a committed run already has.
 # A failing step is logged and the rest still run. A rerun with the same --out (e.g. the tarball
 # unpacked into the repository) skips the steps that passed and resumes the sweep.
 # Everything lands in one folder (default results/gpu-<timestamp>-<device>) with check.log and
@@ -30,17 +37,23 @@ DEVICE=cuda
 DRY=0
 RUN=""
 MINUTES=7
+SKIP=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) DEVICE=$2; shift 2 ;;
     --dry-run) DRY=1; shift ;;
     --out) RUN=$2; shift 2 ;;
     --minutes) MINUTES=$2; shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
-    *) echo "gpu_check.sh: unknown argument $1 (use --device, --dry-run, --out, --minutes)" >&2; exit 2 ;;
+    --skip) SKIP=$2; shift 2 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument $1 (use --device, --dry-run, --out, --minutes, --skip)" >&2; exit 2 ;;
   esac
 done
 [[ $MINUTES =~ ^[1-9][0-9]*$ ]] || { echo "gpu_check.sh: --minutes takes whole minutes; got $MINUTES" >&2; exit 2; }
+STEPS="env tests-cuda clock profile train train-best train-compare bench bench-report sweep"
+for name in ${SKIP//,/ }; do
+  grep -qx -- "$name" <<< "${STEPS// /$'\n'}" || { echo "gpu_check.sh: --skip $name is not a step; choose from: ${STEPS// /, }" >&2; exit 2; }
+done
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && PY=.venv/bin/python
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
@@ -71,7 +84,7 @@ finish() {
     tar -czf "$OUT/gpu-check.tar.gz" --exclude=.data --exclude=checkpoint.pt "$RUN"
     cp "$LOG" "$STATUS" "$OUT/" 2>/dev/null
     cp "$RUN/sweep/summary.md" "$OUT/sweep-summary.md" 2>/dev/null
-    cp "$RUN/clock.json" "$OUT/" 2>/dev/null
+    cp "$RUN/clock.json" "$RUN/train-compare.md" "$OUT/" 2>/dev/null
     echo "copied $RUN to $OUT/gpu-check.tar.gz"
   fi
 }
@@ -89,6 +102,10 @@ left() { echo $((DEADLINE - SECONDS - RESERVE)); }
 step() {  # step NAME SECONDS CMD...: run within min(SECONDS, time left), log it, record its status
   local name=$1 limit=$2; shift 2
   local t0=$SECONDS
+  if grep -qx "$name" <<< "${SKIP//,/$'\n'}"; then
+    printf '%s\tskipped\t0s (--skip)\n' "$name" | tee -a "$STATUS"
+    return 0
+  fi
   if grep -qx "$name" <<< "$PASSED"; then
     printf '%s\t0\t0s (passed in an earlier run)\n' "$name" | tee -a "$STATUS"
     return 0
@@ -114,10 +131,18 @@ step tests-cuda 180 $PY -m pytest tests -m cuda -q -p no:cacheprovider -o addopt
 step clock 90 $PY scripts/clock_check.py --device "$DEVICE" $CLOCK --out "$RUN/clock.json"
 step profile 120 $PY -m resbench.profile $PROFILE --device "$DEVICE" --precision bf16 \
   --channels-last on --mode train --steps 3 --out "$RUN/profile"
-step train 150 bash -c "$PY -m resbench.data --data-dir '$RUN/.data' --synthetic $TRAIN_IMAGES && \
-  $PY -m resbench.train --data-dir '$RUN/.data' --no-verify --device $DEVICE --epochs $TRAIN_EPOCHS \
-  --target-acc 0.5 --target-acc 0.9 --no-progress --out '$RUN/train'"
-rm -rf "$RUN/.data" "$RUN/train/checkpoint.pt"
+# the trainer at its default setting, then at its best: bf16, NHWC and CUDA graphs
+# (reduce-overhead), for a network that is launch-bound at batch 128; same data, same recipe
+DATA="[ -f '$RUN/.data/cifar-10-batches-py/test_batch' ] || $PY -m resbench.data --data-dir '$RUN/.data' --synthetic $TRAIN_IMAGES"
+TRAIN="$PY -m resbench.train --data-dir '$RUN/.data' --no-verify --device $DEVICE --epochs $TRAIN_EPOCHS \
+  --target-acc 0.5 --target-acc 0.9 --no-progress"
+step train 150 bash -c "$DATA && $TRAIN --out '$RUN/train'"
+step train-best 240 bash -c "$DATA && $TRAIN --precision bf16 --channels-last on \
+  --compile reduce-overhead --out '$RUN/train-best'"
+rm -rf "$RUN/.data" "$RUN/train/checkpoint.pt" "$RUN/train-best/checkpoint.pt"
+[ -f "$RUN/train/train.csv" ] && [ -f "$RUN/train-best/train.csv" ] && \
+  step train-compare 30 $PY scripts/train_compare.py "$RUN/train" "$RUN/train-best" \
+  --out "$RUN/train-compare.md"
 step bench 90 $PY -m pytest benchmarks -q -p no:cacheprovider --rb-device "$DEVICE" $BENCH \
   --benchmark-json="$RUN/pytest-benchmark.json"
 [ -f "$RUN/pytest-benchmark.json" ] && \
@@ -130,4 +155,5 @@ MINUTES_LEFT=$(awk -v s="$(left)" 'BEGIN { m = s - 20; print (m > 1 ? m : 1) / 6
 step sweep 600 $PY -m resbench.sweep --device "$DEVICE" --preset gpu "${NARROW[@]}" --isolate on \
   --budget "$BUDGET" --max-minutes "$MINUTES_LEFT" --no-progress "${RESUME[@]}" --out "$RUN/sweep"
 
-! grep -qv $'\t0\t' "$STATUS"
+# the exit status: 0 when every step passed or was left out by --skip
+awk -F'\t' '$2 != "0" && $3 !~ /--skip/ { bad = 1 } END { exit bad }' "$STATUS"

@@ -89,9 +89,10 @@ def test_flags_narrow_a_preset():
 def test_gpu_preset_runs_resnet50_first_and_the_costly_or_minor_configs_last():
     configs, notes = sweep.build_grid(args_for("--preset", "gpu", "--device", "cpu"))
     assert [c.model for c in configs[:12]] == ["resnet50"] * 12  # (tf32 is dropped on a CPU)
-    compile_train = next(
+    compile_train = max(
         i for i, c in enumerate(configs) if c.compile != "off" and c.mode == "train"
     )
+    assert (configs[compile_train].model, configs[compile_train].batch_size) == ("resnet50", 512)
     assert all(c.batch_size == 32 and c.model != "resnet50" for c in configs[compile_train + 1 :])
     assert len(configs) - compile_train - 1 == 4  # resnet18, small_resnet20 x 2 modes at b32
     assert "fp32+cl" not in {c.setting for c in configs}
