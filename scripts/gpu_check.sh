@@ -7,7 +7,8 @@
 # Steps, in order; [seconds] are estimates from the first H100 run (results/gpu-h100-cuda):
 #   1. env: python -m resbench.env (with the NVIDIA driver and each GPU's power limit), nvidia-smi [14]
 #   2. tests-cuda: the tests marked cuda                                                  [~90]
-#   3. clock: measure() against torch.utils.benchmark.Timer on resnet50 b128 tf32 (GPU-bound) [~25]
+#   3. clock: measure() and the sweep against the user's own loop (Timer, a bare loop, a plain
+#      process) on resnet50 b128 tf32 (GPU-bound), over 2 fresh processes [~100]
 #   4. profile: torch.profiler over resnet50 b32 bf16+cl train                            [28]
 #   5. train: the trainer's default setting, two epochs on a generated full-size (50,000-image)
 #      CIFAR-10 stand-in [42]; train-best: the same at its best setting, bf16 + channels_last +
@@ -69,11 +70,11 @@ RESERVE=15  # kept back for the report and the copy to $OUT
 if [ "$DRY" = 1 ]; then
   NARROW=(--models small_resnet20 --batch-sizes 4,8); BUDGET=0.1
   PROFILE="--model small_resnet20 --batch-size 8"; TRAIN_IMAGES=2000; TRAIN_EPOCHS=1
-  CLOCK="--rounds 1 --budget 0.3"; BENCH="--rb-models small_resnet20 --rb-batch-sizes 8"
+  CLOCK="--model small_resnet20 --batch-size 8 --processes 1 --rounds 1 --budget 0.3"; BENCH="--rb-models small_resnet20 --rb-batch-sizes 8"
 else
   NARROW=(); BUDGET=0.25
   PROFILE="--model resnet50 --batch-size 32"; TRAIN_IMAGES=50000; TRAIN_EPOCHS=2
-  CLOCK="--model resnet50 --batch-size 128 --setting tf32 --rounds 3 --budget 0.5"
+  CLOCK="--model resnet50 --batch-size 128 --setting tf32 --processes 2 --rounds 3 --budget 0.5"
   BENCH="--rb-models resnet50 --rb-batch-sizes 32 --rb-settings bf16+cl"
 fi
 
@@ -128,7 +129,7 @@ step() {  # step NAME SECONDS CMD...: run within min(SECONDS, time left), log it
 
 step env 60 bash -c "$PY -m resbench.env > '$RUN/env.json' && (nvidia-smi > '$RUN/nvidia-smi.txt' 2>&1 || true)"
 step tests-cuda 180 $PY -m pytest tests -m cuda -q -p no:cacheprovider -o addopts="" --junitxml="$RUN/pytest-cuda.xml"
-step clock 90 $PY scripts/clock_check.py --device "$DEVICE" $CLOCK --out "$RUN/clock.json"
+step clock 150 $PY scripts/clock_check.py --device "$DEVICE" $CLOCK --out "$RUN/clock.json"
 step profile 120 $PY -m resbench.profile $PROFILE --device "$DEVICE" --precision bf16 \
   --channels-last on --mode train --steps 3 --out "$RUN/profile"
 # the trainer at its default setting, then at its best: bf16, NHWC and CUDA graphs
