@@ -87,15 +87,53 @@ def verify(folder: Path) -> None:
             )
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Admits only what a CIFAR batch is made of: dicts, lists, bytes, str, numbers, numpy arrays.
+
+    Anything else (a crafted file that names ``os.system``, say) is refused before it can run.
+    """
+
+    ALLOWED = frozenset(
+        {
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("_codecs", "encode"),  # how Python 2 pickles spell bytes inside numpy arrays
+        }
+    )
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"it asks for {module}.{name}, which a CIFAR-10 batch never holds (refused: it could "
+            "run code)"
+        )
+
+
+def _entry(entry: dict, *names: str):
+    """The first of ``names`` in a batch, under bytes keys (the official files) or str keys."""
+    for name in names:
+        for key in (name.encode(), name):
+            if key in entry:
+                return entry[key]
+    raise KeyError(names[0])
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with path.open("rb") as f:
-            entry = pickle.load(f, encoding="bytes")
-        data = np.asarray(entry[b"data"], dtype=np.uint8)
-        labels = np.asarray(entry.get(b"labels", entry.get(b"fine_labels")), dtype=np.int64)
+            entry = _BatchUnpickler(f, encoding="bytes").load()
+        if not isinstance(entry, dict):
+            raise TypeError(f"a {type(entry).__name__}, not a dict")
+        data = np.asarray(_entry(entry, "data"), dtype=np.uint8)
+        labels = np.asarray(_entry(entry, "labels", "fine_labels"), dtype=np.int64)
     except FileNotFoundError:
         raise DataError(f"{path} is missing") from None
-    except Exception as exc:  # truncated pickle, wrong type, missing key
+    except Exception as exc:  # truncated pickle, wrong type, missing key, a refused global
         raise DataError(
             f"{path} is corrupt or not a CIFAR-10 batch ({type(exc).__name__}: {exc})"
         ) from None
@@ -109,6 +147,12 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fingerprint(folder: Path) -> list:
+    missing = [name for name in [*TRAIN_FILES, TEST_FILE] if not (folder / name).is_file()]
+    if missing:
+        raise DataError(
+            f"{folder} lacks {', '.join(missing)}: a CIFAR-10 folder holds {', '.join(TRAIN_FILES)} "
+            f"and {TEST_FILE}"
+        )
     return [
         (name, (folder / name).stat().st_size, (folder / name).stat().st_mtime_ns)
         for name in [*TRAIN_FILES, TEST_FILE]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import random
 import shlex
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from resbench import cli, data
+from resbench import cli, data, runfolder
 from resbench.env import collect_env
 from resbench.measure import (
     COMPILE_MODES,
@@ -46,6 +47,14 @@ from resbench.report import pyplot
 from resbench.timing import synchronize
 
 CHECKPOINT = "checkpoint.pt"
+LOG_FILE = "train.jsonl"
+LOG_COLUMNS = ("epoch", "train_s", "cum_train_s", "train_loss", "train_acc", "test_loss", "test_acc",
+               "lr", "images_per_s", "eval_s")  # fmt: skip
+# the files that say a folder holds a training run
+RUN_FILES = (CHECKPOINT, LOG_FILE, "summary.json")
+# what a resumed run must share with its checkpoint (epochs may grow; device and loaders may change)
+RECIPE = ("model", "batch_size", "lr", "momentum", "weight_decay", "milestones", "gamma", "precision",
+          "channels_last", "seed", "data_loader", "pad_mode")  # fmt: skip
 
 
 @dataclass
@@ -114,8 +123,11 @@ def _all_reduce(values: torch.Tensor, world: int) -> torch.Tensor:
 
 
 def _rng_state(gen: torch.Generator) -> dict:
+    """Every RNG's state as tensors and plain data, so the checkpoint loads with weights_only."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "data": gen.get_state(), "python": random.getstate(),
-             "numpy": np.random.get_state()}  # fmt: skip
+             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)}}  # fmt: skip
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -124,8 +136,12 @@ def _rng_state(gen: torch.Generator) -> dict:
 def _set_rng_state(state: dict, gen: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
     gen.set_state(state["data"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -164,23 +180,79 @@ def _numerics(cfg: TrainConfig, device: torch.device):
                 torch.set_flush_denormal(False)
 
 
+def _finite_or_none(row: dict) -> dict:
+    """A NaN or infinity is not JSON: such a value is written as null (no number)."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+
+
 def _write_log(out: Path, log: list[dict]) -> None:
-    tmp = out / "train.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in log))
-    os.replace(tmp, out / "train.jsonl")
+    text = "".join(json.dumps(_finite_or_none(row), allow_nan=False) + "\n" for row in log)
+    runfolder.write_atomic(out / LOG_FILE, text)
+
+
+@dataclass
+class _Trainer:
+    """The pieces of one run: the network and its runner, the optimiser, the data, the RNGs."""
+
+    cfg: TrainConfig
+    device: torch.device
+    rank: int
+    world: int
+    model: torch.nn.Module
+    runner: torch.nn.Module  # the model, wrapped in DDP and torch.compile as asked
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    gen: torch.Generator
+    on_device: data.Cifar
+    state: RunState
+
+    def amp(self):
+        return autocast(self.device, self.cfg.precision)
 
 
 def _train(cfg, cifar, out, resume, progress, rank, world, device) -> dict:
+    t = _build(cfg, cifar, device, rank, world)
+    ckpt_path = out / CHECKPOINT
+    if resume and ckpt_path.exists():
+        _restore(t, ckpt_path)
+        if rank == 0:
+            print(f"resumed {out} at epoch {t.state.epoch}", file=sys.stderr)
+    train_loader, test_loader = _loaders(t, cifar)
+    if cfg.compile != "off" and t.state.compile_s == 0.0:
+        t.state.compile_s = _compile_warmup(t.model, t.runner, t.on_device, cfg, device, t.amp)
+    for epoch in range(t.state.epoch + 1, cfg.epochs + 1):
+        row = _train_epoch(t, train_loader, epoch, progress, ckpt_path)
+        e0 = time.perf_counter()
+        row["test_loss"], row["test_acc"] = _evaluate(t, test_loader)
+        row["eval_s"] = time.perf_counter() - e0
+        t.state.log.append({k: row[k] for k in LOG_COLUMNS})
+        t.state.epoch = epoch
+        if rank == 0:
+            _save(t, out)
+            if progress:
+                tqdm.write(
+                    f"epoch {epoch:3d}  {row['train_s']:7.2f} s  loss {row['train_loss']:.3f}  "
+                    f"train {row['train_acc']:.3f}  test {row['test_acc']:.4f}  lr {row['lr']:.3g}  "
+                    f"{row['images_per_s']:.0f} img/s"
+                )
+    summary = summarise(cfg, t.state)
+    if rank == 0:
+        pd.DataFrame(t.state.log).to_csv(out / "train.csv", index=False)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _build(cfg: TrainConfig, cifar: data.Cifar, device, rank: int, world: int) -> _Trainer:
+    """Seed everything, put the data on the device, and build the model and its optimiser."""
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-
     t0 = time.perf_counter()
     on_device = cifar.to(device)
     synchronize(device)
     state = RunState(load_s=time.perf_counter() - t0)
-
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = build_model(cfg.model).to(device=device, memory_format=memory_format)
     optimizer = torch.optim.SGD(
@@ -200,136 +272,137 @@ def _train(cfg, cifar, out, resume, progress, rank, world, device) -> dict:
         if cfg.compile != "off"
         else net
     )
+    return _Trainer(cfg, device, rank, world, model, runner, optimizer, scheduler, scaler, gen,
+                    on_device, state)  # fmt: skip
 
-    def amp():
-        return autocast(device, cfg.precision)
 
-    ckpt_path = out / CHECKPOINT
-    if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        _set_rng_state(ckpt["rng"], gen)
-        state = RunState(**ckpt["state"])
-        if rank == 0:
-            print(f"resumed {out} at epoch {state.epoch}", file=sys.stderr)
+def read_checkpoint(path: Path, cfg: TrainConfig, device=None) -> dict:
+    """A checkpoint of this recipe, loaded safely (weights_only); a ValueError of one line if it is
+    damaged, not a checkpoint, or of a run with other recipe settings."""
+    ckpt = runfolder.load_checkpoint(path, map_location=device)
+    missing = [k for k in ("model", "optimizer", "scheduler", "scaler", "rng", "state", "config")
+               if k not in ckpt]  # fmt: skip
+    if missing:
+        raise ValueError(f"{path} is not a trainer checkpoint: it lacks {', '.join(missing)}")
+    saved, now = ckpt["config"], asdict(cfg)
+    differ = [
+        f"{name} {_plain(saved.get(name))} -> {_plain(now[name])}"
+        for name in RECIPE
+        if _plain(saved.get(name)) != _plain(now[name])
+    ]
+    if differ:
+        raise ValueError(
+            f"--resume: {path} is of a run with other settings ({'; '.join(differ)}); resume with "
+            "the run's own settings, or start a new run in another --out"
+        )
+    return ckpt
 
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+def _restore(t: _Trainer, path: Path) -> None:
+    ckpt = read_checkpoint(path, t.cfg, t.device)
+    t.model.load_state_dict(ckpt["model"])
+    t.optimizer.load_state_dict(ckpt["optimizer"])
+    t.scheduler.load_state_dict(ckpt["scheduler"])
+    t.scaler.load_state_dict(ckpt["scaler"])
+    _set_rng_state(ckpt["rng"], t.gen)
+    t.state = RunState(**ckpt["state"])
+
+
+def _save(t: _Trainer, out: Path) -> None:
+    """The epoch's log line, then the checkpoint (each written whole or not at all)."""
+    _write_log(out, t.state.log)
+    save_checkpoint(
+        out / CHECKPOINT, model=t.model.state_dict(), optimizer=t.optimizer.state_dict(),
+        scheduler=t.scheduler.state_dict(), scaler=t.scaler.state_dict(), rng=_rng_state(t.gen),
+        state=asdict(t.state), config=asdict(t.cfg),
+    )  # fmt: skip
+
+
+def _loaders(t: _Trainer, cifar: data.Cifar):
+    cfg, d = t.cfg, t.on_device
     if cfg.data_loader == "device":
-        train_loader = data.DeviceLoader(
-            on_device.train_x,
-            on_device.train_y,
-            cfg.batch_size,
-            gen,
-            True,
-            cfg.pad_mode,
-            rank,
-            world,
-            cfg.channels_last,
-        )
-        test_loader = data.DeviceLoader(
-            on_device.test_x, on_device.test_y, cfg.eval_batch_size, gen, False, rank=rank, world=world,
-            channels_last=cfg.channels_last,
-        )  # fmt: skip
-    else:
-        train_loader = data.torchvision_loader(cifar.train_x, cifar.train_y, cfg.batch_size // world, True,
-                                               cfg.workers, cfg.seed + state.epoch)  # fmt: skip
-        test_loader = data.torchvision_loader(
-            cifar.test_x, cifar.test_y, cfg.eval_batch_size, False, cfg.workers, 0
-        )
+        train_loader = data.DeviceLoader(d.train_x, d.train_y, cfg.batch_size, t.gen, True,
+                                         cfg.pad_mode, t.rank, t.world, cfg.channels_last)  # fmt: skip
+        test_loader = data.DeviceLoader(d.test_x, d.test_y, cfg.eval_batch_size, t.gen, False,
+                                        rank=t.rank, world=t.world, channels_last=cfg.channels_last)  # fmt: skip
+        return train_loader, test_loader
+    train_loader = data.torchvision_loader(cifar.train_x, cifar.train_y, cfg.batch_size // t.world,
+                                           True, cfg.workers, cfg.seed + t.state.epoch)  # fmt: skip
+    test_loader = data.torchvision_loader(
+        cifar.test_x, cifar.test_y, cfg.eval_batch_size, False, cfg.workers, 0
+    )
+    return train_loader, test_loader
 
-    if cfg.compile != "off" and state.compile_s == 0.0:
-        state.compile_s = _compile_warmup(model, runner, on_device, cfg, device, amp)
 
-    def evaluate() -> tuple[float, float]:
-        model.eval()
-        sums = torch.zeros(3, device=device, dtype=torch.float64)
-        with torch.inference_mode(), amp():
-            for x, y in test_loader:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                logits = runner(x).float()
-                sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
-                                     (logits.argmax(1) == y).sum().double(), torch.tensor(len(y), device=device,
-                                                                                          dtype=torch.float64)])  # fmt: skip
-        _all_reduce(sums, world)
-        model.train()
-        return (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
-
-    steps = len(train_loader)
-    cum = state.log[-1]["cum_train_s"] if state.log else 0.0
-    for epoch in range(state.epoch + 1, cfg.epochs + 1):
-        model.train()
-        lr = optimizer.param_groups[0]["lr"]
-        losses = torch.zeros(steps, device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress or rank != 0,
-                   leave=False, dynamic_ncols=True)  # fmt: skip
-        synchronize(device)
-        start = time.perf_counter()
-        for i, (x, y) in enumerate(train_loader):
+def _evaluate(t: _Trainer, test_loader) -> tuple[float, float]:
+    """Test loss and accuracy over every rank's share of the test set."""
+    device = t.device
+    t.model.eval()
+    sums = torch.zeros(3, device=device, dtype=torch.float64)
+    with torch.inference_mode(), t.amp():
+        for x, y in test_loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with amp():
-                logits = runner(x)
-                loss = F.cross_entropy(logits, y)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            losses[i] = loss.detach()  # no host sync per step: inspected at the epoch's end
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
-            bar.update()
-        synchronize(device)
-        train_s = time.perf_counter() - start
-        bar.close()
-        bad = (~torch.isfinite(losses)).nonzero()
-        if len(bad):
-            step = int(bad[0]) + 1
-            raise NonFiniteLoss(
-                f"non-finite loss at epoch {epoch}, step {step} of {steps} (lr {lr:g}); training stopped. "
-                f"The last good checkpoint (epoch {state.epoch}) is kept at {ckpt_path}"
-            )
-        scheduler.step()
-        totals = torch.stack(
-            [losses.sum(), correct.float(), torch.tensor(float(seen), device=device)]
+            logits = t.runner(x).float()
+            sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
+                                 (logits.argmax(1) == y).sum().double(),
+                                 torch.tensor(len(y), device=device, dtype=torch.float64)])  # fmt: skip
+    _all_reduce(sums, t.world)
+    t.model.train()
+    return (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
+
+
+def _train_epoch(t: _Trainer, train_loader, epoch: int, progress: bool, ckpt_path: Path) -> dict:
+    """One epoch of timed training steps; its log row (without the evaluation)."""
+    cfg, device = t.cfg, t.device
+    steps = len(train_loader)
+    t.model.train()
+    lr = t.optimizer.param_groups[0]["lr"]
+    losses = torch.zeros(steps, device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress or t.rank != 0,
+               leave=False, dynamic_ncols=True)  # fmt: skip
+    synchronize(device)
+    start = time.perf_counter()
+    for i, (x, y) in enumerate(train_loader):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with t.amp():
+            logits = t.runner(x)
+            loss = F.cross_entropy(logits, y)
+        t.scaler.scale(loss).backward()
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
+        t.optimizer.zero_grad(set_to_none=True)
+        losses[i] = loss.detach()  # no host sync per step: inspected at the epoch's end
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+        bar.update()
+    synchronize(device)
+    train_s = time.perf_counter() - start
+    bar.close()
+    bad = (~torch.isfinite(losses)).nonzero()
+    if len(bad):
+        raise NonFiniteLoss(
+            f"non-finite loss at epoch {epoch}, step {int(bad[0]) + 1} of {steps} (lr {lr:g}); "
+            f"training stopped. The last good checkpoint (epoch {t.state.epoch}) is kept at {ckpt_path}"
         )
-        totals = _all_reduce(totals.double(), world)
-        e0 = time.perf_counter()
-        test_loss, test_acc = evaluate()
-        eval_s = time.perf_counter() - e0
-        cum += train_s
-        row = {
-            "epoch": epoch,
-            "train_s": train_s,
-            "cum_train_s": cum,
-            "train_loss": (totals[0] / (steps * world)).item(),
-            "train_acc": (totals[1] / totals[2]).item(),
-            "test_loss": test_loss,
-            "test_acc": test_acc,
-            "lr": lr,
-            "images_per_s": steps * cfg.batch_size / train_s,
-            "eval_s": eval_s,
-        }
-        state.log.append(row)
-        state.epoch = epoch
-        if rank == 0:
-            _write_log(out, state.log)
-            save_checkpoint(
-                ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                scaler=scaler.state_dict(), rng=_rng_state(gen), state=asdict(state), config=asdict(cfg),
-            )  # fmt: skip
-            if progress:
-                tqdm.write(
-                    f"epoch {epoch:3d}  {train_s:7.2f} s  loss {row['train_loss']:.3f}  train {row['train_acc']:.3f}  "
-                    f"test {test_acc:.4f}  lr {lr:.3g}  {row['images_per_s']:.0f} img/s"
-                )
-    summary = summarise(cfg, state)
-    if rank == 0:
-        pd.DataFrame(state.log).to_csv(out / "train.csv", index=False)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    t.scheduler.step()
+    totals = torch.stack([losses.sum(), correct.float(), torch.tensor(float(seen), device=device)])
+    totals = _all_reduce(totals.double(), t.world)
+    cum = (t.state.log[-1]["cum_train_s"] if t.state.log else 0.0) + train_s
+    return {
+        "epoch": epoch,
+        "train_s": train_s,
+        "cum_train_s": cum,
+        "train_loss": (totals[0] / (steps * t.world)).item(),
+        "train_acc": (totals[1] / totals[2]).item(),
+        "lr": lr,
+        "images_per_s": steps * cfg.batch_size / train_s,
+    }
 
 
 def _compile_warmup(model, runner, cifar, cfg, device, amp) -> float:
@@ -455,7 +528,9 @@ def build_parser() -> cli.Parser:
         "--weight-decay", type=float, default=d.weight_decay, help="(default: %(default)s)"
     )
     p.add_argument(
-        "--milestones", default="15,25", help="epochs where lr drops (default: %(default)s)"
+        "--milestones",
+        default="15,25",
+        help='epochs where lr drops; "" for none (default: %(default)s)',
     )
     p.add_argument(
         "--gamma",
@@ -514,7 +589,14 @@ def build_parser() -> cli.Parser:
     )
     p.add_argument("--out", type=Path, help="run folder (default: results/train-<timestamp>)")
     p.add_argument(
-        "--resume", action="store_true", help="continue the run(s) in --out from their checkpoints"
+        "--resume",
+        action="store_true",
+        help="continue the run(s) in --out from their checkpoints (same recipe; more epochs allowed)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run that --out holds (without it, such a folder is refused)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -530,13 +612,18 @@ def config_from_args(args) -> TrainConfig:
             raise cli.UsageError(
                 f"--{flag.replace('_', '-')} must be at least 1; got {getattr(args, flag)}"
             )
-    if args.lr <= 0:
-        raise cli.UsageError(f"--lr must be positive; got {args.lr}")
+    cli.positive(args.lr, "--lr")
+    cli.positive(args.gamma, "--gamma")
+    cli.at_least(args.weight_decay, "--weight-decay", 0)
+    cli.in_range(args.momentum, "--momentum", 0, 1)
+    cli.at_least(args.seed, "--seed", 0)
+    cli.at_least(args.workers, "--workers", 0)
+    cli.not_empty(args.device, "--device")
     milestones = (
         tuple(cli.parse_positive_ints(args.milestones, "--milestones")) if args.milestones else ()
     )
     targets = tuple(args.target_acc or TrainConfig.targets)
-    if any(not 0 < t <= 1 for t in targets):
+    if any(not 0 < t <= 1 for t in targets):  # NaN fails this too
         raise cli.UsageError("--target-acc takes accuracies in (0, 1], e.g. 0.93")
     if args.precision not in PRECISIONS or args.compile not in COMPILE_MODES:
         raise cli.UsageError(
@@ -557,72 +644,125 @@ def config_from_args(args) -> TrainConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    def body() -> int:
-        args = build_parser().parse_args(argv)
-        base = config_from_args(args)
-        if args.resume and args.out is None:
-            raise cli.UsageError("--resume needs --out RUN_FOLDER (the run to continue)")
-        rank, world, _ = _dist()
-        if world > 1 and base.data_loader != "device":
+    return cli.run_cli("resbench.train", lambda: _main(build_parser().parse_args(argv), argv))
+
+
+def _main(args, argv) -> int:
+    base = config_from_args(args)
+    if args.resume and args.out is None:
+        raise cli.UsageError("--resume needs --out RUN_FOLDER (the run to continue)")
+    if args.resume and args.overwrite:
+        raise cli.UsageError(
+            "--resume continues the run in --out, --overwrite replaces it: give one"
+        )
+    rank, world, _ = _dist()
+    if world > 1 and base.data_loader != "device":
+        raise cli.UsageError(
+            "under torchrun use --data-loader device (it gives each rank its slice)"
+        )
+    out = args.out or Path("results") / f"train-{cli.timestamp()}"
+    if world > 1:
+        import torch.distributed as dist
+
+        box = [str(out)]
+        dist.broadcast_object_list(box, src=0)
+        out = Path(box[0])
+    run_dirs = [out if args.runs == 1 else out / f"seed{base.seed + i}" for i in range(args.runs)]
+    if rank == 0:
+        _check_folder(out, run_dirs, args, base)
+    with runfolder.locked(out) if rank == 0 else contextlib.nullcontext():
+        cifar = _load_data(args, rank, world)
+        if base.batch_size > len(cifar.train_x):
             raise cli.UsageError(
-                "under torchrun use --data-loader device (it gives each rank its slice)"
+                f"--batch-size {base.batch_size} is larger than the {len(cifar.train_x)} training "
+                f"images in {args.data_dir}; use at most {len(cifar.train_x)}"
             )
-        out = args.out or Path("results") / f"train-{cli.timestamp()}"
-        if world > 1:
-            import torch.distributed as dist
-
-            box = [str(out)]
-            dist.broadcast_object_list(box, src=0)
-            out = Path(box[0])
-        if rank == 0:
-            cifar = data.load(
-                args.data_dir, download_if_missing=args.download, check=not args.no_verify
-            )
-        if world > 1:
-            dist.barrier()  # rank 0 downloaded and cached; the others read the cache
-        if rank != 0:
-            cifar = data.load(args.data_dir, check=not args.no_verify)
-        out.mkdir(parents=True, exist_ok=True)
         argv_text = shlex.join(sys.argv[1:] if argv is None else list(argv))
-        env = collect_env() | {
-            "command": f"python -m resbench.train {argv_text}",
-            "world_size": world,
-        }
+        command = f"python -m resbench.train {argv_text}"
+        env = collect_env() | {"command": command, "world_size": world}
         if rank == 0:
-            (out / "env.json").write_text(json.dumps(env, indent=2) + "\n")
-        runs = []
-        try:
-            for i in range(args.runs):
-                cfg = TrainConfig(**{**asdict(base), "seed": base.seed + i})
-                run_dir = out if args.runs == 1 else out / f"seed{cfg.seed}"
-                run_dir.mkdir(parents=True, exist_ok=True)
-                if rank == 0 and not args.resume:
-                    (run_dir / CHECKPOINT).unlink(missing_ok=True)
-                runs.append(
-                    (run_dir, train_run(cfg, cifar, run_dir, args.resume, not args.no_progress))
-                )
-        except NonFiniteLoss as exc:
-            print(f"resbench.train: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print(
-                f"\ninterrupted; resume with: python -m resbench.train {argv_text} --resume --out {out}",
-                file=sys.stderr,
-            )
-            return 130
-        if rank == 0:
-            write_summary(out, base, runs, env)
-            finals = [s["final_test_acc"] for _, s in runs]
-            print(
-                f"final test accuracy {_mean_std(finals)} over {len(runs)} run(s); wrote {out / 'summary.md'}"
-            )
-        if world > 1:
-            import torch.distributed as dist
+            _start_folder(out, run_dirs, args, base, command, env)
+        return _train_all(args, base, cifar, run_dirs, out, env, rank, world, argv_text)
 
-            dist.destroy_process_group()
-        return 0
 
-    return cli.run_cli("resbench.train", body)
+def _check_folder(out: Path, run_dirs: list[Path], args, base: TrainConfig) -> None:
+    """A folder that holds a run is continued (--resume) or replaced (--overwrite), never both
+    silently; --resume needs a checkpoint of the same recipe."""
+    held = [d for d in run_dirs if runfolder.holds_run(d, RUN_FILES)]
+    if held and not (args.resume or args.overwrite):
+        raise cli.UsageError(
+            f"{out} already holds a training run; continue it with --resume, replace it with "
+            "--overwrite, or choose another --out"
+        )
+    if args.resume:
+        first = run_dirs[0] / CHECKPOINT
+        if not first.exists():
+            raise cli.UsageError(
+                f"--resume: {first} does not exist, so there is nothing to continue (start "
+                "without --resume)"
+            )
+        for i, run_dir in enumerate(run_dirs):  # every checkpoint there is loads and matches
+            if (run_dir / CHECKPOINT).exists():
+                read_checkpoint(run_dir / CHECKPOINT, TrainConfig(**{**asdict(base),
+                                "seed": base.seed + i}), "cpu")  # fmt: skip
+
+
+def _load_data(args, rank: int, world: int) -> data.Cifar:
+    if rank == 0:
+        cifar = data.load(
+            args.data_dir, download_if_missing=args.download, check=not args.no_verify
+        )
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # rank 0 downloaded and cached; the others read the cache
+    if rank != 0:
+        cifar = data.load(args.data_dir, check=not args.no_verify)
+    return cifar
+
+
+def _start_folder(out: Path, run_dirs: list[Path], args, base, command: str, env: dict) -> None:
+    """Record this invocation; a new (or overwritten) run also gets its environment."""
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        for run_dir in run_dirs:
+            for name in (*RUN_FILES, "train.csv"):
+                (run_dir / name).unlink(missing_ok=True)
+    if not args.resume or not (out / runfolder.ENV_FILE).exists():
+        runfolder.write_atomic(out / runfolder.ENV_FILE, json.dumps(env, indent=2) + "\n")
+    options = {k: _plain(v) for k, v in asdict(base).items()} | {"runs": args.runs}
+    runfolder.record_invocation(out, command, options, args.resume)
+
+
+def _train_all(args, base, cifar, run_dirs, out, env, rank, world, argv_text) -> int:
+    runs = []
+    try:
+        for i, run_dir in enumerate(run_dirs):
+            cfg = TrainConfig(**{**asdict(base), "seed": base.seed + i})
+            run_dir.mkdir(parents=True, exist_ok=True)
+            runs.append(
+                (run_dir, train_run(cfg, cifar, run_dir, args.resume, not args.no_progress))
+            )
+    except NonFiniteLoss as exc:
+        print(f"resbench.train: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; resume with: python -m resbench.train {argv_text} --resume --out {out}",
+            file=sys.stderr,
+        )
+        return 130
+    if rank == 0:
+        write_summary(out, base, runs, env)
+        finals = [s["final_test_acc"] for _, s in runs]
+        print(
+            f"final test accuracy {_mean_std(finals)} over {len(runs)} run(s); wrote {out / 'summary.md'}"
+        )
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return 0
 
 
 if __name__ == "__main__":

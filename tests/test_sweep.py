@@ -378,7 +378,7 @@ def test_find_max_batch_doubles_then_bisects():
 def test_find_max_batch_run_logs_probes_and_reports(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "measure", fake_measure(oom_from=40))
     monkeypatch.setattr(sweep.cli, "parse_devices", lambda text: ["cuda"])  # pretend: CPU refuses
-    monkeypatch.setattr(sweep, "validate_config", lambda c: None)
+    monkeypatch.setattr(sweep.grid, "validate_config", lambda c: None)
     rc = sweep.main(["--device", "cuda", "--models", "small_resnet20", "--batch-sizes", "8",
                      "--find-max-batch", "--isolate", "off", "--no-progress", "--out", str(tmp_path)])  # fmt: skip
     assert rc == 0
