@@ -32,6 +32,7 @@ from torch.profiler import ProfilerActivity, record_function, schedule
 
 from resbench import cli, timing
 from resbench.measure import MODES, Config, prepare, validate_config
+from resbench.models import list_models
 from resbench.report import pyplot
 
 STAGE_PREFIX = "stage:"
@@ -470,6 +471,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise cli.UsageError(f"--{flag.replace('_', '-')} must be at least 1")
         if args.wait < 0 or args.warmup < 0:
             raise cli.UsageError("--wait and --warmup must be 0 or more")
+        cli.not_empty(args.device, "--device")
+        if args.model in list_models():  # an unknown name is refused below, naming the choices
+            cli.check_image_size(args.model, args.image_size)
         config = Config(
             model=args.model,
             batch_size=args.batch_size,

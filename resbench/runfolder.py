@@ -302,6 +302,32 @@ def load_checkpoint(path: Path, map_location=None) -> dict:
     return state
 
 
+def load_weights(model, name: str, checkpoint: Path, device) -> None:
+    """A trainer checkpoint (or a bare state dict) into ``model``, loaded safely (weights_only);
+    a ValueError of one line when it is damaged, unsafe, or of another network."""
+    state = load_checkpoint(checkpoint, map_location=device)
+    config = state.get("config")
+    saved = config.get("model") if isinstance(config, dict) else None
+    if saved is not None and saved != name:
+        raise ValueError(
+            f"--checkpoint {checkpoint} holds {saved}, not {name}; pass --model {saved}"
+        )
+    weights = state.get("model", state)
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = (str(exc).splitlines() or [""])[0]
+        missing = ""
+        if isinstance(weights, dict):
+            theirs, ours = set(weights), set(model.state_dict())
+            missing = (
+                f" ({len(ours - theirs)} of {name}'s tensors missing, {len(theirs - ours)} unknown)"
+            )
+        raise ValueError(
+            f"--checkpoint {checkpoint} does not fit {name}{missing}: {first}"
+        ) from None
+
+
 def merge_parts(out: Path, world: int) -> int:
     """Append every rank's part to results.jsonl (skipping what is there already); remove the parts."""
     have = {r.key(): r for r in read_results(out)}
