@@ -232,9 +232,12 @@ class ResultLog:
         self._file = self.path.open("a", encoding="utf-8")
 
     def append(self, result: Result) -> None:
-        self._file.write(json.dumps(result.to_dict()) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.write(json.dumps(result.to_dict()) + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:  # a full or read-only disk: name the file it could not write
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
 
     def close(self) -> None:
         with contextlib.suppress(OSError):  # a full disk already failed the write that mattered

@@ -41,6 +41,7 @@ from resbench.timing import synchronize
 from resbench.trainrun import (  # noqa: F401 (the trainer's API)
     CHECKPOINT,
     LOG_COLUMNS,
+    LOG_FILE,
     RUN_FILES,
     RunState,
     TrainConfig,
