@@ -164,6 +164,8 @@ class _Plan:
     world: int
     isolate: bool
     command: str
+    options: dict  # the grid and run flags as given (after a resume's merge), for run.json
+    resume: bool
     started: float = dataclasses.field(default_factory=time.monotonic)
 
 
@@ -173,7 +175,7 @@ def _run(args, argv) -> int:
     with contextlib.ExitStack() as stack:
         if plan.rank == 0:
             stack.enter_context(runfolder.locked(plan.out))
-            _record(args, plan)
+            _record(plan)
         try:
             new, left = _measure_grid(args, plan, notes)
         except KeyboardInterrupt:
@@ -214,7 +216,6 @@ def _plan(args, argv, notes: list[str]) -> _Plan:
             "--find-max-batch needs a CUDA or MPS device: CPU memory is overcommitted, so the "
             "kernel kills the process instead of raising out-of-memory"
         )
-    args.options = options
     rank, world, local_rank = _dist_setup()
     if world > 1:
         configs = [
@@ -235,12 +236,12 @@ def _plan(args, argv, notes: list[str]) -> _Plan:
         args.isolate == "auto" and any(d.startswith("cuda") for d in devices)
     )
     command = "python -m resbench.sweep " + shlex.join(sys.argv[1:] if argv is None else argv)
-    return _Plan(configs, out, rank, world, isolate, command)
+    return _Plan(configs, out, rank, world, isolate, command, options, args.resume)
 
 
-def _record(args, plan: _Plan) -> None:
+def _record(plan: _Plan) -> None:
     """Append this invocation to run.json; the environment is written once, at the start."""
-    runfolder.record_invocation(plan.out, plan.command, args.options, args.resume)
+    runfolder.record_invocation(plan.out, plan.command, plan.options, plan.resume)
     if not (plan.out / runfolder.ENV_FILE).exists():
         env = collect_env() | {"command": plan.command, "world_size": plan.world}
         runfolder.write_atomic(plan.out / runfolder.ENV_FILE, json.dumps(env, indent=2) + "\n")
