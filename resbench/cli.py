@@ -7,9 +7,12 @@ tools raise ``UsageError`` (or let a ``ValueError`` from validation through ``ru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
+import math
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 
 from resbench import settings
 from resbench.devices import default_device, parse_device
@@ -17,6 +20,8 @@ from resbench.models import list_models
 from resbench.settings import COMPILE_MODES, PRECISIONS
 
 MODEL_GROUPS = ("all", "imagenet", "cifar")
+EXIT_USAGE = 2  # a user's mistake: one line on stderr
+EXIT_IO = 1  # a file could not be read or written (full or read-only disk, --out under a file)
 
 
 class UsageError(ValueError):
@@ -31,21 +36,117 @@ class Parser(argparse.ArgumentParser):
 
 
 def run_cli(prog: str, body: Callable[[], int]) -> int:
-    """Run a tool's body; a ValueError from validation becomes one line and exit code 2."""
+    """Run a tool's body: a ValueError from validation is one line and exit 2, a failed read or
+    write (OSError) one line naming the path and exit 1; warnings are one line each."""
+    with one_line_warnings(prog):
+        try:
+            return body()
+        except ValueError as exc:  # includes UsageError
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as exc:
+            print(f"{prog}: error: {os_error_text(exc)}", file=sys.stderr)
+            return EXIT_IO
+
+
+def os_error_text(exc: OSError) -> str:
+    """ "No space left on device: results/run/results.jsonl" from any OSError."""
+    where = exc.filename if exc.filename is not None else ""
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    what = exc.strerror or str(exc)
+    return f"{what}: {where}" if where else what
+
+
+@contextlib.contextmanager
+def one_line_warnings(prog: str) -> Iterator[None]:
+    """Format each warning as ``prog: warning: message`` (no source line), then restore."""
+
+    def one_line(message, category, filename, lineno, line=None) -> str:
+        return f"{prog}: warning: {message}\n"
+
+    saved = warnings.formatwarning
+    warnings.formatwarning = one_line
     try:
-        return body()
-    except ValueError as exc:  # includes UsageError
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+        yield
+    finally:
+        warnings.formatwarning = saved
 
 
-def split_list(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
+def split_list(text: str, flag: str = "the list") -> list[str]:
+    """Comma-separated items; an empty item ("8,,16", "") is refused rather than dropped."""
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        raise UsageError(f"{flag} is empty")
+    if not all(items):
+        raise UsageError(f"{flag} has an empty item in {text!r}")
+    return items
+
+
+def finite(value: float, flag: str) -> float:
+    if not math.isfinite(value):
+        raise UsageError(f"{flag} must be a finite number; got {value}")
+    return value
+
+
+def positive(value: float, flag: str) -> float:
+    """``value`` if it is finite and above 0, else a UsageError naming ``flag``."""
+    if finite(value, flag) <= 0:
+        raise UsageError(f"{flag} must be positive; got {value}")
+    return value
+
+
+def at_least(value: float, flag: str, low: float) -> float:
+    """``value`` if it is finite and at least ``low``, else a UsageError naming ``flag``."""
+    if finite(value, flag) < low:
+        raise UsageError(f"{flag} must be at least {low}; got {value}")
+    return value
+
+
+def in_range(value: float, flag: str, low: float, high: float) -> float:
+    """``value`` if it is finite and within [low, high], else a UsageError naming ``flag``."""
+    if not low <= finite(value, flag) <= high:
+        raise UsageError(f"{flag} must be between {low} and {high}; got {value}")
+    return value
+
+
+def not_empty(text: str, flag: str) -> str:
+    if not text.strip():
+        raise UsageError(f"{flag} is empty")
+    return text
+
+
+def min_image_size(model: str) -> int:
+    """The smallest input side ``model`` takes whole: its total downsampling (last map 1x1)."""
+    import torch
+
+    from resbench.models import build_model, default_image_size
+
+    size = default_image_size(model)
+    with torch.device("meta"):
+        net = build_model(model)
+        seen = []
+        net.avgpool.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[-1]))
+        net(torch.empty(1, 3, size, size))
+    return size // seen[0]
+
+
+def check_image_size(model: str, size: int | None, flag: str = "--image-size") -> int | None:
+    """``size`` if ``model`` can take it (None: the model's default), else a UsageError."""
+    if size is None:
+        return None
+    smallest = min_image_size(model)
+    if size < smallest:
+        raise UsageError(
+            f"{flag} {size} is too small for {model}: its feature maps shrink {smallest}x, so the "
+            f"smallest size it takes is {smallest}"
+        )
+    return size
 
 
 def parse_models(text: str) -> list[str]:
     names: list[str] = []
-    for item in split_list(text):
+    for item in split_list(text, "--models"):
         if item in MODEL_GROUPS:
             names += list_models(item)
         elif item in list_models():
@@ -61,7 +162,7 @@ def parse_models(text: str) -> list[str]:
 
 def parse_positive_ints(text: str, flag: str) -> list[int]:
     values = []
-    for item in split_list(text):
+    for item in split_list(text, flag):
         try:
             value = int(item)
         except ValueError:
@@ -75,7 +176,7 @@ def parse_positive_ints(text: str, flag: str) -> list[int]:
 
 
 def parse_choices(text: str, flag: str, choices: Sequence[str]) -> list[str]:
-    values = split_list(text)
+    values = split_list(text, flag)
     for value in values:
         if value not in choices:
             raise UsageError(f"unknown {flag} value {value!r}; choose one of: {', '.join(choices)}")
@@ -91,7 +192,7 @@ def parse_on_off(text: str, flag: str) -> list[bool]:
 def parse_settings(text: str, flag: str) -> list[dict]:
     """ "fp32,tf32+cl,bf16+cl+compile,int8+openvino" -> each setting's fields (settings.parse_label)."""
     fields = []
-    for label in split_list(text):
+    for label in split_list(text, flag):
         try:
             fields.append(settings.parse_label(label))
         except ValueError as exc:
@@ -102,7 +203,7 @@ def parse_settings(text: str, flag: str) -> list[dict]:
 
 
 def parse_devices(text: str) -> list[str]:
-    devices = split_list(text) or [default_device()]
+    devices = split_list(text, "--device")
     for device in devices:
         parse_device(device)  # raises ValueError naming what exists
     return list(dict.fromkeys(devices))

@@ -3,34 +3,43 @@
 The five ``data_batch_*`` pickles and ``test_batch`` are decoded once into uint8 tensors, cached next
 to the data (``resbench-cache.pt``), and moved to the training device whole (150 MB). Each batch is
 then cropped (4-pixel padding, random 32x32 window), flipped and normalised on the device, with batch
-indices from a per-epoch permutation: no per-image Python work and no DataLoader in the hot loop.
-The random numbers come from one CPU ``torch.Generator``, so a run is reproducible and resumable, and
+indices from a per-epoch permutation (``resbench.augment``): no per-image Python work and no
+DataLoader in the hot loop. The random numbers come from one CPU ``torch.Generator``, so a run is reproducible and resumable, and
 ranks under DDP draw the same numbers and take their own slice. ``torchvision_loader`` builds the
 familiar DataLoader + transforms pipeline over the same tensors, as a baseline.
 
 Usage: ``python -m resbench.data --data-dir data --download`` fetches and checks the real data;
 ``python -m resbench.data --data-dir /tmp/fake --synthetic 50000`` writes a learnable stand-in in the
-same on-disk format (for tests and machines without internet).
+same on-disk format (for tests and machines without internet). Batches are unpickled with only the
+types the format uses (numpy arrays, bytes, lists), so a crafted file cannot run code; keys may be
+bytes (the official files) or str (folders written from Python 3), as torchvision accepts.
 """
 
 from __future__ import annotations
 
 import pickle
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from resbench.augment import (  # noqa: F401 (data.DeviceLoader and friends: the loader's API)
+    MEAN,
+    STD,
+    DeviceLoader,
+    augment,
+    normalize,
+    torchvision_loader,
+)
+
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_FILE = "test_batch"
 META_FILE = "batches.meta"
 CACHE_FILE = "resbench-cache.pt"
-MEAN = (0.4914, 0.4822, 0.4465)  # per-channel statistics of the CIFAR-10 training set
-STD = (0.2470, 0.2435, 0.2616)
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
@@ -87,15 +96,53 @@ def verify(folder: Path) -> None:
             )
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Admits only what a CIFAR batch is made of: dicts, lists, bytes, str, numbers, numpy arrays.
+
+    Anything else (a crafted file that names ``os.system``, say) is refused before it can run.
+    """
+
+    ALLOWED = frozenset(
+        {
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("_codecs", "encode"),  # how Python 2 pickles spell bytes inside numpy arrays
+        }
+    )
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"it asks for {module}.{name}, which a CIFAR-10 batch never holds (refused: it could "
+            "run code)"
+        )
+
+
+def _entry(entry: dict, *names: str):
+    """The first of ``names`` in a batch, under bytes keys (the official files) or str keys."""
+    for name in names:
+        for key in (name.encode(), name):
+            if key in entry:
+                return entry[key]
+    raise KeyError(names[0])
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with path.open("rb") as f:
-            entry = pickle.load(f, encoding="bytes")
-        data = np.asarray(entry[b"data"], dtype=np.uint8)
-        labels = np.asarray(entry.get(b"labels", entry.get(b"fine_labels")), dtype=np.int64)
+            entry = _BatchUnpickler(f, encoding="bytes").load()
+        if not isinstance(entry, dict):
+            raise TypeError(f"a {type(entry).__name__}, not a dict")
+        data = np.asarray(_entry(entry, "data"), dtype=np.uint8)
+        labels = np.asarray(_entry(entry, "labels", "fine_labels"), dtype=np.int64)
     except FileNotFoundError:
         raise DataError(f"{path} is missing") from None
-    except Exception as exc:  # truncated pickle, wrong type, missing key
+    except Exception as exc:  # truncated pickle, wrong type, missing key, a refused global
         raise DataError(
             f"{path} is corrupt or not a CIFAR-10 batch ({type(exc).__name__}: {exc})"
         ) from None
@@ -109,6 +156,12 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fingerprint(folder: Path) -> list:
+    missing = [name for name in [*TRAIN_FILES, TEST_FILE] if not (folder / name).is_file()]
+    if missing:
+        raise DataError(
+            f"{folder} lacks {', '.join(missing)}: a CIFAR-10 folder holds {', '.join(TRAIN_FILES)} "
+            f"and {TEST_FILE}"
+        )
     return [
         (name, (folder / name).stat().st_size, (folder / name).stat().st_mtime_ns)
         for name in [*TRAIN_FILES, TEST_FILE]
@@ -162,126 +215,6 @@ def load(data_dir: Path | str, download_if_missing: bool = False, check: bool = 
     except OSError:  # a read-only data folder just goes without the cache
         tmp.unlink(missing_ok=True)
     return cifar
-
-
-# ----------------------------------------------------------------------------- augmentation
-
-
-def normalize(x_uint8: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    mean = torch.tensor(MEAN, device=x_uint8.device, dtype=dtype).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=x_uint8.device, dtype=dtype).view(1, 3, 1, 1)
-    return (x_uint8.to(dtype) / 255 - mean) / std
-
-
-def augment(
-    x: torch.Tensor,
-    dy: torch.Tensor,
-    dx: torch.Tensor,
-    flip: torch.Tensor,
-    pad: int = 4,
-    mode: str = "reflect",
-) -> torch.Tensor:
-    """Random crop (after padding by ``pad``) and horizontal flip of a batch, all on its device.
-
-    dy, dx in [0, 2*pad] pick each image's window; flip is a bool per image.
-    """
-    n, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode=mode)
-    rows = (torch.arange(h, device=x.device)[None, :] + dy[:, None])[:, None, :, None]
-    cols = torch.arange(w, device=x.device)[None, :] + dx[:, None]
-    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :]
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    return padded[batch, chans, rows, cols]
-
-
-class DeviceLoader:
-    """Batches of augmented, normalised images from device-resident uint8 tensors.
-
-    ``rank``/``world`` give each DDP rank its slice of every global batch; all ranks draw the same
-    permutation and augmentation numbers from ``generator``.
-    """
-
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        batch_size: int,
-        generator: torch.Generator,
-        train: bool = True,
-        pad_mode: str = "reflect",
-        rank: int = 0,
-        world: int = 1,
-        channels_last: bool = False,
-    ) -> None:
-        self.images, self.labels = images, labels
-        self.batch_size, self.generator, self.train = batch_size, generator, train
-        self.pad_mode, self.rank, self.world = pad_mode, rank, world
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-
-    def __len__(self) -> int:
-        n = len(self.images)
-        return n // self.batch_size if self.train else -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n, device = len(self.images), self.images.device
-        # training drops the last partial batch (see __len__), as DataLoader(drop_last=True) would
-        order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            index = order[start : start + self.batch_size]
-            if self.train:
-                count = len(index)
-                dy = torch.randint(0, 9, (count,), generator=self.generator)
-                dx = torch.randint(0, 9, (count,), generator=self.generator)
-                flip = torch.rand(count, generator=self.generator) < 0.5
-                mine = slice(self.rank, None, self.world)
-                index, dy, dx, flip = index[mine], dy[mine], dx[mine], flip[mine]
-                x = self.images[index.to(device)]
-                x = augment(x, dy.to(device), dx.to(device), flip.to(device), mode=self.pad_mode)
-            else:
-                index = index[self.rank :: self.world]
-                x = self.images[index.to(device)]
-            x = normalize(x).contiguous(memory_format=self.memory_format)
-            yield x, self.labels[index.to(device)]
-
-
-class _TorchvisionImages(torch.utils.data.Dataset):
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform) -> None:
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        return self.transform(self.images[i]), int(self.labels[i])
-
-
-def torchvision_loader(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int,
-    train: bool,
-    workers: int,
-    seed: int,
-) -> torch.utils.data.DataLoader:
-    """The familiar baseline: a DataLoader over per-image torchvision transforms (v2, on tensors)."""
-    from torchvision.transforms import v2
-
-    steps = (
-        [v2.RandomCrop(32, padding=4, padding_mode="reflect"), v2.RandomHorizontalFlip()]
-        if train
-        else []
-    )
-    transform = v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
-    return torch.utils.data.DataLoader(
-        _TorchvisionImages(images.cpu(), labels.cpu(), transform),
-        batch_size=batch_size,
-        shuffle=train,
-        drop_last=train,
-        num_workers=workers,
-        generator=torch.Generator().manual_seed(seed),
-        persistent_workers=workers > 0,
-    )
 
 
 # ----------------------------------------------------------------------------- synthetic data

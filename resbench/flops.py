@@ -18,6 +18,7 @@ and FFT algorithms do fewer multiplications than the nominal count, so MFU above
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from resbench import settings, timing
-from resbench.models import build_model
+from resbench.models import build_model, list_models
 
 _COUNT_BATCH = 2  # FLOPs are linear in batch; 2 keeps train-mode BatchNorm well defined
 
@@ -148,15 +149,16 @@ def measure_peak_tflops(device: str | torch.device, precision: str, budget_s: fl
     return _peak_tflops(str(device), precision, budget_s)
 
 
-def registry_table() -> str:
-    """Markdown: every registry model with its parameters and FLOPs at its default image size."""
+def registry_table(models: Sequence[str] | None = None, image_size: int | None = None) -> str:
+    """Markdown: each model (default: the whole registry) with its parameters and FLOPs, at
+    ``image_size`` or its default size."""
     import pandas as pd
 
-    from resbench.models import default_image_size, list_models
+    from resbench.models import default_image_size
 
     rows = []
-    for name in list_models():
-        size = default_image_size(name)
+    for name in models or list_models():
+        size = image_size or default_image_size(name)
         fwd, train = count_flops(name, size), count_flops(name, size, "train")
         rows.append(
             {
@@ -171,11 +173,29 @@ def registry_table() -> str:
     return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
 
 
-def main(argv=None) -> int:
-    """`python -m resbench.flops`: build every model (on the meta device) and print its size and cost."""
-    del argv
-    print(registry_table())
-    return 0
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m resbench.flops`: build models (on the meta device) and print their size and cost."""
+    from resbench import cli
+
+    def body() -> int:
+        p = cli.Parser(
+            prog="python -m resbench.flops",
+            description="Parameters and FLOPs of the registry's models (built on the meta device, "
+            "no weights or data): 1 FLOP = one operation, a multiply-add counts 2.",
+        )
+        p.add_argument("--models", help="names, or groups all, imagenet, cifar (default: all)")
+        p.add_argument(
+            "--image-size", type=int, help="input side (default: 224 ImageNet, 32 CIFAR)"
+        )
+        args = p.parse_args(argv)
+        models = cli.parse_models(args.models) if args.models is not None else None
+        if args.image_size is not None:
+            for name in models or list_models():
+                cli.check_image_size(name, args.image_size)
+        print(registry_table(models, args.image_size))
+        return 0
+
+    return cli.run_cli("resbench.flops", body)
 
 
 if __name__ == "__main__":

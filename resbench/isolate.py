@@ -5,16 +5,50 @@ sweep rather than one per Config. The worker is replaced when it dies, when a Co
 timeout (it is killed), and after a Result with status "error": an error can leave a CUDA context
 unusable (an illegal memory access poisons the whole process), so the next Config gets a fresh one.
 An out-of-memory Result does not retire the worker; measure() frees its tensors and the cache.
+The worker dies with its parent: on Linux the kernel kills it (``PR_SET_PDEATHSIG``) the moment the
+sweep dies, even by ``kill -9``; elsewhere a thread notices the parent is gone within a second.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import multiprocessing as mp
+import os
 import signal
+import sys
+import threading
+import time
 
 from resbench.measure import Config, Result, measure, utc_now
+
+PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15  # from <linux/prctl.h>
+WORKER_NAME = b"resbench-worker"  # the worker's process name once it is tied to its parent
+PARENT_CHECK_S = 0.5  # how often the fallback looks for the parent
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Be killed when the parent dies: PR_SET_PDEATHSIG on Linux, plus a watcher thread."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            libc.prctl(PR_SET_NAME, WORKER_NAME, 0, 0, 0)  # how `ps` and the tests know it
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)  # the parent is gone (also when it died before prctl took hold)
+
+    watch_thread = threading.Thread(target=watch, name="resbench-parent-watch", daemon=True)
+    watch_thread.start()
+
+
+def _child(target, conn, parent_pid: int) -> None:
+    """The worker process's entry: tie its life to the parent's, then serve."""
+    _die_with_parent(parent_pid)
+    target(conn)
 
 
 def _serve(conn) -> None:
@@ -49,7 +83,9 @@ class Worker:
     def _start(self) -> None:
         ctx = mp.get_context("spawn")  # fork after CUDA initialisation is not allowed
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=self._target, args=(child,), daemon=True)
+        self._proc = ctx.Process(
+            target=_child, args=(self._target, child, os.getpid()), daemon=True
+        )
         self._proc.start()
         child.close()  # so the worker's death shows here as EOF
         self.starts += 1

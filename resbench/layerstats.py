@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resbench import cli, data
+from resbench import cli, data, runfolder
 from resbench.measure import parse_device
 from resbench.models import build_model, default_image_size, list_models, model_family
 from resbench.report import pyplot
@@ -208,8 +208,7 @@ def analyse(
         torch.manual_seed(seed)  # the same initial weights for both where their shapes agree
         model = build_model(name, residual=variant == "residual").to(device)
         if checkpoint is not None and variant == "residual":
-            state = torch.load(checkpoint, map_location=device, weights_only=False)
-            model.load_state_dict(state.get("model", state))
+            runfolder.load_weights(model, name, checkpoint, device)
         if train_steps:
             briefly_train(model, train_steps, *(t.to(device) for t in train_pool))
         b, g = collect(model, name, variant, x, y)
@@ -378,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.train_steps < 0:
             raise cli.UsageError("--train-steps must be 0 or more")
+        cli.at_least(args.seed, "--seed", 0)
+        cli.not_empty(args.device, "--device")
         if args.checkpoint is not None and not args.checkpoint.is_file():
             raise cli.UsageError(f"--checkpoint {args.checkpoint} is not a file")
         args.depths = cli.parse_positive_ints(args.depths, "--depths") if args.depths else []

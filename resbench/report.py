@@ -16,18 +16,16 @@ import argparse
 import dataclasses
 import json
 import math
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from resbench import runfolder
 from resbench.measure import Result
+from resbench.runfolder import ENV_FILE, MAX_BATCH_FILE, RESULTS_FILE  # noqa: F401 (their home)
 
-RESULTS_FILE = "results.jsonl"
-ENV_FILE = "env.json"
-MAX_BATCH_FILE = "max_batch.json"  # written by `sweep --find-max-batch`
 BASELINE_SETTING = "fp32"  # fp32, contiguous, eager
 RESULT_FIELDS = [f.name for f in dataclasses.fields(Result)]
 _ENV_KEYS_THAT_MATTER = (
@@ -46,48 +44,21 @@ _ENV_KEYS_THAT_MATTER = (
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Every complete JSON line of ``path``; a truncated or corrupt line is skipped with a warning."""
-    rows = []
-    if not path.exists():
-        return rows
-    with path.open("r", encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                warnings.warn(
-                    f"{path}:{number}: skipping an incomplete line (a run killed mid-write?)",
-                    stacklevel=2,
-                )
-    return rows
-
-
-def repair_jsonl(path: Path) -> None:
-    """Cut a trailing partial line (from a kill mid-write) so appended lines start clean."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    data = path.read_bytes()
-    if data.endswith(b"\n"):
-        return
-    cut = data.rfind(b"\n") + 1
-    warnings.warn(f"{path}: dropping a truncated last line ({len(data) - cut} bytes)", stacklevel=2)
-    with path.open("r+b") as f:
-        f.truncate(cut)
+    """Every JSON-object line of ``path``; others are skipped with a warning naming file and line."""
+    return [row for _, row in runfolder.read_jsonl(Path(path))]
 
 
 def read_results_file(path: Path) -> list[Result]:
-    return [Result.from_dict(row) for row in read_jsonl(Path(path))]
+    return runfolder.read_results_file(Path(path))
 
 
 def read_results(run_dir: Path) -> list[Result]:
-    return read_results_file(Path(run_dir) / RESULTS_FILE)
+    """The run's Results, the latest per Config (a retried error supersedes the old one)."""
+    return runfolder.read_results(run_dir)
 
 
 def read_env(run_dir: Path) -> dict:
-    path = Path(run_dir) / ENV_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+    return runfolder.read_env(run_dir)
 
 
 def results_frame(results: Sequence[Result]) -> pd.DataFrame:
@@ -98,9 +69,19 @@ def results_frame(results: Sequence[Result]) -> pd.DataFrame:
 
 def load_pytest_benchmark(path: Path) -> tuple[dict, list[Result]]:
     """Results from a pytest-benchmark JSON saved by resbench's benchmarks (their extra_info)."""
-    data = json.loads(Path(path).read_text())
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not a pytest-benchmark JSON file ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise ValueError(
+            f"{path} is not a pytest-benchmark JSON file (an object with a list of benchmarks); "
+            "save one with `pytest benchmarks --benchmark-autosave`"
+        )
     results = []
-    for bench in data.get("benchmarks", []):
+    for bench in data["benchmarks"]:
+        if not isinstance(bench, dict):
+            continue
         info = dict(bench.get("extra_info") or {})
         if "model" not in info:
             continue  # not one of resbench's benchmarks
@@ -122,6 +103,8 @@ def load_pytest_benchmark(path: Path) -> tuple[dict, list[Result]]:
             p10, p90, p99 = np.percentile(samples_ms, [10, 90, 99])
             info.update(latency_ms_p10=p10, latency_ms_p90=p90, latency_ms_p99=p99)
         results.append(Result.from_dict(info))
+    if not results:
+        raise ValueError(f"{path} holds no resbench benchmark (none has a model in its extra_info)")
     machine = data.get("machine_info", {})
     env = dict(machine.get("resbench", {}))
     env.setdefault("cpu", (machine.get("cpu") or {}).get("brand_raw"))
@@ -499,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from resbench import cli
     from resbench.cli import UsageError, run_cli
 
     def body() -> int:
@@ -508,6 +492,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("give a run folder, or --pytest-benchmark FILE.json")
         if args.run and args.pytest_benchmark:
             raise UsageError("give a run folder or --pytest-benchmark, not both")
+        cli.finite(args.threshold, "--threshold")
+        if args.threshold < 0:
+            raise UsageError(f"--threshold must be 0 or more; got {args.threshold}")
         env, results = load(source)
         out = args.out or (source if source.is_dir() else source.with_suffix(""))
         paths = write_outputs(Path(out), env, results, f"resbench results: {source.name}")

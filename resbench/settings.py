@@ -172,3 +172,25 @@ def check(device_type: str, mode: str, precision: str, backend: str, channels_la
         raise ValueError(
             f"channels_last is a PyTorch memory format; backend {backend} picks its own layout"
         )
+
+
+def with_backends(
+    fields: list[dict], backends: list[str], compile_modes: list[str] | None = None
+) -> list[dict]:
+    """Each setting on each backend (a --backends axis); a setting that names a backend keeps it.
+
+    ``compile_modes`` are the torch.compile modes the compile backend runs (default: "default").
+    """
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise ValueError(f"unknown backend {unknown[0]!r}; choose one of: {', '.join(BACKENDS)}")
+    modes = [m for m in compile_modes or [] if m != "off"] or ["default"]
+    out = []
+    for f in fields:
+        if f.get("backend", backend_of(f.get("compile", "off"))) != "eager":
+            out.append(f)
+            continue
+        for b in backends:
+            for mode in modes if b == "compile" else ["off"]:
+                out.append(f | {"backend": b, "compile": mode})
+    return list({tuple(sorted(f.items())): f for f in out}.values())

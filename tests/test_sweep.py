@@ -219,8 +219,9 @@ def test_oom_skips_larger_batches_of_the_same_setting(tmp_path, monkeypatch):
         (["--budget", "0"], "--budget must be positive"),
         (["--max-minutes", "0"], "--max-minutes must be positive; got 0.0"),
         (["--resume"], "--resume needs --out"),
-        (["--settings", "bf16+nhwc"], "--settings: unknown part 'nhwc' in 'bf16+nhwc'; use cl,"),
-        (["--settings", "int8"], "--settings: unknown precision 'int8' in 'int8'; choose one of"),
+        (["--settings", "bf16+nhwc"], "--settings: unknown part 'nhwc' in 'bf16+nhwc'; use one of: cl, compile"),
+        (["--settings", "fp8"], "--settings: unknown precision 'fp8' in 'fp8'; choose one of"),
+        (["--settings", "int8"], "backend eager runs fp32, tf32, bf16, fp16; got precision int8"),
         (["--settings", "bf16", "--precision", "fp32"], "--settings replaces --precision"),
     ],
 )
@@ -379,7 +380,7 @@ def test_find_max_batch_doubles_then_bisects():
 def test_find_max_batch_run_logs_probes_and_reports(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "measure", fake_measure(oom_from=40))
     monkeypatch.setattr(sweep.cli, "parse_devices", lambda text: ["cuda"])  # pretend: CPU refuses
-    monkeypatch.setattr(sweep, "validate_config", lambda c: None)
+    monkeypatch.setattr(sweep.grid, "validate_config", lambda c: None)
     rc = sweep.main(["--device", "cuda", "--models", "small_resnet20", "--batch-sizes", "8",
                      "--find-max-batch", "--isolate", "off", "--no-progress", "--out", str(tmp_path)])  # fmt: skip
     assert rc == 0

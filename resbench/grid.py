@@ -1,0 +1,327 @@
+"""The sweep's grid and flags: named presets, the product of flag lists, and the options a run records.
+
+``build_grid(args)`` turns the sweep's flags (or a preset narrowed by them) into Configs, dropping
+the combinations a device cannot run. ``GRID_OPTIONS`` and ``RUN_OPTIONS`` are the flags a run
+folder records in run.json, so ``--resume`` continues the same grid without them being given again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+
+from resbench import cli
+from resbench.devices import default_device
+from resbench.measure import Config, validate_config
+from resbench.models import list_models
+from resbench.settings import BACKENDS, COMPILE_MODES, MODES, PRECISIONS, with_backends
+
+IMAGENET, CIFAR = list_models("imagenet"), list_models("cifar")
+# the flags that choose the Configs, and those that choose how they are measured: both kept in
+# run.json; None in the parsed flags means "not given", so a resume takes the recorded value
+GRID_OPTIONS = ("device", "preset", "models", "batch_sizes", "modes", "precision",
+                "channels_last", "compile", "settings", "backends")  # fmt: skip
+RUN_OPTIONS = ("budget", "isolate", "timeout", "find_max_batch", "repeats", "wait_quiet",
+               "weights")  # fmt: skip
+
+
+def _settings(labels: str) -> list[dict]:
+    return cli.parse_settings(labels, "settings")
+
+
+# A preset is a union of grids; a grid is a product of these lists (settings: exact combinations
+# of precision, channels_last and compile, instead of their product).
+PRESETS: dict[str, list[dict]] = {
+    # ~3 minutes on a 2-core CPU: every variant once, then settings on a few
+    "quick": [
+        dict(models=IMAGENET + CIFAR, batch_sizes=[1]),
+        dict(models=["resnet18", "resnet50"], batch_sizes=[1, 8], precision=["fp32", "bf16"],
+             channels_last=[False, True]),
+        dict(models=["small_resnet20", "small_resnet56"], batch_sizes=[32, 128],
+             modes=["inference", "train"], precision=["fp32", "bf16"], channels_last=[False, True]),
+        dict(models=["resnet18"], batch_sizes=[8], modes=["train"]),
+    ],
+    # a GPU's afternoon: every variant x batch sizes x precision x channels_last x mode, compile on some
+    "standard": [
+        dict(models=IMAGENET, batch_sizes=[1, 32, 128], modes=list(MODES),
+             precision=["fp32", "tf32", "bf16"], channels_last=[False, True]),
+        dict(models=CIFAR, batch_sizes=[32, 128, 512], modes=list(MODES),
+             precision=["fp32", "tf32", "bf16"], channels_last=[False, True]),
+        dict(models=["resnet18", "resnet50", "small_resnet20", "small_resnet56"],
+             batch_sizes=[32, 128], modes=list(MODES), precision=["bf16"], channels_last=[True],
+             compile=["default"]),
+    ],
+    # a first look at a GPU in ~5 minutes (scripts/gpu_check.sh), most telling first: ResNet-50
+    # in depth, compile on it, two more models; fp32+cl is left out (without tensor cores NHWC only
+    # loses, and cuDNN's autotuning of it took 69 s for one resnet50 train Config on an H100)
+    "gpu": [
+        dict(models=["resnet50"], batch_sizes=[32, 256], modes=list(MODES),
+             settings=_settings("fp32,tf32,tf32+cl,bf16,bf16+cl")),
+        dict(models=["resnet50"], batch_sizes=[256], settings=_settings("bf16+cl+compile")),
+        dict(models=["resnet18", "small_resnet20"], batch_sizes=[256], modes=list(MODES),
+             settings=_settings("tf32,bf16+cl")),
+        dict(models=["resnet50"], batch_sizes=[256, 512], modes=["train"],
+             settings=_settings("bf16+cl+compile")),
+        dict(models=["resnet18", "small_resnet20"], batch_sizes=[32], modes=list(MODES),
+             settings=_settings("tf32,bf16+cl")),
+    ],
+    # everything: all precisions, batch sizes and compile modes
+    "full": [
+        dict(models=IMAGENET, batch_sizes=[1, 8, 32, 64, 128, 256], modes=list(MODES),
+             precision=list(PRECISIONS), channels_last=[False, True],
+             compile=["off", "default", "max-autotune"]),
+        dict(models=CIFAR, batch_sizes=[1, 32, 128, 512, 1024], modes=list(MODES),
+             precision=list(PRECISIONS), channels_last=[False, True],
+             compile=["off", "default", "max-autotune"]),
+    ],
+}  # fmt: skip
+DEFAULT_BUDGET_S = (
+    1.0  # per Config: enough for a 1% median on a GPU; slow CPU models stop at 3 runs
+)
+CUDA_TIMEOUT_S = 900.0  # per Config in an isolated worker: max-autotune can compile for minutes
+# two preparations per Config: their spread shows what one preparation's luck would hide
+DEFAULT_REPEATS = 2
+
+
+def expand(
+    devices: Sequence[str],
+    models: Sequence[str],
+    batch_sizes: Sequence[int],
+    modes: Sequence[str] = ("inference",),
+    precision: Sequence[str] = ("fp32",),
+    channels_last: Sequence[bool] = (False,),
+    compile: Sequence[str] = ("off",),
+    settings: Sequence[dict] | None = None,
+    backends: Sequence[str] | None = None,
+) -> list[Config]:
+    """The product of the lists, ordered so that batch sizes of one setting ascend together.
+
+    ``settings`` (dicts of precision, channels_last, backend, compile) replaces the product of
+    those three; ``backends`` runs each setting on each backend, with ``compile``'s modes for the
+    compile backend.
+    """
+    if settings is None:
+        settings = [
+            {"precision": p, "channels_last": cl, "compile": co}
+            for p, cl, co in itertools.product(
+                precision, channels_last, ["off"] if backends else compile
+            )
+        ]
+    if backends:
+        settings = with_backends(list(settings), list(backends), list(compile))
+    return [
+        Config(model=m, batch_size=b, device=d, mode=mo, **s)
+        for d, m, mo, s, b in itertools.product(devices, models, modes, settings, batch_sizes)
+    ]
+
+
+DEFAULTS = {"budget": DEFAULT_BUDGET_S, "isolate": "auto", "timeout": CUDA_TIMEOUT_S,
+            "find_max_batch": False, "repeats": DEFAULT_REPEATS, "wait_quiet": 0.0}  # fmt: skip
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def resume_options(args, recorded: dict) -> list[str]:
+    """Fill the flags not given from a run's recorded options (in place); notes saying what the
+    resumed grid is, and which flags given differ from the record."""
+    options = GRID_OPTIONS + RUN_OPTIONS
+    if not recorded:
+        return ["--resume: this run has no run.json; the grid comes from the flags given"]
+    differ = [
+        f"{_flag(n)} {getattr(args, n)} (recorded: {recorded.get(n)})"
+        for n in options
+        if getattr(args, n) is not None and getattr(args, n) != recorded.get(n)
+    ]
+    for name in options:
+        if getattr(args, name) is None:
+            setattr(args, name, recorded.get(name))
+    if differ:
+        return [f"--resume: the flags given differ from the recorded run, and they win: "
+                f"{'; '.join(differ)}"]  # fmt: skip
+    shown = " ".join(f"{_flag(n)} {recorded[n]}" for n in GRID_OPTIONS if recorded.get(n))
+    return [f"--resume: continuing the recorded grid ({shown})"]
+
+
+def options_of(args) -> dict:
+    """The grid and run options to record, as given (None: not given, so the default)."""
+    return {name: getattr(args, name) for name in GRID_OPTIONS + RUN_OPTIONS}
+
+
+def apply_defaults(args) -> None:
+    for name, value in DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
+def build_grid(args) -> tuple[list[Config], list[str]]:
+    """The Configs to run, and notes on combinations dropped as unsupported on a device."""
+    devices = cli.parse_devices(default_device() if args.device is None else args.device)
+    grids = [dict(g) for g in PRESETS[args.preset]] if args.preset else [{}]
+    given = {name: getattr(args, name) is not None for name in GRID_OPTIONS}
+    explicit = {
+        "models": given["models"] and cli.parse_models(args.models),
+        "batch_sizes": given["batch_sizes"]
+        and cli.parse_positive_ints(args.batch_sizes, "--batch-sizes"),
+        "modes": given["modes"] and cli.parse_choices(args.modes, "--modes", MODES),
+        "precision": given["precision"]
+        and cli.parse_choices(args.precision, "--precision", PRECISIONS),
+        "channels_last": given["channels_last"]
+        and cli.parse_on_off(args.channels_last, "--channels-last"),
+        "compile": given["compile"] and cli.parse_choices(args.compile, "--compile", COMPILE_MODES),
+        "settings": given["settings"] and cli.parse_settings(args.settings, "--settings"),
+        "backends": given["backends"] and cli.parse_choices(args.backends, "--backends", BACKENDS),
+    }
+    if given["settings"] and (given["precision"] or given["channels_last"] or given["compile"]):
+        raise cli.UsageError(
+            "--settings replaces --precision, --channels-last and --compile; give one or the other"
+        )
+    if not args.preset:
+        explicit["models"] = explicit["models"] or cli.parse_models(
+            "resnet18,resnet50,small_resnet20"
+        )
+        explicit["batch_sizes"] = explicit["batch_sizes"] or [1, 32]
+    configs: list[Config] = []
+    for grid in grids:
+        grid.update({k: v for k, v in explicit.items() if v})  # flags narrow or override a preset
+        if explicit["settings"]:
+            for axis in ("precision", "channels_last", "compile"):
+                grid.pop(axis, None)
+        elif any(explicit[axis] for axis in ("precision", "channels_last", "compile")):
+            grid.pop("settings", None)  # the three flags replace a preset's settings
+        configs += expand(devices, **grid)
+    configs = list({c.key(): c for c in configs}.values())
+    kept, dropped = [], {}
+    for config in configs:
+        try:
+            validate_config(config)
+            kept.append(config)
+        except ValueError as exc:
+            dropped.setdefault(str(exc), 0)
+            dropped[str(exc)] += 1
+    if not kept:
+        raise cli.UsageError(next(iter(dropped)))
+    notes = [f"dropped {n} Config(s): {why}" for why, n in dropped.items()]
+    return kept, notes
+
+
+# a backend's preparation per repeat on a 2-core CPU (export, compilation, session), roughly
+PREPARE_S = {"compile": 40.0, "aotinductor": 60.0, "onnxruntime": 10.0, "openvino": 10.0}
+
+
+def estimate_minutes(
+    configs: Sequence[Config], budget_s: float, isolate: bool, repeats: int = 1
+) -> float:
+    # warm-up settles in about one budget; an isolated worker adds one Python + torch start-up
+    per = 2 * budget_s + repeats
+    start = 5.0 if isolate and configs else 0.0
+    return (start + sum(per + repeats * PREPARE_S.get(c.backend, 0.0) for c in configs)) / 60
+
+
+def build_parser(epilog: str = "") -> cli.Parser:
+    """The sweep's flags; ``epilog`` documents its exit codes."""
+    p = cli.Parser(
+        prog="python -m resbench.sweep",
+        description="Measure a grid of ResNet Configs into a run folder (results.jsonl, CSV, "
+        "summary.md, plots).",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    what = p.add_argument_group("what to measure (lists are comma-separated)")
+    what.add_argument(
+        "--device",
+        help="cpu, cuda, cuda:N or mps; a list such as cpu,cuda compares devices (default: "
+        f"{default_device()}, the best available)",
+    )
+    what.add_argument(
+        "--preset", choices=sorted(PRESETS), help="a named grid; flags below narrow it"
+    )
+    what.add_argument(
+        "--models",
+        help="names, or groups all, imagenet, cifar (default: resnet18,resnet50,small_resnet20)",
+    )
+    what.add_argument("--batch-sizes", help="positive integers (default: 1,32)")
+    what.add_argument("--modes", help="inference, train (default: inference)")
+    what.add_argument("--precision", help=f"{', '.join(PRECISIONS)} (default: fp32)")
+    what.add_argument("--channels-last", help="off, on (default: off)")
+    what.add_argument("--compile", help=f"{', '.join(COMPILE_MODES)} (default: off)")
+    what.add_argument(
+        "--settings",
+        help="exact settings instead of the product of the three flags above, labelled as in the "
+        "tables: fp32, tf32+cl, bf16+cl+compile, fp16+cl+max-autotune, int8+openvino",
+    )
+    what.add_argument(
+        "--backends",
+        help=f"one more axis: {', '.join(BACKENDS)}; each setting runs on each (--compile "
+        "gives the compile backend's modes; a --settings label that names a backend keeps it) "
+        "(default: eager, or compile where --compile asks)",
+    )
+    how = p.add_argument_group("how")
+    how.add_argument(
+        "--budget",
+        type=float,
+        help=f"seconds of measuring per Config, after warm-up (default: {DEFAULT_BUDGET_S})",
+    )
+    how.add_argument(
+        "--repeats",
+        type=int,
+        help="independent preparations per Config (fresh model, inputs, warm-up), sharing the "
+        "budget; the Result is the median of their medians, with their spread "
+        f"(default: {DEFAULT_REPEATS})",
+    )
+    how.add_argument(
+        "--wait-quiet",
+        type=float,
+        metavar="SECONDS",
+        help="before each preparation, wait up to SECONDS until other processes leave this "
+        "process's CPUs idle; the wait is recorded and rows that never got quiet are marked "
+        "(default: 0, do not wait)",
+    )
+    how.add_argument(
+        "--weights",
+        help="a torchvision state dict (e.g. resnet50-11ad3fa6.pth) for every model it fits, so "
+        "agreement and int8 calibration see real weights (default: He initialisation)",
+    )
+    how.add_argument(
+        "--isolate",
+        choices=["auto", "on", "off"],
+        help="measure in a worker process, replaced after a crash, a hang (--timeout) or an "
+        "error, so a poisoned CUDA context stays there (default: auto = on for CUDA, off otherwise)",
+    )
+    how.add_argument(
+        "--timeout",
+        type=float,
+        help=f"per-Config limit in seconds for isolated workers (default: {CUDA_TIMEOUT_S})",
+    )
+    how.add_argument(
+        "--max-minutes",
+        type=float,
+        help="start no new Config after this many minutes; exit code 3 if some were left",
+    )
+    how.add_argument(
+        "--find-max-batch",
+        action="store_true",
+        default=None,  # None: not given, so --resume takes the recorded choice
+        help="after the grid, search each model and setting for the largest batch that fits "
+        "(doubling from the largest --batch-sizes, then bisecting to within 1/16); CUDA or MPS only",
+    )
+    how.add_argument("--no-progress", action="store_true", help="no progress bar (lines only)")
+    where = p.add_argument_group("where")
+    where.add_argument(
+        "--out", type=Path, help="run folder (default: results/<timestamp>-<device>)"
+    )
+    where.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out: its recorded grid and options (flags given override "
+        "them), skipping finished Configs and measuring those that ended in error again",
+    )
+    where.add_argument(
+        "--keep-errors",
+        action="store_true",
+        help="with --resume, keep Results that ended in error instead of measuring them again",
+    )
+    return p
