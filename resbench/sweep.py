@@ -563,7 +563,7 @@ def _run(args, argv) -> int:
         dist.destroy_process_group()
     if rank != 0:
         return EXIT_INCOMPLETE if left else 0
-    paths = report.write_report(out)
+    paths = report.finish_run(out, devices)  # bandwidth probe into env.json, report.html
     measured = sum((r.warmup_s or 0) + (r.measure_s or 0) for r in new)
     print(
         f"finished {len(new)} Configs in {wall:.1f} s ({measured:.1f} s warming up and measuring); "
