@@ -124,9 +124,11 @@ def answers(frame: pd.DataFrame) -> pd.DataFrame:
     )
     order = {m: i for i, m in enumerate(dict.fromkeys(frame["model"]))}
     best = best.assign(_o=best["model"].map(order))
-    return best.sort_values(["device", "mode", "_o", "batch_size"], kind="stable").drop(
-        columns="_o"
-    ).reset_index(drop=True)
+    return (
+        best.sort_values(["device", "mode", "_o", "batch_size"], kind="stable")
+        .drop(columns="_o")
+        .reset_index(drop=True)
+    )
 
 
 def speedups_per_batch(part: pd.DataFrame) -> pd.DataFrame:

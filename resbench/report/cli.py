@@ -12,7 +12,7 @@ from resbench.report.analysis import headline, results_table
 from resbench.report.compare import compare_markdown, compare_report, shown_table
 from resbench.report.loading import ENV_FILE, load, load_run, results_frame
 from resbench.report.plots import write_plots
-from resbench.report.tables import summary_markdown, warnings_for
+from resbench.report.tables import answers_rows, summary_markdown, warnings_for
 
 USAGE = """Usage::
 
@@ -54,7 +54,10 @@ def write_outputs(
             "\n## Plots\n\n" + "\n".join(f"![{p.stem}](plots/{p.name})" for p in plots) + "\n"
         )
     paths["summary"].write_text(summary)
-    sections = [("Results", page_html.results_table_html(frame))]
+    sections = [
+        (f"Answers: {mode} on {device}", answers_rows(part).to_html(index=False, border=0))
+        for (device, mode), part in frame.groupby(["device", "mode"], sort=False)
+    ]
     sections += [("Interactive plots", "\n".join(page_html.figures_html(frame, env)))]
     images = "".join(
         f'<div><img src="plots/{p.name}" alt="{p.stem}"></div>'
@@ -63,6 +66,7 @@ def write_outputs(
     )
     if images:
         sections.append(("Speed-ups and rooflines", f'<div class="plots">{images}</div>'))
+    sections.append(("Every result", page_html.results_table_html(frame)))
     text = page_html.page(title, headline(results), warnings_for(results), sections, env)
     paths["html"] = page_html.write_page(out_dir / "report.html", text)
     for p in plots:

@@ -38,6 +38,9 @@ table.results tr.distrusted td { color: #a05a00; }
 table.results input { width: 6em; font-size: 0.85em; }
 .plots img { max-width: 100%; margin: 0.5em 0; border: 1px solid #eee; }
 ul.env { font-size: 0.9em; }
+table.dataframe { border-collapse: collapse; font-size: 0.9em; }
+table.dataframe th, table.dataframe td { border: 1px solid #ddd; padding: 2px 8px; }
+table.dataframe th { background: #f3f3f3; }
 """
 
 # Sorting: numbers by their data-v value, text by locale; filtering: every box is a substring match.
@@ -247,7 +250,7 @@ def roofline_figure(roof: pd.DataFrame, colour: dict[str, str], title: str):
         fig.add_trace(
             go.Scatter(
                 x=xs,
-                y=ceiling,
+                y=ceiling / 1e12,
                 mode="lines",
                 line={"color": "black", "dash": "solid" if precision == "fp32" else "dash"},
                 name=f"roof: {precision} peak {peak / 1e12:.2f} TFLOP/s"
@@ -259,7 +262,7 @@ def roofline_figure(roof: pd.DataFrame, colour: dict[str, str], title: str):
         fig.add_trace(
             go.Scatter(
                 x=sub["intensity"],
-                y=sub["achieved_flops"],
+                y=sub["achieved_flops"] / 1e12,
                 mode="markers",
                 name=setting,
                 marker={
@@ -275,7 +278,7 @@ def roofline_figure(roof: pd.DataFrame, colour: dict[str, str], title: str):
             )
         )
     fig.update_xaxes(type="log", title_text="arithmetic intensity (FLOPs per byte, naive estimate)")
-    fig.update_yaxes(type="log", title_text="achieved FLOP/s")
+    fig.update_yaxes(type="log", title_text="achieved TFLOP/s")
     fig.update_layout(title=title, height=520, template="plotly_white")
     return fig
 

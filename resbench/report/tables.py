@@ -97,7 +97,7 @@ def warnings_for(results: Sequence[Result]) -> list[str]:
     return out
 
 
-def answers_table(part: pd.DataFrame) -> str:
+def answers_rows(part: pd.DataFrame) -> pd.DataFrame:
     """Per model and batch: the fastest setting, its images/s, speed-up, MFU and agreement."""
     best = answers(part)
     rows = []
@@ -119,7 +119,11 @@ def answers_table(part: pd.DataFrame) -> str:
                 "agreement": "; ".join(agree),
             }
         )
-    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+    return pd.DataFrame(rows)
+
+
+def answers_table(part: pd.DataFrame) -> str:
+    return answers_rows(part).to_markdown(index=False, disable_numparse=True)
 
 
 def throughput_table(part: pd.DataFrame) -> str:
