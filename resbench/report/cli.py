@@ -34,8 +34,17 @@ def finish_run(run_dir: Path, devices: Sequence[str], budget_s: float = 0.5) -> 
     from resbench import env as env_module
     from resbench import flops
 
-    probes = {d: flops.measure_bandwidth_gbs(d, budget_s) for d in devices}
-    env_module.record(Path(run_dir) / ENV_FILE, bandwidth_gbs=probes)
+    probes, failed = {}, {}
+    for device in devices:
+        try:
+            probes[device] = flops.measure_bandwidth_gbs(device, budget_s)
+        except (RuntimeError, AssertionError) as e:  # a device gone since: the report still comes
+            failed[device] = f"{type(e).__name__}: {e}"
+    env_module.record(
+        Path(run_dir) / ENV_FILE,
+        bandwidth_gbs=probes,
+        **({"bandwidth_error": failed} if failed else {}),
+    )
     return write_report(run_dir)
 
 
