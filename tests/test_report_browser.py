@@ -158,6 +158,11 @@ def test_report_html_renders_sorts_and_filters_in_chromium(tmp_path, browser):
     assert browser.js("typeof Plotly") == "object"
     assert browser.js("document.querySelectorAll('.js-plotly-plot').length") >= 2
     assert browser.js("document.querySelectorAll('#results tbody tr').length") == len(results)
+    hover = browser.js(
+        "Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(p => p.data)"
+        ".flatMap(t => t.hovertext || [])"
+    )
+    assert any("resnet50 batch 8" in h and "img/s" in h and "bf16" in h for h in hover)
 
     heads = browser.js(
         "Array.from(document.querySelectorAll('#results th')).map(h => h.textContent)"

@@ -84,9 +84,13 @@ def write_outputs(
 
 
 def write_comparison(
-    out_dir: Path, new: tuple[dict, list[Result]], old: tuple[dict, list[Result]], threshold: float
+    out_dir: Path,
+    new: tuple[dict, list[Result]],
+    old: tuple[dict, list[Result]],
+    threshold: float,
+    names: tuple[str, str] = ("the new run", "the old run"),
 ) -> dict[str, Path]:
-    """compare.md and compare.html for two loaded runs."""
+    """compare.md and compare.html for two loaded runs, named ``names`` (new, old)."""
     out_dir = Path(out_dir)
     (new_env, new_results), (old_env, old_results) = new, old
     text = compare_markdown(new_env, new_results, old_env, old_results, threshold)
@@ -95,7 +99,8 @@ def write_comparison(
     warns, verdict, table = compare_report(new_env, new_results, old_env, old_results, threshold)
     columns = [(c, c, None) for c in table.columns]
     body = page_html.results_table_html(shown_table(table), columns) if not table.empty else ""
-    page = page_html.page("Comparison", verdict, warns, [("Matching Configs", body)], new_env)
+    title = f"Comparison: {names[0]} against {names[1]}"
+    page = page_html.page(title, verdict, warns, [("Matching Configs", body)], new_env)
     return {"compare": md, "compare_html": page_html.write_page(out_dir / "compare.html", page)}
 
 
@@ -140,7 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = write_outputs(out, env, results, f"resbench results: {source.name}", max_batch)
         print(f"wrote {paths['summary']}, {paths['html']} and {len(paths) - 3} plot(s)")
         if args.compare:
-            written = write_comparison(out, (env, results), load(args.compare), args.threshold)
+            old = load(args.compare)
+            names = (source.name, args.compare.name)
+            written = write_comparison(out, (env, results), old, args.threshold, names)
             print(written["compare"].read_text())
             print(f"wrote {written['compare']} and {written['compare_html']}")
         return 0

@@ -168,7 +168,7 @@ def compare_markdown(
 ) -> str:
     warns, verdict, table = compare_report(new_env, new, old_env, old, threshold)
     out = ["# Comparison", ""]
-    out += [f"**Warning:** {w}" for w in warns]
+    out += [f"- **Warning:** {w}" for w in warns]
     if warns:
         out.append("")
     if table.empty:

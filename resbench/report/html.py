@@ -154,7 +154,7 @@ def results_table_html(frame: pd.DataFrame, columns=TABLE_COLUMNS) -> str:
                 number = _num(value)
                 text = "" if number is None else form.format(number)
                 cells.append(f'<td data-v="{"" if number is None else repr(number)}">{text}</td>')
-        distrusted = bool(flags(r))
+        distrusted = bool(flags(r)) or "under load" in str(r.get("verdict", ""))
         body.append(f"<tr{' class=distrusted' if distrusted else ''}>{''.join(cells)}</tr>")
     return (
         f'<p id="filters">{boxes} showing <span id="shown">{len(frame)}</span> of {len(frame)} '
@@ -181,6 +181,33 @@ def _hover(r) -> str:
     return "<br>".join(bits)
 
 
+def legend_entries(fig, settings, colour: dict[str, str], mode: str) -> None:
+    """One solid legend entry per setting (a trace's own entry would copy its first marker)."""
+    import plotly.graph_objects as go
+
+    for setting in settings:
+        fig.add_trace(
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode=mode,
+                name=setting,
+                legendgroup=setting,
+                line={"color": colour[setting]},
+                marker={"color": colour[setting], "size": 9},
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=[None],
+            y=[None],
+            mode="markers",
+            name="open: noisy, throttled or under load",
+            marker={"color": "grey", "symbol": "circle-open", "size": 9},
+        )
+    )
+
+
 def throughput_figure(part: pd.DataFrame, colour: dict[str, str], title: str):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -189,6 +216,7 @@ def throughput_figure(part: pd.DataFrame, colour: dict[str, str], title: str):
     cols = min(4, len(models))
     rows = math.ceil(len(models) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=models, vertical_spacing=0.5 / rows)
+    legend_entries(fig, setting_order(part["setting"]), colour, "lines+markers")
     for i, model in enumerate(models):
         sub = part[part["model"] == model]
         row, col = i // cols + 1, i % cols + 1
@@ -206,7 +234,7 @@ def throughput_figure(part: pd.DataFrame, colour: dict[str, str], title: str):
                     mode="lines+markers",
                     name=setting,
                     legendgroup=setting,
-                    showlegend=i == 0,
+                    showlegend=False,
                     line={"color": colour[setting]},
                     marker={
                         "symbol": ["circle-open" if h else "circle" for h in hollow],
@@ -240,6 +268,7 @@ def roofline_figure(roof: pd.DataFrame, colour: dict[str, str], title: str):
     import plotly.graph_objects as go
 
     fig = go.Figure()
+    legend_entries(fig, setting_order(roof["setting"]), colour, "markers")
     xs = np.geomspace(roof["intensity"].min() / 3, roof["intensity"].max() * 3, 100)
     bw = roof["bandwidth_bytes"].dropna()
     bw = float(bw.iloc[0]) if len(bw) else math.nan
@@ -265,6 +294,8 @@ def roofline_figure(roof: pd.DataFrame, colour: dict[str, str], title: str):
                 y=sub["achieved_flops"] / 1e12,
                 mode="markers",
                 name=setting,
+                legendgroup=setting,
+                showlegend=False,
                 marker={
                     "color": colour[setting],
                     "size": 9,

@@ -193,7 +193,9 @@ def speedup_plot(plt, speedups: pd.DataFrame, colour: dict[str, str], title: str
 
 def roofline_plot(plt, roof: pd.DataFrame, colour: dict[str, str], title: str):
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    lo = roof["intensity"].min() / 3
+    bw_known = roof["bandwidth_bytes"].dropna()
+    ridge_at = float(roof["peak_flops"].min() / bw_known.iloc[0]) if len(bw_known) else math.inf
+    lo = min(roof["intensity"].min(), ridge_at) / 4
     hi = roof["intensity"].max() * 3
     xs = np.geomspace(lo, hi, 200)
     bw = roof["bandwidth_bytes"].dropna()
@@ -221,6 +223,12 @@ def roofline_plot(plt, roof: pd.DataFrame, colour: dict[str, str], title: str):
             va="bottom",
             fontsize=8,
         )
+        ridge = float(roof["peak_flops"].min()) / bw  # where the lowest peak meets the memory roof
+        if math.isfinite(ridge):
+            ax.axvline(ridge, color="grey", lw=0.8, ls="--")
+            for text, ha in (("memory-bound \u2190 ", "right"), (" \u2192 compute-bound", "left")):
+                ax.text(ridge, 0.5, text, transform=ax.get_xaxis_transform(), ha=ha, fontsize=8,
+                        color="dimgrey")  # fmt: skip
     else:
         ax.text(
             0.02,
