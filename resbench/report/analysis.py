@@ -26,7 +26,8 @@ OVERHEAD_FRACTION = 0.2
 PRECISION_ORDER = ("fp32", "tf32", "bf16", "fp16", "int8")
 
 
-def _num(value) -> float | None:
+def finite(value) -> float | None:
+    """``value`` as a finite float, or None (for None, NaN, infinities, booleans and text)."""
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -38,7 +39,7 @@ def _num(value) -> float | None:
 
 def row_loaded(foreign_cpu) -> bool:
     """Whether one Result was measured with other processes keeping LOAD_MEDIAN_CORES busy."""
-    cores = _num(foreign_cpu)
+    cores = finite(foreign_cpu)
     return cores is not None and cores >= LOAD_MEDIAN_CORES
 
 
@@ -64,7 +65,9 @@ class Load:
 
 
 def run_load(results: Sequence[Result]) -> Load:
-    cores = [c for c in (_num(r.foreign_cpu) for r in results if r.status == "ok") if c is not None]
+    cores = [
+        c for c in (finite(r.foreign_cpu) for r in results if r.status == "ok") if c is not None
+    ]
     if not cores:
         return Load(0, 0, 0.0, 0.0)
     return Load(
@@ -170,8 +173,8 @@ def roofline(frame: pd.DataFrame, env: dict) -> pd.DataFrame:
     bandwidth = env.get("bandwidth_gbs") or {}
     rows = []
     for _, r in frame.iterrows():
-        flops_step = _num(r["gflops_per_step"])
-        seconds = _num(r["latency_ms_median"])
+        flops_step = finite(r["gflops_per_step"])
+        seconds = finite(r["latency_ms_median"])
         if r["model"] not in known or not flops_step or not seconds:
             continue
         try:
@@ -180,8 +183,8 @@ def roofline(frame: pd.DataFrame, env: dict) -> pd.DataFrame:
             continue  # a precision with no byte count (int8)
         moved = traffic.bytes_per_step(int(r["batch_size"]))
         achieved = flops_step * 1e9 / (seconds / 1e3)
-        peak = (_num(r["peak_tflops"]) or math.nan) * 1e12
-        bw = (_num(bandwidth.get(r["device"])) or math.nan) * 1e9
+        peak = (finite(r["peak_tflops"]) or math.nan) * 1e12
+        bw = (finite(bandwidth.get(r["device"])) or math.nan) * 1e9
         intensity = flops_step * 1e9 / moved
         roof = min(peak, bw * intensity) if math.isfinite(bw) else peak
         if math.isfinite(roof) and achieved < OVERHEAD_FRACTION * roof:

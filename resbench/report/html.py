@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from resbench.report.analysis import roofline, setting_order
+from resbench.report.analysis import finite, roofline, setting_order
 from resbench.report.plots import colours
+from resbench.report.tables import flags
 
 PLOTLY_JS = "plotly.min.js"
 FILTER_COLUMNS = ("model", "batch", "device", "mode", "setting", "status")
@@ -88,14 +89,6 @@ _SCRIPT = """
 """
 
 
-def _num(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
 # (header, column, format) of the results table; format None: text
 TABLE_COLUMNS = [
     ("model", "model", None),
@@ -122,8 +115,6 @@ TABLE_COLUMNS = [
 
 def results_table_html(frame: pd.DataFrame, columns=TABLE_COLUMNS) -> str:
     """A sortable, filterable HTML table of every row of ``frame``."""
-    from resbench.report.tables import flags
-
     frame = frame.copy()
     if "latency_ms_iqr" in frame:
         frame["iqr_fraction"] = frame["latency_ms_iqr"] / frame["latency_ms_median"]
@@ -151,7 +142,7 @@ def results_table_html(frame: pd.DataFrame, columns=TABLE_COLUMNS) -> str:
                     f'<td class="text" data-v="{html.escape(text)}">{html.escape(text[:120])}</td>'
                 )
             else:
-                number = _num(value)
+                number = finite(value)
                 text = "" if number is None else form.format(number)
                 cells.append(f'<td data-v="{"" if number is None else repr(number)}">{text}</td>')
         distrusted = bool(flags(r)) or "under load" in str(r.get("verdict", ""))
@@ -170,11 +161,11 @@ def _hover(r) -> str:
         f"{r['device']} {r['mode']} {r['setting']}",
         f"{r['throughput_ips']:,.1f} img/s, median {r['latency_ms_median']:.2f} ms",
     ]
-    if _num(r.get("latency_ms_iqr")) is not None:
+    if finite(r.get("latency_ms_iqr")) is not None:
         bits.append(f"IQR {r['latency_ms_iqr']:.2f} ms")
-    if _num(r.get("mfu")) is not None:
+    if finite(r.get("mfu")) is not None:
         bits.append(f"MFU {r['mfu']:.1%}")
-    if _num(r.get("foreign_cpu")) is not None:
+    if finite(r.get("foreign_cpu")) is not None:
         bits.append(f"other processes: {r['foreign_cpu']:.2f} cores")
     if r.get("noisy") is True:
         bits.append("NOISY")
@@ -226,7 +217,7 @@ def throughput_figure(part: pd.DataFrame, colour: dict[str, str], title: str):
             median = line["latency_ms_median"].astype(float)
             err_hi = line["batch_size"] / (median - iqr / 2) * 1e3 - line["throughput_ips"]
             err_lo = line["throughput_ips"] - line["batch_size"] / (median + iqr / 2) * 1e3
-            hollow = [bool(_flag(r)) for _, r in line.iterrows()]
+            hollow = [bool(flags(r)) for _, r in line.iterrows()]
             fig.add_trace(
                 go.Scatter(
                     x=[str(b) for b in line["batch_size"]],
@@ -255,12 +246,6 @@ def throughput_figure(part: pd.DataFrame, colour: dict[str, str], title: str):
         template="plotly_white",
     )
     return fig
-
-
-def _flag(r) -> str:
-    from resbench.report.tables import flags
-
-    return flags(r)
 
 
 def roofline_figure(roof: pd.DataFrame, colour: dict[str, str], title: str):
@@ -299,7 +284,7 @@ def roofline_figure(roof: pd.DataFrame, colour: dict[str, str], title: str):
                 marker={
                     "color": colour[setting],
                     "size": 9,
-                    "symbol": ["circle-open" if _flag(r) else "circle" for _, r in sub.iterrows()],
+                    "symbol": ["circle-open" if flags(r) else "circle" for _, r in sub.iterrows()],
                 },
                 hovertext=[
                     _hover(r) + f"<br>{r['intensity']:.1f} FLOP/B, bound: {r['bound'] or '?'}"

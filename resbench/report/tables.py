@@ -10,8 +10,8 @@ from resbench.measure import Result
 from resbench.report.analysis import (
     BASELINE_SETTING,
     LOAD_MEDIAN_CORES,
-    _num,
     answers,
+    finite,
     headline,
     load_warning,
     results_table,
@@ -21,7 +21,7 @@ from resbench.report.analysis import (
 
 
 def fmt(value, digits: int = 1) -> str:
-    value = _num(value)
+    value = finite(value)
     if value is None:
         return ""
     if abs(value) >= 1000:
@@ -30,12 +30,12 @@ def fmt(value, digits: int = 1) -> str:
 
 
 def pct(value) -> str:
-    value = _num(value)
+    value = finite(value)
     return "" if value is None else f"{value:.0%}"
 
 
 def times(value) -> str:
-    value = _num(value)
+    value = finite(value)
     return "" if value is None else f"{value:.2f}x"
 
 
@@ -103,9 +103,9 @@ def answers_rows(part: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in best.iterrows():
         agree = []
-        if _num(r.get("max_abs_diff")) is not None:
+        if finite(r.get("max_abs_diff")) is not None:
             agree.append(f"max |diff| {r['max_abs_diff']:.2g}")
-        if _num(r.get("top1_agreement")) is not None:
+        if finite(r.get("top1_agreement")) is not None:
             agree.append(f"top-1 {r['top1_agreement']:.1%}")
         only = r["candidates"] == 1
         rows.append(
@@ -155,8 +155,8 @@ def throughput_table(part: pd.DataFrame) -> str:
 
 def noise_note(r) -> str:
     notes = []
-    median = _num(r.get("latency_ms_median"))
-    iqr = _num(r.get("latency_ms_iqr"))
+    median = finite(r.get("latency_ms_median"))
+    iqr = finite(r.get("latency_ms_iqr"))
     if r.get("noisy") is True and median and iqr is not None:
         notes.append(f"IQR {iqr / median:.0%}")
     if r.get("throttled") is True:
