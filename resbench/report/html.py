@@ -310,7 +310,10 @@ def figures_html(frame: pd.DataFrame, env: dict) -> list[str]:
         roof = roofline(part, env)
         if not roof.empty:
             figs.append(roofline_figure(roof, colour, f"Roofline, {device}"))
-    return [f.to_html(full_html=False, include_plotlyjs=False) for f in figs]
+    return [
+        f.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot{i}")
+        for i, f in enumerate(figs)
+    ]
 
 
 def copy_plotly(out_dir: Path) -> Path:
