@@ -148,6 +148,15 @@ def collect_env() -> dict:
     }
 
 
+def record(path: Path, **values) -> dict:
+    """Merge ``values`` (device probes measured during a run) into the env.json at ``path``."""
+    env = json.loads(path.read_text()) if path.exists() else {}
+    for key, value in values.items():
+        env[key] = (env.get(key) or {}) | value if isinstance(value, dict) else value
+    path.write_text(json.dumps(env, indent=2) + "\n")
+    return env
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     del argv
     json.dump(collect_env(), sys.stdout, indent=2)

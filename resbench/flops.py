@@ -13,6 +13,13 @@ The peak for MFU is measured, not taken from a data sheet: ``measure_peak_tflops
 matrix product on the same device and precision with the same clock as every measurement (on CPUs,
 the faster of the BLAS and oneDNN doing that product). Convolutions can still exceed it: Winograd
 and FFT algorithms do fewer multiplications than the nominal count, so MFU above 100% can happen.
+
+Bytes moved are the naive traffic estimate: a ``TorchDispatchMode`` beside the FLOP counter, over the
+same meta-device pass, adds the sizes of every operator's input and output tensors. It ignores caches
+and fusion (a fused kernel moves less, a cache-blocked one re-reads more), so it is an upper bound on
+the unfused traffic, the usual basis of a roofline's arithmetic intensity. No layer has a formula here.
+The memory ceiling is measured like the peak: ``measure_bandwidth_gbs`` times a large copy on the
+device (read + write bytes over the median time).
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 from resbench import settings, timing
@@ -51,32 +60,90 @@ def _stage_of(child: str) -> str:
     return "stem"  # conv1, bn1, maxpool
 
 
+class ByteCounter(TorchDispatchMode):
+    """Adds up the bytes of every operator's input and output tensors (the naive traffic estimate)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves((args, kwargs, out)):
+            if isinstance(t, torch.Tensor):
+                self.total += t.numel() * t.element_size()
+        return out
+
+
+_COUNT_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16}
+_COUNT_DTYPES["fp16"] = torch.float16
+
+
+def _meta_pass(
+    model_name: str, image_size: int, mode: str, batch: int, dtype: torch.dtype
+) -> tuple[FlopCounterMode, int, torch.nn.Module]:
+    """One forward (or forward + backward) on the meta device under a FLOP and a byte counter."""
+    if mode not in ("inference", "train"):
+        raise ValueError(f"unknown mode {mode!r}; choose one of: inference, train")
+    with torch.device("meta"):
+        model = build_model(model_name).to(dtype)
+        x = torch.randn(batch, 3, image_size, image_size, dtype=dtype)
+        labels = torch.zeros(batch, dtype=torch.long)
+    model.train(mode == "train")
+    flops, moved = FlopCounterMode(display=False), ByteCounter()
+    with flops, moved:
+        if mode == "train":
+            F.cross_entropy(model(x), labels).backward()
+        else:
+            with torch.no_grad():
+                model(x)
+    return flops, moved.total, model
+
+
 @functools.cache
 def count_flops(model_name: str, image_size: int, mode: str = "inference") -> FlopCount:
     """FLOPs per image: the forward pass ("inference") or forward + backward ("train").
 
     The optimizer's update is elementwise and not counted (a few FLOPs per parameter, under 0.1%).
     """
-    if mode not in ("inference", "train"):
-        raise ValueError(f"unknown mode {mode!r}; choose one of: inference, train")
-    with torch.device("meta"):
-        model = build_model(model_name)
-        x = torch.randn(_COUNT_BATCH, 3, image_size, image_size)
-        labels = torch.zeros(_COUNT_BATCH, dtype=torch.long)
-    model.train(mode == "train")
-    counter = FlopCounterMode(display=False)
-    with counter:
-        if mode == "train":
-            F.cross_entropy(model(x), labels).backward()
-        else:
-            with torch.no_grad():
-                model(x)
+    counter, _, model = _meta_pass(model_name, image_size, mode, _COUNT_BATCH, torch.float32)
     prefix = type(model).__name__ + "."
     by_stage = dict.fromkeys(model.stage_names, 0)
     for name, ops in counter.get_flop_counts().items():
         if name.startswith(prefix) and "." not in name[len(prefix) :]:
             by_stage[_stage_of(name[len(prefix) :])] += sum(ops.values()) // _COUNT_BATCH
     return FlopCount(counter.get_total_flops() // _COUNT_BATCH, by_stage)
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Naive bytes moved by one step: a fixed part (weights, their gradients) plus a part per image."""
+
+    fixed: int
+    per_image: int
+
+    def bytes_per_step(self, batch_size: int) -> int:
+        return self.fixed + self.per_image * batch_size
+
+
+@functools.cache
+def count_bytes(
+    model_name: str, image_size: int, mode: str = "inference", precision: str = "fp32"
+) -> Traffic:
+    """Bytes every operator reads and writes in one step, with tensors in the precision's dtype.
+
+    Two meta passes (batch 1 and 2) separate the traffic that grows with the batch from the rest.
+    Autocast keeps some operators (batch norm, the loss) in fp32; here every tensor is in the
+    lower precision, so for bf16/fp16 the estimate is a little low.
+    """
+    if precision not in _COUNT_DTYPES:
+        raise ValueError(
+            f"no byte count for precision {precision!r}; choose one of: {', '.join(_COUNT_DTYPES)}"
+        )
+    dtype = _COUNT_DTYPES[precision]
+    one = _meta_pass(model_name, image_size, mode, 1, dtype)[1]
+    two = _meta_pass(model_name, image_size, mode, 2, dtype)[1]
+    return Traffic(fixed=2 * one - two, per_image=two - one)
 
 
 def count_params(model: torch.nn.Module | str) -> int:
@@ -147,6 +214,36 @@ def measure_peak_tflops(device: str | torch.device, precision: str, budget_s: fl
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     return _peak_tflops(str(device), precision, budget_s)
+
+
+_BANDWIDTH_BYTES = {"cpu": 256 * 2**20, "other": 2 * 2**30}  # well past every cache
+
+
+@functools.cache
+def _bandwidth_gbs(device_str: str, budget_s: float) -> float:
+    device = torch.device(device_str)
+    n = _BANDWIDTH_BYTES["cpu" if device.type == "cpu" else "other"] // 4
+    src = torch.randn(n, device=device)
+    dst = torch.empty_like(src)
+
+    def copy():
+        dst.copy_(src)
+
+    warm, _ = timing.warmup(copy, device, max_s=budget_s)
+    samples = timing.autorange(copy, device, budget_s, float(warm.samples_ms[-1]), min_iters=5)
+    median_s = timing.stats(samples.samples_ms).median / 1e3
+    return 2 * src.numel() * src.element_size() / median_s / 1e9  # read + write
+
+
+def measure_bandwidth_gbs(device: str | torch.device, budget_s: float = 1.0) -> float:
+    """Achieved GB/s (1e9 bytes) of a large device-to-device copy, read + write; cached per process.
+
+    256 MiB on CPUs, 2 GiB elsewhere, timed with the same clock as every measurement.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return _bandwidth_gbs(str(device), budget_s)
 
 
 def registry_table(models: Sequence[str] | None = None, image_size: int | None = None) -> str:

@@ -130,15 +130,32 @@ def briefly_train(
         opt.step()
 
 
+def wide_table(frame: pd.DataFrame, name: str, values: Sequence[str], fmt: str) -> str:
+    """Markdown: a row per layer (index, name), a flat column per statistic and variant."""
+    table = frame.pivot_table(
+        index=["index", name], columns="variant", values=list(values), sort=False
+    )
+    table.columns = [f"{stat} ({variant})" for stat, variant in table.columns]
+    return table.map(lambda v: format(v, fmt)).reset_index().to_markdown(index=False)
+
+
 def _plot_pair(frame: pd.DataFrame, y: str, ylabel: str, path: Path, log: bool, title: str) -> None:
+    from matplotlib.ticker import FixedLocator
+
     plt = pyplot()
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    name = "block" if "block" in frame else "layer"
+    names = frame.drop_duplicates("index").set_index("index")[name].sort_index()
+    fig, ax = plt.subplots(figsize=(max(7, 0.14 * len(names)), 4.5))
     for (model, variant), part in frame.groupby(["model", "variant"], sort=False):
         ax.plot(part["index"], part[y], marker=".", label=f"{model} {variant}")
     if log:
         ax.set_yscale("log")
-    ax.set_xlabel("depth (layer index, input side first)")
+    step = max(1, math.ceil(len(names) / 40))  # at most ~40 names fit under the axis
+    shown = names.index[::step]
+    ax.xaxis.set_major_locator(FixedLocator(shown))
+    ax.set_xticks(shown, [names[k] for k in shown], rotation=90, fontsize=7)
+    ax.set_xlabel(f"{name} (input side first)" + (f"; one name in {step}" if step > 1 else ""))
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, which="both")
@@ -165,7 +182,7 @@ def feature_maps(model: nn.Module, image: torch.Tensor, path: Path, channels: in
     n_filters = min(16, filters.shape[0])
     cols = max(n_filters, channels)
     fig, axes = plt.subplots(
-        1 + len(stages), cols, figsize=(cols * 0.9, (1 + len(stages)) * 1.0), squeeze=False
+        1 + len(stages), cols, figsize=(cols * 0.95, (1 + len(stages)) * 1.35), squeeze=False
     )
     for ax in axes.flat:
         ax.axis("off")
@@ -175,16 +192,25 @@ def feature_maps(model: nn.Module, image: torch.Tensor, path: Path, channels: in
         axes[0, k].imshow(
             f.permute(1, 2, 0).numpy() if f.shape[0] == 3 else f[0].numpy(), interpolation="nearest"
         )
-    axes[0, 0].set_title("stem filters", fontsize=7, loc="left")
+        axes[0, k].set_title(f"filter {k}", fontsize=6)
+    axes[0, 0].text(0, 1.35, "stem conv1 filters (RGB, each scaled to its own range)",
+                    transform=axes[0, 0].transAxes, fontsize=8)  # fmt: skip
     for r, s in enumerate(stages, start=1):
-        for c in range(min(channels, maps[s].shape[0])):
-            axes[r, c].imshow(maps[s][c].cpu().numpy(), cmap="viridis")
-        axes[r, 0].set_title(
-            f"{s} ({maps[s].shape[0]} ch, {maps[s].shape[1]}x{maps[s].shape[2]})",
-            fontsize=7,
-            loc="left",
-        )
-    fig.tight_layout()
+        shown = maps[s][: min(channels, maps[s].shape[0])].cpu()
+        low, high = float(shown.min()), float(shown.max())
+        for c in range(len(shown)):
+            image_ = axes[r, c].imshow(shown[c].numpy(), cmap="viridis", vmin=low, vmax=high)
+            axes[r, c].set_title(f"channel {c}", fontsize=6)
+        axes[r, 0].text(0, 1.3, f"after {s} ({maps[s].shape[0]} channels, "
+                        f"{maps[s].shape[1]}x{maps[s].shape[2]})", transform=axes[r, 0].transAxes,
+                        fontsize=8)  # fmt: skip
+        if len(shown) < cols:  # the colour bar in the first free column of the row
+            cax = axes[r, len(shown)].inset_axes([0.0, 0.0, 0.15, 1.0])
+            fig.colorbar(image_, cax=cax, label="activation")
+    fig.suptitle(
+        f"Feature maps of one input image, {type(model).__name__} (eval mode)", fontsize=10
+    )
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.86, hspace=0.75)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -271,25 +297,11 @@ def run(args) -> int:
         "",
         "## Activations after each block",
         "",
-        bf.pivot_table(
-            index=["index", "block"],
-            columns="variant",
-            values=["act_std", "act_zero_fraction"],
-            sort=False,
-        )
-        .round(4)
-        .to_markdown(),
+        wide_table(bf, "block", ["act_std", "act_zero_fraction"], ".4f"),
         "",
         "## Gradient norm per convolution",
         "",
-        gf.pivot_table(
-            index=["index", "layer"],
-            columns="variant",
-            values=["grad_norm", "grad_to_weight"],
-            sort=False,
-        )
-        .map(lambda v: f"{v:.3g}")
-        .to_markdown(),
+        wide_table(gf, "layer", ["grad_norm", "grad_to_weight"], ".3g"),
         "",
         "![activations](activations.png) ![gradients](gradients.png) ![feature maps](feature_maps.png)",
         "",

@@ -131,8 +131,30 @@ def _total_time_us(evt, on_cuda: bool) -> float:
     return evt.device_time_total if on_cuda else evt.cpu_time_total
 
 
+def flops_on_working_rows(events, on_cuda: bool) -> dict[str, float]:
+    """FLOPs per operator name, moved from the op that counts them to the descendant that works.
+
+    The profiler counts a convolution's FLOPs on ``aten::conv2d``, whose time is spent in a child
+    (``aten::mkldnn_convolution`` on CPUs, ``aten::cudnn_convolution`` on CUDA): each counted
+    event gives its FLOPs to the event in its subtree (itself included) with the most self time.
+    """
+    moved: dict[str, float] = {}
+    for evt in events:
+        if not evt.flops:
+            continue
+        worker, stack = evt, list(evt.cpu_children)
+        while stack:
+            child = stack.pop()
+            if _self_time_us(child, on_cuda) > _self_time_us(worker, on_cuda):
+                worker = child
+            stack.extend(child.cpu_children)
+        moved[worker.key] = moved.get(worker.key, 0.0) + evt.flops
+    return moved
+
+
 def ops_frame(prof, on_cuda: bool, active_steps: int) -> pd.DataFrame:
     """One row per operator (CPU-side ops), sorted by self time on the device that does the work."""
+    flops = flops_on_working_rows(prof.events(), on_cuda)
     rows = []
     for evt in prof.key_averages():
         if evt.device_type != DeviceType.CPU or evt.key.startswith(STAGE_PREFIX):
@@ -147,7 +169,7 @@ def ops_frame(prof, on_cuda: bool, active_steps: int) -> pd.DataFrame:
                 "calls": evt.count // active_steps,
                 "total_ms": _total_time_us(evt, on_cuda) / 1e3 / active_steps,
                 "self_ms": self_us / 1e3 / active_steps,
-                "flops": (evt.flops or 0) / active_steps,
+                "flops": flops.get(evt.key, 0.0) / active_steps,
                 "self_memory_mb": (
                     evt.self_device_memory_usage if on_cuda else evt.self_cpu_memory_usage
                 )

@@ -83,7 +83,9 @@ def write_tables(p: Profile, out: Path, top_k: int) -> None:
         "## By category",
         "",
         "GFLOPs as the profiler counts them (forward convolutions and matrix products; backward "
-        "operators are not counted), per step.",
+        "operators are not counted), per step, shown on the operator that spends the time (a "
+        "convolution's on `aten::mkldnn_convolution` or `aten::cudnn_convolution`, not on "
+        "`aten::conv2d`).",
         "",
         cat_table.to_markdown(index=False, disable_numparse=True),
         "",

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from resbench import cli, grid, report, runfolder, timing
+from resbench import cli, grid, report, runfolder
 from resbench.env import collect_env
 from resbench.grid import PRESETS, build_grid, estimate_minutes, expand  # noqa: F401 (the sweep's API)
 from resbench.isolate import Worker
@@ -358,7 +358,8 @@ def _finish(plan: _Plan, new: list[Result], left: int) -> int:
     if rank != 0:
         return EXIT_INCOMPLETE if left else 0
     try:
-        paths = report.write_report(out)
+        # the bandwidth probe into env.json, then summary.md, plots and report.html
+        paths = report.finish_run(out, sorted({c.device for c in plan.configs}))
     except KeyboardInterrupt:
         print(
             f"\ninterrupted while writing the report; every Result is in {out}; "
@@ -370,9 +371,7 @@ def _finish(plan: _Plan, new: list[Result], left: int) -> int:
     wall = time.monotonic() - plan.started
     print(f"finished {len(new)} Configs in {wall:.1f} s ({measured:.1f} s warming up and measuring); "
           f"wrote {paths['summary']}")  # fmt: skip
-    warning = timing.load_warning(
-        [r.foreign_cpu for r in runfolder.latest(runfolder.read_results(out)) if r.status == "ok"]
-    )
+    warning = report.load_warning(runfolder.read_results(out))
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     if left:

@@ -229,13 +229,14 @@ class ForeignCpu:
 
 
 # A run counts as loaded when the median row saw a quarter of a core busy elsewhere, or any row half a
-# core: on a 2-core machine one busy neighbour slows a CPU measurement by up to 2x
-LOADED_MEDIAN_CORES = 0.25
-LOADED_ROW_CORES = 0.5
+# core (a row is "under load" at the first): on a 2-core machine one busy neighbour slows a CPU
+# measurement by up to 2x. The report says so (report.load_warning); --wait-quiet waits for less.
+LOAD_MEDIAN_CORES = 0.25
+LOAD_ANY_CORES = 0.5
 
 
 def wait_quiet(
-    max_s: float, threshold: float = LOADED_MEDIAN_CORES, window_s: float = 0.5
+    max_s: float, threshold: float = LOAD_MEDIAN_CORES, window_s: float = 0.5
 ) -> tuple[float, bool]:
     """Wait until other processes keep fewer than ``threshold`` cores busy over ``window_s``.
 
@@ -250,19 +251,3 @@ def wait_quiet(
             return waited, True
         if waited >= max_s:
             return waited, False
-
-
-def load_warning(foreign_cpu: list[float | None]) -> str | None:
-    """One sentence about the load the rows were measured under, or None for a quiet run."""
-    values = [float(v) for v in foreign_cpu if v is not None and not math.isnan(v)]
-    if not values:
-        return None
-    median, worst = float(np.median(values)), max(values)
-    if median < LOADED_MEDIAN_CORES and worst < LOADED_ROW_CORES:
-        return None
-    loaded = sum(v >= LOADED_MEDIAN_CORES for v in values)
-    return (
-        f"measured under load: {loaded} of {len(values)} rows had other processes busy on this "
-        f"process's CPUs (median {median:.2f} cores, worst {worst:.2f}); their times are slower "
-        "and noisier than a quiet machine's (rerun with --wait-quiet SECONDS)"
-    )

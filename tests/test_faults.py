@@ -319,13 +319,13 @@ import os, signal, sys
 from resbench import report, sweep
 from resbench.measure import Result
 sweep.measure = lambda c, *a, **k: Result.for_config(c, latency_ms_median=1.0, throughput_ips=1.0)
-real = report.write_report
-def write_report(out, *a, **k):
-    if not getattr(write_report, "done", False):  # the final report, after the last Config
-        write_report.done = True
+real = report.finish_run
+def finish_run(out, *a, **k):
+    if not getattr(finish_run, "done", False):  # the final report, after the last Config
+        finish_run.done = True
         os.kill(os.getpid(), getattr(signal, sys.argv[1]))
     return real(out, *a, **k)
-report.write_report = write_report
+report.finish_run = finish_run
 sys.exit(sweep.main(sys.argv[2:]))
 """
 

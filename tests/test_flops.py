@@ -61,3 +61,42 @@ def test_flop_counting_does_not_touch_real_memory():
     before = torch.randn(1).device
     assert count_flops("resnet152", 1024).gflops > 300
     assert before.type == "cpu"
+
+
+def test_bytes_are_every_operators_inputs_and_outputs():
+    # one 1x1 convolution's traffic by hand: input + weight + output, nothing per layer in flops.py
+    from resbench.flops import ByteCounter
+
+    with torch.device("meta"):
+        x = torch.randn(2, 8, 4, 4)
+        w = torch.randn(16, 8, 1, 1)
+    with ByteCounter() as counter:
+        torch.nn.functional.conv2d(x, w)
+    assert counter.total == 4 * (2 * 8 * 16 + 16 * 8 + 2 * 16 * 16)
+
+
+def test_byte_count_splits_weights_from_per_image_traffic():
+    from resbench.flops import count_bytes
+
+    traffic = count_bytes("resnet50", 224)
+    weights = 4 * sum(p.numel() for p in torch.nn.Module.parameters(_meta("resnet50")))
+    assert weights <= traffic.fixed <= 2 * weights  # each weight is read once, plus BN buffers
+    assert traffic.bytes_per_step(8) == traffic.fixed + 8 * traffic.per_image
+    assert count_bytes("resnet50", 224, precision="bf16").per_image < traffic.per_image
+    assert count_bytes("resnet50", 224, "train").per_image > 2 * traffic.per_image
+    with pytest.raises(ValueError, match="precision"):
+        count_bytes("resnet50", 224, precision="int8")
+
+
+def _meta(name):
+    from resbench.models import build_model
+
+    with torch.device("meta"):
+        return build_model(name)
+
+
+def test_bandwidth_probe_is_positive_and_cached():
+    from resbench.flops import measure_bandwidth_gbs
+
+    gbs = measure_bandwidth_gbs("cpu", budget_s=0.2)
+    assert gbs > 0 and measure_bandwidth_gbs("cpu", budget_s=0.2) == gbs

@@ -40,6 +40,10 @@ def test_profile_writes_trace_ops_and_stages(tmp_path, mode):
     shares = sum(float(r[4]) for r in rows)
     assert shares == pytest.approx(100, abs=1.0)
     assert any(r[5] for r in rows)  # FLOPs known for convolutions
+    by_name = {r[0]: r for r in rows}
+    conv = by_name["aten::mkldnn_convolution"]  # the row that spends the time holds the FLOPs
+    assert conv[5] and float(conv[5]) > 0
+    assert not by_name.get("aten::conv2d", ["", "", "", "", "", ""])[5]
 
     stages = (out / "stages.md").read_text()
     srows = table_rows(stages, "stage")
@@ -168,3 +172,14 @@ def test_stages_from_a_saved_trace_match_the_live_split(tmp_path):
         again[["stage", "pass"]].values.tolist() == live.stages[["stage", "pass"]].values.tolist()
     )
     assert again["ms"].to_numpy() == pytest.approx(live.stages["ms"].to_numpy(), rel=0.02)
+
+
+def test_flops_move_to_the_descendant_that_spends_the_time():
+    from types import SimpleNamespace as Event
+
+    leaf = Event(key="aten::mkldnn_convolution", flops=0, self_cpu_time_total=90, cpu_children=[])
+    mid = Event(key="aten::_convolution", flops=0, self_cpu_time_total=2, cpu_children=[leaf])
+    top = Event(key="aten::conv2d", flops=1000, self_cpu_time_total=1, cpu_children=[mid])
+    mm = Event(key="aten::addmm", flops=50, self_cpu_time_total=5, cpu_children=[])
+    moved = profile.flops_on_working_rows([top, mid, leaf, mm], on_cuda=False)
+    assert moved == {"aten::mkldnn_convolution": 1000, "aten::addmm": 50}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -49,12 +50,12 @@ def test_report_renders_tables_and_pngs(tmp_path):
     summary = (tmp_path / "run" / "summary.md").read_text()
     assert "## inference on cpu" in summary
     header = next(
-        line for line in summary.splitlines() if line.startswith("| model") and "fp32" in line
+        line for line in summary.splitlines() if line.startswith("| model") and "GFLOPs" in line
     )
-    assert "bf16+cl" in header and "GFLOPs/img" in header
+    assert "bf16+cl" in header and "fp32+cl" in header
     assert "| oom" in summary.replace("  ", " ") or " oom " in summary
     assert "**" in summary  # the fastest setting is marked
-    for png in ("throughput_inference_cpu.png", "speedup_inference_cpu.png"):
+    for png in ("throughput_inference_cpu.png", "speedup_inference_cpu.png", "roofline_cpu.png"):
         data = (tmp_path / "run" / "plots" / png).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000
     csv = (tmp_path / "run" / "results.csv").read_text()
@@ -97,3 +98,169 @@ def test_report_bad_input_exits_2(tmp_path, capsys):
     assert report.main([str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
     assert report.main([]) == 2
+
+
+def _lines_after(text: str, heading: str) -> list[str]:
+    lines = text.splitlines()
+    start = lines.index(heading)
+    return [line for line in lines[start + 1 :] if line.startswith("|")]
+
+
+def test_summary_opens_with_answers_and_speedups(tmp_path):
+    results = [
+        result(batch=b, precision=p, ms=10 * b / (2 if p == "bf16" else 1), seed=b)
+        for b in (1, 8)
+        for p in ("fp32", "bf16")
+    ]
+    results.append(result("resnet34", 4, ms=20, seed=9))  # a model measured at one batch size
+    write_run(tmp_path / "run", results)
+    assert report.main([str(tmp_path / "run")]) == 0
+    summary = (tmp_path / "run" / "summary.md").read_text()
+    sections = [line for line in summary.splitlines() if line.startswith("## ")]
+    assert sections[0] == "## Answers: inference on cpu (cpu)"
+    answer = _lines_after(summary, "## Answers: inference on cpu (cpu)")
+    assert "fastest" in answer[0] and "vs fp32" in answer[0] and "MFU" in answer[0]
+    rows = [line.replace(" ", "") for line in answer[2:]]
+    assert rows[0].startswith("|resnet18|1|bf16|") and "|2.00x|50%|" in rows[0]
+    assert any(r.startswith("|resnet34|4|fp32(onlyonemeasured)|") for r in rows)
+    detail = _lines_after(summary, "### inference on cpu: details")
+    assert "vs fp32" in detail[0] and "BW" in detail[0] and "bound" in detail[0]
+    assert any("|bf16|" in r.replace(" ", "") and "2.00x" in r for r in detail)
+
+
+def test_speedups_use_only_batch_sizes_both_sides_have():
+    results = [
+        result(batch=1, ms=10),
+        result(batch=8, ms=40),
+        result(batch=8, precision="bf16", ms=20),
+    ]
+    table = report.speedups_per_batch(report.results_frame(results))
+    assert list(table.index) == [("resnet18", 8)]  # batch 1 has no bf16: no bar averages over it
+    assert table.loc[("resnet18", 8), "bf16"] == pytest.approx(2.0, rel=0.05)
+
+
+def test_one_colour_per_setting_across_a_run():
+    first = report.colours(["bf16+cl", "fp32", "bf16"])
+    second = report.colours(["fp32", "bf16", "bf16+cl", "fp32+cl"])
+    assert first["bf16+cl"] != first["bf16"] != first["fp32"]
+    # the order settings were met in does not move colours; the run's set does
+    assert report.colours(["bf16", "bf16+cl", "fp32"]) == first
+    assert len(set(second.values())) == 4
+
+
+def test_noisy_and_loaded_points_are_marked_with_iqr_bars(tmp_path):
+    from resbench.report import plots
+
+    plt = plots.pyplot()
+    results = [result(batch=b, ms=10 * b, seed=b) for b in (1, 8)]
+    results[1] = dataclasses.replace(results[1], noisy=True)
+    frame = report.with_speedups(report.results_frame(results))
+    fig = plots.throughput_plot(plt, frame, report.colours(frame["setting"]), "t")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "8"]
+    hollow = [c for c in ax.collections if c.get_gid() == "distrusted"]
+    assert len(hollow) == 1 and list(hollow[0].get_offsets()[:, 0]) == [8]  # the noisy point only
+    bars = [c for c in ax.collections if type(c).__name__ == "LineCollection"]
+    assert bars and len(bars[0].get_segments()) == 2  # an IQR bar per point
+    plt.close(fig)
+
+
+def test_roofline_places_rows_by_intensity_and_says_what_bounds_them():
+    results = [result(batch=8, ms=10), result("resnet50", 8, ms=80, seed=3)]
+    results = [
+        dataclasses.replace(r, peak_tflops=1.0, gflops_per_step=r.gflops_per_image * 8)
+        for r in results
+    ]
+    env = {"bandwidth_gbs": {"cpu": 20.0}}
+    roof = report.roofline(report.results_frame(results), env).set_index("model")
+    from resbench.flops import count_bytes, count_flops
+
+    moved = count_bytes("resnet18", 224).bytes_per_step(8)
+    assert roof.loc["resnet18", "bytes_per_step"] == moved
+    assert roof.loc["resnet18", "intensity"] == pytest.approx(3.6e9 * 8 / moved)
+    seconds = roof.loc["resnet18", "latency_ms_median"] / 1e3
+    assert roof.loc["resnet18", "bandwidth_fraction"] == pytest.approx(moved / seconds / 20e9)
+    assert set(roof["bound"]) <= {"compute", "memory", "overhead"}
+    assert count_flops("resnet18", 224).total > 0
+    # without a recorded bandwidth the row still has its compute ceiling, and no memory verdict
+    assert report.roofline(report.results_frame(results), {})["bandwidth_fraction"].isna().all()
+
+
+def test_load_rule_in_one_function():
+    quiet = [dataclasses.replace(result(seed=i), foreign_cpu=0.1) for i in range(4)]
+    assert report.load_warning(quiet) is None
+    median_busy = [dataclasses.replace(r, foreign_cpu=0.3) for r in quiet]
+    text = report.load_warning(median_busy)
+    assert "4 of 4" in text and "median 0.30" in text
+    one_spike = [*quiet[:3], dataclasses.replace(quiet[3], foreign_cpu=0.6)]
+    assert "max 0.60" in report.load_warning(one_spike)
+    assert report.load_warning([result()]) is None  # foreign_cpu not recorded: nothing to say
+
+
+def test_headline_never_hides_noisy_or_loaded_rows(tmp_path):
+    rows = [
+        dataclasses.replace(result(seed=i, batch=i + 1), noisy=i < 3, foreign_cpu=0.9)
+        for i in range(4)
+    ]
+    write_run(tmp_path / "run", rows)
+    assert report.main([str(tmp_path / "run")]) == 0
+    summary = (tmp_path / "run" / "summary.md").read_text()
+    top = summary.split("## Answers")[0]
+    assert "4 results: 4 ok; of the 4 ok, 3 noisy or throttled and 4 under load" in top
+    assert "measured under load: 4 of 4" in top and "median 0.90" in top
+
+
+def test_newer_fields_are_shown_when_present(tmp_path):
+    base = result(batch=8, ms=10)
+    extra = dataclasses.replace(
+        result(batch=8, ms=5, precision="bf16"),
+        images_per_joule=12.5, throttled=True, throttle_reasons="thermal", repeats=3,
+        repeat_spread=0.04, backend="openvino", max_abs_diff=1e-3, top1_agreement=0.99,
+    )  # fmt: skip
+    report.write_outputs(tmp_path, {}, [base, extra], "t")
+    summary = (tmp_path / "summary.md").read_text()
+    assert "img/J" in summary and "12.50" in summary and "repeat spread" in summary
+    assert "throttled: thermal" in summary and "1 noisy or throttled" in summary
+    assert "bf16+openvino~" in summary and "top-1 99.0%" in summary
+
+
+def test_compare_says_a_row_was_measured_under_load():
+    old = [dataclasses.replace(result(ms=10, seed=1), foreign_cpu=0.0)]
+    new = [dataclasses.replace(result(ms=5, seed=2), foreign_cpu=1.0)]
+    table = report.compare(new, old)
+    assert table.loc[0, "verdict"] == "faster, under load"
+    assert "new run: 1.00 cores busy elsewhere" in table.loc[0, "note"]
+    text = report.compare_markdown({}, new, {}, old, 0.05)
+    assert "The new run was measured under load" in text and "different loads" in text
+
+
+def _bench_json(path, median_s, save_data=False):
+    benchmarks = []
+    for setting, cl in (("fp32", False), ("fp32+cl", True)):
+        stats = {"median": median_s, "iqr": median_s * 0.01, "rounds": 5}
+        if save_data:
+            stats["data"] = [median_s * (1 + 0.001 * i) for i in range(5)]
+        info = {"model": "small_resnet20", "batch_size": 2, "device": "cpu", "precision": "fp32",
+                "channels_last": cl, "compile": "off", "mode": "inference"}  # fmt: skip
+        benchmarks.append({"name": setting, "stats": stats, "extra_info": info})
+    path.write_text(json.dumps({"benchmarks": benchmarks, "machine_info": {}, "version": "5"}))
+    return path
+
+
+def test_pytest_benchmark_40x_regression_without_samples_is_a_change(tmp_path):
+    old = _bench_json(tmp_path / "old.json", 0.001)
+    new = _bench_json(tmp_path / "new.json", 0.040)
+    out = tmp_path / "out"
+    assert (
+        report.main(["--pytest-benchmark", str(new), "--compare", str(old), "--out", str(out)]) == 0
+    )
+    text = (out / "compare.md").read_text()
+    assert "0 faster, 2 slower, 0 unchanged" in text
+    assert "slower (untested)" in text and "--benchmark-save-data" in text
+    assert "0.025x" in text
+    # with raw samples saved, the test runs and the change is significant
+    old = _bench_json(tmp_path / "old2.json", 0.001, save_data=True)
+    new = _bench_json(tmp_path / "new2.json", 0.040, save_data=True)
+    table = report.compare(report.load(new)[1], report.load(old)[1])
+    assert list(table["verdict"]) == ["slower", "slower"]
+    assert (out / "compare.html").exists()

@@ -219,7 +219,10 @@ def test_oom_skips_larger_batches_of_the_same_setting(tmp_path, monkeypatch):
         (["--budget", "0"], "--budget must be positive"),
         (["--max-minutes", "0"], "--max-minutes must be positive; got 0.0"),
         (["--resume"], "--resume needs --out"),
-        (["--settings", "bf16+nhwc"], "--settings: unknown part 'nhwc' in 'bf16+nhwc'; use one of: cl, compile"),
+        (
+            ["--settings", "bf16+nhwc"],
+            "--settings: unknown part 'nhwc' in 'bf16+nhwc'; use one of: cl, compile",
+        ),
         (["--settings", "fp8"], "--settings: unknown precision 'fp8' in 'fp8'; choose one of"),
         (["--settings", "int8"], "backend eager runs fp32, tf32, bf16, fp16; got precision int8"),
         (["--settings", "bf16", "--precision", "fp32"], "--settings replaces --precision"),

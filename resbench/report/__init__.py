@@ -1,0 +1,82 @@
+"""A run folder -> answers, markdown tables, CSV, plots and report.html; two runs -> a comparison.
+
+Usage: ``python -m resbench.report RUN [--compare OLD]`` (see ``--help``). Modules, each importing
+only those before it: ``loading`` (runs and pytest-benchmark JSON -> Results), ``analysis``
+(speed-ups, answers, the load rule, the roofline), ``tables`` (markdown), ``plots`` (PNG),
+``html`` (report.html), ``compare`` (two runs), ``cli`` (writing outputs, ``main``).
+"""
+
+from __future__ import annotations
+
+from resbench.report.analysis import (
+    BASELINE_SETTING,
+    LOAD_ANY_CORES,
+    LOAD_MEDIAN_CORES,
+    answers,
+    headline,
+    load_warning,
+    roofline,
+    run_load,
+    speedups_per_batch,
+    with_speedups,
+)
+from resbench.report.cli import (
+    build_parser,
+    finish_run,
+    main,
+    write_comparison,
+    write_outputs,
+    write_report,
+)
+from resbench.report.compare import compare, compare_markdown, env_differences
+from resbench.report.loading import (
+    ENV_FILE,
+    MAX_BATCH_FILE,
+    RESULTS_FILE,
+    load,
+    load_pytest_benchmark,
+    load_run,
+    read_env,
+    read_jsonl,
+    read_results,
+    read_results_file,
+    results_frame,
+)
+from resbench.report.plots import colours, pyplot
+from resbench.report.tables import summary_markdown
+
+__all__ = [
+    "BASELINE_SETTING",
+    "ENV_FILE",
+    "LOAD_ANY_CORES",
+    "LOAD_MEDIAN_CORES",
+    "MAX_BATCH_FILE",
+    "RESULTS_FILE",
+    "answers",
+    "build_parser",
+    "colours",
+    "compare",
+    "compare_markdown",
+    "env_differences",
+    "finish_run",
+    "headline",
+    "load",
+    "load_pytest_benchmark",
+    "load_run",
+    "load_warning",
+    "main",
+    "pyplot",
+    "read_env",
+    "read_jsonl",
+    "read_results",
+    "read_results_file",
+    "results_frame",
+    "roofline",
+    "run_load",
+    "speedups_per_batch",
+    "summary_markdown",
+    "with_speedups",
+    "write_comparison",
+    "write_outputs",
+    "write_report",
+]

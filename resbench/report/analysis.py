@@ -1,0 +1,219 @@
+"""Numbers derived from Results: speed-ups over the baseline, answers, the load rule, the roofline.
+
+Everything here takes and returns data (DataFrames, strings); tables, plots and pages render it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from resbench.measure import Result
+from resbench.report.loading import field, results_frame
+from resbench.timing import LOAD_ANY_CORES, LOAD_MEDIAN_CORES
+
+BASELINE_SETTING = "fp32"  # fp32, contiguous, eager: the row every speed-up is over
+ROW_KEY = ["device", "mode", "model", "image_size", "batch_size"]
+# The load rule (thresholds in timing.py): a run was measured under load when the median Result saw
+# LOAD_MEDIAN_CORES busy with other processes, or any one LOAD_ANY_CORES; a row at the first is loaded.
+# a row far under both roofline ceilings is bound by overhead (launches, Python, small kernels)
+OVERHEAD_FRACTION = 0.2
+PRECISION_ORDER = ("fp32", "tf32", "bf16", "fp16", "int8")
+
+
+def finite(value) -> float | None:
+    """``value`` as a finite float, or None (for None, NaN, infinities, booleans and text)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def row_loaded(foreign_cpu) -> bool:
+    """Whether one Result was measured with other processes keeping LOAD_MEDIAN_CORES busy."""
+    cores = finite(foreign_cpu)
+    return cores is not None and cores >= LOAD_MEDIAN_CORES
+
+
+def row_flagged(noisy, throttled) -> bool:
+    """Noisy (IQR/median > 10%) or throttled (issue 17's power/thermal flag): not to be trusted."""
+    return noisy is True or throttled is True
+
+
+@dataclass(frozen=True)
+class Load:
+    """How busy the machine was with other processes across a run's measured Results."""
+
+    rows: int  # Results with a recorded foreign_cpu
+    loaded: int  # of those, measured with at least LOAD_MEDIAN_CORES busy elsewhere
+    median_cores: float
+    max_cores: float
+
+    @property
+    def busy(self) -> bool:
+        return self.rows > 0 and (
+            self.median_cores >= LOAD_MEDIAN_CORES or self.max_cores >= LOAD_ANY_CORES
+        )
+
+
+def run_load(results: Sequence[Result]) -> Load:
+    cores = [
+        c for c in (finite(r.foreign_cpu) for r in results if r.status == "ok") if c is not None
+    ]
+    if not cores:
+        return Load(0, 0, 0.0, 0.0)
+    return Load(
+        len(cores),
+        sum(c >= LOAD_MEDIAN_CORES for c in cores),
+        float(np.median(cores)),
+        float(max(cores)),
+    )
+
+
+def load_warning(results: Sequence[Result]) -> str | None:
+    """One sentence when the Results were measured under load (the load rule above), else None."""
+    load = run_load(results)
+    if not load.busy:
+        return None
+    return (
+        f"measured under load: {load.loaded} of {load.rows} results ran while other processes "
+        f"kept {LOAD_MEDIAN_CORES:g}+ cores busy (median {load.median_cores:.2f}, "
+        f"max {load.max_cores:.2f} cores); their numbers are likely slow and noisy, "
+        "rerun on a quiet machine (the sweep's --wait-quiet SECONDS waits for one)"
+    )
+
+
+def headline(results: Sequence[Result]) -> str:
+    """'58 results: 58 ok, of which 53 noisy or throttled, 53 under load' - never hiding either."""
+    counts = pd.Series([r.status for r in results]).value_counts().to_dict() if results else {}
+    parts = [f"{counts.get(s, 0)} {s}" for s in ("ok", "oom", "error", "skipped") if counts.get(s)]
+    ok = [r for r in results if r.status == "ok"]
+    flagged = sum(row_flagged(r.noisy, field(r, "throttled")) for r in ok)
+    loaded = sum(row_loaded(r.foreign_cpu) for r in ok)
+    text = f"{len(results)} results: " + (", ".join(parts) or "none")
+    if ok:
+        text += f"; of the {len(ok)} ok, {flagged} noisy or throttled and {loaded} under load"
+    return text
+
+
+def with_speedups(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` plus ``speedup``: images/s over the fp32 eager baseline of the same row."""
+    frame = frame.copy()
+    ok = frame["status"] == "ok"
+    base = frame[ok & (frame["setting"] == BASELINE_SETTING)]
+    base = base.groupby(ROW_KEY, dropna=False)["throughput_ips"].last().rename("_base")
+    frame = frame.join(base, on=ROW_KEY)
+    frame["speedup"] = np.where(ok, frame["throughput_ips"] / frame["_base"], np.nan)
+    return frame.drop(columns="_base")
+
+
+def answers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per device, mode, model and batch: the fastest ok setting and what it gains over fp32."""
+    frame = with_speedups(frame)
+    ok = frame[frame["status"] == "ok"].dropna(subset=["throughput_ips"])
+    if ok.empty:
+        return ok
+    best = ok.loc[ok.groupby(ROW_KEY, sort=False, dropna=False)["throughput_ips"].idxmax()]
+    best = best.assign(
+        candidates=ok.groupby(ROW_KEY, sort=False, dropna=False)["setting"].count().to_numpy()
+    )
+    order = {m: i for i, m in enumerate(dict.fromkeys(frame["model"]))}
+    best = best.assign(_o=best["model"].map(order))
+    return (
+        best.sort_values(["device", "mode", "_o", "batch_size"], kind="stable")
+        .drop(columns="_o")
+        .reset_index(drop=True)
+    )
+
+
+def speedups_per_batch(part: pd.DataFrame) -> pd.DataFrame:
+    """Rows (model, batch), a column per non-baseline setting: speed-up where both were measured."""
+    part = with_speedups(part[part["status"] == "ok"])
+    table = part.pivot_table(
+        index=["model", "batch_size"], columns="setting", values="speedup", aggfunc="last"
+    )
+    settings = [s for s in dict.fromkeys(part["setting"]) if s != BASELINE_SETTING]
+    table = table.reindex(columns=settings).dropna(how="all")
+    order = {m: i for i, m in enumerate(dict.fromkeys(part["model"]))}
+    return table.sort_index(key=lambda idx: idx.map(order) if idx.name == "model" else idx)
+
+
+def setting_order(settings) -> list[str]:
+    """Settings in a fixed order (baseline first, then by name), the same in every plot of a run."""
+    unique = list(dict.fromkeys(settings))
+    rank = {p: i for i, p in enumerate(PRECISION_ORDER)}
+
+    def key(s: str) -> tuple:
+        precision = s.split("+")[0].split(" ")[0]
+        return (s != BASELINE_SETTING, rank.get(precision, len(rank)), s.count("+"), s)
+
+    return sorted(unique, key=key)
+
+
+def roofline(frame: pd.DataFrame, env: dict) -> pd.DataFrame:
+    """Ok rows with arithmetic intensity, achieved FLOP/s, both ceilings and what bounds each row.
+
+    Bytes are the naive traffic estimate of ``flops.count_bytes`` (every operator's inputs plus
+    outputs). The memory ceiling is env.json's measured ``bandwidth_gbs`` for the device (NaN when
+    the run did not record one); the compute ceiling is the Result's measured ``peak_tflops``.
+    """
+    from resbench import flops
+    from resbench.models import list_models
+
+    frame = with_speedups(frame[frame["status"] == "ok"])
+    known = set(list_models())
+    bandwidth = env.get("bandwidth_gbs") or {}
+    rows = []
+    for _, r in frame.iterrows():
+        flops_step = finite(r["gflops_per_step"])
+        seconds = finite(r["latency_ms_median"])
+        if r["model"] not in known or not flops_step or not seconds:
+            continue
+        try:
+            traffic = flops.count_bytes(r["model"], int(r["image_size"]), r["mode"], r["precision"])
+        except ValueError:
+            continue  # a precision with no byte count (int8)
+        moved = traffic.bytes_per_step(int(r["batch_size"]))
+        achieved = flops_step * 1e9 / (seconds / 1e3)
+        peak = (finite(r["peak_tflops"]) or math.nan) * 1e12
+        bw = (finite(bandwidth.get(r["device"])) or math.nan) * 1e9
+        intensity = flops_step * 1e9 / moved
+        roof = min(peak, bw * intensity) if math.isfinite(bw) else peak
+        if math.isfinite(roof) and achieved < OVERHEAD_FRACTION * roof:
+            bound = "overhead"
+        elif math.isfinite(bw) and math.isfinite(peak):
+            bound = "compute" if intensity >= peak / bw else "memory"
+        else:
+            bound = ""
+        rows.append(
+            {
+                **r.to_dict(),
+                "bytes_per_step": moved,
+                "intensity": intensity,
+                "achieved_flops": achieved,
+                "peak_flops": peak,
+                "bandwidth_bytes": bw,
+                "bandwidth_fraction": moved / (seconds / 1e3) / bw,
+                "bound": bound,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def results_table(results: Sequence[Result], env: dict) -> pd.DataFrame:
+    """Every Result with its speed-up and, where it can be placed, its roofline numbers."""
+    frame = with_speedups(results_frame(results))
+    roof = roofline(frame, env)
+    extra = ["bytes_per_step", "intensity", "bandwidth_fraction", "bound"]
+    if roof.empty:
+        return frame.assign(**{c: np.nan for c in extra})
+    keyed = roof.set_index([*ROW_KEY, "setting"])[extra]
+    keyed = keyed[~keyed.index.duplicated(keep="last")]
+    return frame.join(keyed, on=[*ROW_KEY, "setting"])

@@ -1,0 +1,181 @@
+"""Two runs -> which Configs got faster or slower, with significance, load and environment warnings.
+
+A change is "faster"/"slower" when it exceeds the threshold and a Mann-Whitney U test on the raw
+samples rejects "same distribution". Without raw samples on both sides (pytest-benchmark keeps
+them only with ``--benchmark-save-data``) no test is possible: a change beyond the threshold is
+still reported, with that reason, never hidden as "unchanged". A row measured under load says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from resbench.measure import Result
+from resbench.report.analysis import LOAD_MEDIAN_CORES, load_warning, row_loaded, run_load
+from resbench.report.loading import setting_label
+from resbench.report.tables import fmt
+
+MIN_SAMPLES = 3  # fewer raw samples than this on either side: no significance test
+_ENV_KEYS_THAT_MATTER = (
+    "gpu_names",
+    "cpu",
+    "torch",
+    "cuda",
+    "cudnn",
+    "torch_threads",
+    "logical_cores",
+    "float32_matmul_precision",
+)
+NO_SAMPLES = "no raw samples, so no significance test (save them with --benchmark-save-data)"
+
+
+def _key(r: Result) -> tuple:
+    return (*r.key(), setting_label(r))
+
+
+def compare(
+    new: Sequence[Result],
+    old: Sequence[Result],
+    threshold: float = 0.05,
+    alpha: float = 0.01,
+) -> pd.DataFrame:
+    """Match Results by Config; speedup = old median / new median; a verdict and a note per row."""
+    from scipy.stats import mannwhitneyu
+
+    old_by_key = {_key(r): r for r in old if r.status == "ok"}
+    rows = []
+    for r in new:
+        base = old_by_key.get(_key(r))
+        if r.status != "ok" or base is None:
+            continue
+        speedup = base.latency_ms_median / r.latency_ms_median
+        changed = abs(speedup - 1) > threshold
+        direction = "faster" if speedup > 1 else "slower"
+        notes = []
+        p = math.nan
+        if len(r.samples_ms) >= MIN_SAMPLES and len(base.samples_ms) >= MIN_SAMPLES:
+            p = float(mannwhitneyu(r.samples_ms, base.samples_ms, alternative="two-sided").pvalue)
+            verdict = direction if changed and p < alpha else "unchanged"
+        else:
+            verdict = f"{direction} (untested)" if changed else "unchanged"
+            if changed:
+                notes.append(NO_SAMPLES)
+        loaded = [
+            f"{side} run: {res.foreign_cpu:.2f} cores busy elsewhere"
+            for side, res in (("new", r), ("old", base))
+            if row_loaded(res.foreign_cpu)
+        ]
+        if loaded:
+            notes.append("measured under load (" + "; ".join(loaded) + "): not trustworthy")
+            if verdict != "unchanged":
+                verdict += ", under load"
+        rows.append(
+            {
+                "model": r.model,
+                "batch": r.batch_size,
+                "mode": r.mode,
+                "setting": setting_label(r),
+                "device": r.device,
+                "old ms": base.latency_ms_median,
+                "new ms": r.latency_ms_median,
+                "speedup": speedup,
+                "p": p,
+                "verdict": verdict,
+                "note": "; ".join(notes),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def env_differences(a: dict, b: dict) -> list[str]:
+    return [
+        f"{key}: {b.get(key)!r} -> {a.get(key)!r}"
+        for key in _ENV_KEYS_THAT_MATTER
+        if key in a and key in b and a.get(key) != b.get(key)
+    ]
+
+
+def load_differences(new: Sequence[Result], old: Sequence[Result]) -> list[str]:
+    """Sentences when either run was measured under load, or their loads differ."""
+    out = []
+    for side, results in (("new", new), ("old", old)):
+        warning = load_warning(results)
+        if warning:
+            out.append(f"The {side} run was {warning}.")
+    a, b = run_load(new), run_load(old)
+    if a.rows and b.rows and abs(a.median_cores - b.median_cores) >= LOAD_MEDIAN_CORES:
+        out.append(
+            f"The two runs saw different loads: median {b.median_cores:.2f} cores busy elsewhere "
+            f"in the old run, {a.median_cores:.2f} in the new; a speed-up may be the load's."
+        )
+    return out
+
+
+def _verdict_line(table: pd.DataFrame, threshold: float) -> str:
+    verdicts = table["verdict"]
+    faster = verdicts.str.startswith("faster").sum()
+    slower = verdicts.str.startswith("slower").sum()
+    unchanged = (verdicts == "unchanged").sum()
+    untested = verdicts.str.contains("untested").sum()
+    loaded = verdicts.str.contains("under load").sum()
+    geo = float(np.exp(np.log(table["speedup"]).mean()))
+    text = (
+        f"Verdict: {faster} faster, {slower} slower, {unchanged} unchanged of {len(table)} "
+        f"matching Configs (threshold {threshold:.0%}, Mann-Whitney U p < 0.01); "
+        f"geometric-mean speedup {geo:.3f}x."
+    )
+    if untested:
+        text += f" {untested} of the changes are untested: {NO_SAMPLES}."
+    if loaded:
+        text += f" {loaded} of the changes were measured under load."
+    return text
+
+
+def shown_table(table: pd.DataFrame) -> pd.DataFrame:
+    return table.assign(
+        **{
+            "old ms": table["old ms"].map(lambda v: fmt(v, 3)),
+            "new ms": table["new ms"].map(lambda v: fmt(v, 3)),
+            "speedup": table["speedup"].map(lambda v: f"{v:.3f}x"),
+            "p": table["p"].map(lambda v: "" if math.isnan(v) else f"{v:.2g}"),
+        }
+    )
+
+
+def compare_report(
+    new_env: dict, new: Sequence[Result], old_env: dict, old: Sequence[Result], threshold: float
+) -> tuple[list[str], str, pd.DataFrame]:
+    """(warnings, verdict line, table) of a comparison, shared by the markdown and the page."""
+    table = compare(new, old, threshold)
+    warns = []
+    diffs = env_differences(new_env, old_env)
+    if diffs:
+        warns.append(
+            "The environments differ, so differences may not be the code's: " + "; ".join(diffs)
+        )
+    warns += load_differences(new, old)
+    if table.empty:
+        return warns, "No Config was measured successfully in both runs.", table
+    return warns, _verdict_line(table, threshold), table
+
+
+def compare_markdown(
+    new_env: dict, new: Sequence[Result], old_env: dict, old: Sequence[Result], threshold: float
+) -> str:
+    warns, verdict, table = compare_report(new_env, new, old_env, old, threshold)
+    out = ["# Comparison", ""]
+    out += [f"- **Warning:** {w}" for w in warns]
+    if warns:
+        out.append("")
+    if table.empty:
+        return "\n".join([*out, verdict]) + "\n"
+    out += [
+        f"**{verdict}**",
+        "",
+        shown_table(table).to_markdown(index=False, disable_numparse=True),
+    ]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,365 @@
+"""report.html: one self-contained page per run (or comparison), readable offline from disk.
+
+Plotly draws the interactive plots (hover shows a point's Config and numbers): it is well kept,
+ships its whole JavaScript as one file inside the Python package (copied beside the page, so no
+network is needed), and its figures are plain data, so the page needs no server. The table is plain
+HTML with a few lines of JavaScript to sort (click a header) and filter (type in the boxes).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from resbench.report.analysis import finite, roofline, setting_order
+from resbench.report.plots import colours
+from resbench.report.tables import flags
+
+PLOTLY_JS = "plotly.min.js"
+FILTER_COLUMNS = ("model", "batch", "device", "mode", "setting", "status")
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
+.headline { font-size: 1.05em; font-weight: 600; }
+.warn { background: #fff4e5; border-left: 4px solid #e69500; padding: 0.4em 0.8em; margin: 0.3em 0; }
+table.results { border-collapse: collapse; font-size: 0.85em; }
+table.results th, table.results td { border: 1px solid #ddd; padding: 2px 6px; text-align: right; }
+table.results th { background: #f3f3f3; cursor: pointer; position: sticky; top: 0; }
+table.results th[aria-sort=ascending]::after { content: " \\25B2"; }
+table.results th[aria-sort=descending]::after { content: " \\25BC"; }
+table.results td.text { text-align: left; }
+table.results tr.distrusted td { color: #a05a00; }
+table.results input { width: 6em; font-size: 0.85em; }
+.plots img { max-width: 100%; margin: 0.5em 0; border: 1px solid #eee; }
+ul.env { font-size: 0.9em; }
+table.dataframe { border-collapse: collapse; font-size: 0.9em; }
+table.dataframe th, table.dataframe td { border: 1px solid #ddd; padding: 2px 8px; }
+table.dataframe th { background: #f3f3f3; }
+"""
+
+# Sorting: numbers by their data-v value, text by locale; filtering: every box is a substring match.
+_SCRIPT = """
+(function () {
+  const table = document.getElementById('results');
+  if (!table) return;
+  const body = table.tBodies[0];
+  const heads = Array.from(table.tHead.rows[0].cells);
+  const key = (row, i) => {
+    const cell = row.cells[i];
+    const v = cell.dataset.v;
+    return v === undefined || v === '' ? null : (isNaN(Number(v)) ? v : Number(v));
+  };
+  heads.forEach((th, i) => th.addEventListener('click', () => {
+    const dir = th.getAttribute('aria-sort') === 'ascending' ? 'descending' : 'ascending';
+    heads.forEach(h => h.removeAttribute('aria-sort'));
+    th.setAttribute('aria-sort', dir);
+    const sign = dir === 'ascending' ? 1 : -1;
+    const rows = Array.from(body.rows);
+    rows.sort((a, b) => {
+      const x = key(a, i), y = key(b, i);
+      if (x === null) return y === null ? 0 : 1;
+      if (y === null) return -1;
+      if (typeof x === 'number' && typeof y === 'number') return sign * (x - y);
+      return sign * String(x).localeCompare(String(y));
+    });
+    rows.forEach(r => body.appendChild(r));
+  }));
+  const boxes = Array.from(document.querySelectorAll('#filters input'));
+  const filter = () => {
+    let shown = 0;
+    Array.from(body.rows).forEach(row => {
+      const keep = boxes.every(box => {
+        const want = box.value.trim().toLowerCase();
+        return !want || row.cells[Number(box.dataset.col)].textContent.toLowerCase().includes(want);
+      });
+      row.style.display = keep ? '' : 'none';
+      shown += keep;
+    });
+    document.getElementById('shown').textContent = shown;
+  };
+  boxes.forEach(box => box.addEventListener('input', filter));
+})();
+"""
+
+
+# (header, column, format) of the results table; format None: text
+TABLE_COLUMNS = [
+    ("model", "model", None),
+    ("batch", "batch_size", "{:.0f}"),
+    ("device", "device", None),
+    ("mode", "mode", None),
+    ("setting", "setting", None),
+    ("status", "status", None),
+    ("img/s", "throughput_ips", "{:,.1f}"),
+    ("vs fp32", "speedup", "{:.2f}x"),
+    ("img/J", "images_per_joule", "{:.2f}"),
+    ("median ms", "latency_ms_median", "{:.2f}"),
+    ("p99 ms", "latency_ms_p99", "{:.2f}"),
+    ("IQR %", "iqr_fraction", "{:.0%}"),
+    ("repeat spread", "repeat_spread", "{:.0%}"),
+    ("MFU", "mfu", "{:.0%}"),
+    ("BW", "bandwidth_fraction", "{:.0%}"),
+    ("bound", "bound", None),
+    ("peak MB", "peak_memory_mb", "{:,.0f}"),
+    ("foreign cores", "foreign_cpu", "{:.2f}"),
+    ("error", "error", None),
+]
+
+
+def results_table_html(frame: pd.DataFrame, columns=TABLE_COLUMNS) -> str:
+    """A sortable, filterable HTML table of every row of ``frame``."""
+    frame = frame.copy()
+    if "latency_ms_iqr" in frame:
+        frame["iqr_fraction"] = frame["latency_ms_iqr"] / frame["latency_ms_median"]
+    columns = [c for c in columns if c[1] in frame and frame[c[1]].notna().any()]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in columns)
+    boxes = "".join(
+        f'<label>{h} <input data-col="{i}" placeholder="filter"></label> '
+        for i, (h, _, _) in enumerate(columns)
+        if h in FILTER_COLUMNS
+    )
+    body = []
+    for _, r in frame.iterrows():
+        cells = []
+        for _, col, form in columns:
+            value = r[col]
+            if form is None:
+                text = (
+                    ""
+                    if value is None or (isinstance(value, float) and math.isnan(value))
+                    else str(value)
+                )
+                if col == "setting":
+                    text += flags(r)
+                cells.append(
+                    f'<td class="text" data-v="{html.escape(text)}">{html.escape(text[:120])}</td>'
+                )
+            else:
+                number = finite(value)
+                text = "" if number is None else form.format(number)
+                cells.append(f'<td data-v="{"" if number is None else repr(number)}">{text}</td>')
+        distrusted = bool(flags(r)) or "under load" in str(r.get("verdict", ""))
+        body.append(f"<tr{' class=distrusted' if distrusted else ''}>{''.join(cells)}</tr>")
+    return (
+        f'<p id="filters">{boxes} showing <span id="shown">{len(frame)}</span> of {len(frame)} '
+        f"rows; click a header to sort. Rows in brown: noisy, throttled or under load.</p>\n"
+        f'<table class="results" id="results"><thead><tr>{head}</tr></thead>\n'
+        f"<tbody>\n{chr(10).join(body)}\n</tbody></table>"
+    )
+
+
+def _hover(r) -> str:
+    bits = [
+        f"{r['model']} batch {r['batch_size']} {r['image_size']}px",
+        f"{r['device']} {r['mode']} {r['setting']}",
+        f"{r['throughput_ips']:,.1f} img/s, median {r['latency_ms_median']:.2f} ms",
+    ]
+    if finite(r.get("latency_ms_iqr")) is not None:
+        bits.append(f"IQR {r['latency_ms_iqr']:.2f} ms")
+    if finite(r.get("mfu")) is not None:
+        bits.append(f"MFU {r['mfu']:.1%}")
+    if finite(r.get("foreign_cpu")) is not None:
+        bits.append(f"other processes: {r['foreign_cpu']:.2f} cores")
+    if r.get("noisy") is True:
+        bits.append("NOISY")
+    return "<br>".join(bits)
+
+
+def legend_entries(fig, settings, colour: dict[str, str], mode: str) -> None:
+    """One solid legend entry per setting (a trace's own entry would copy its first marker)."""
+    import plotly.graph_objects as go
+
+    for setting in settings:
+        fig.add_trace(
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode=mode,
+                name=setting,
+                legendgroup=setting,
+                line={"color": colour[setting]},
+                marker={"color": colour[setting], "size": 9},
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=[None],
+            y=[None],
+            mode="markers",
+            name="open: noisy, throttled or under load",
+            marker={"color": "grey", "symbol": "circle-open", "size": 9},
+        )
+    )
+
+
+def throughput_figure(part: pd.DataFrame, colour: dict[str, str], title: str):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    models = list(dict.fromkeys(part["model"]))
+    cols = min(4, len(models))
+    rows = math.ceil(len(models) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=models, vertical_spacing=0.5 / rows)
+    legend_entries(fig, setting_order(part["setting"]), colour, "lines+markers")
+    for i, model in enumerate(models):
+        sub = part[part["model"] == model]
+        row, col = i // cols + 1, i % cols + 1
+        for setting in setting_order(sub["setting"]):
+            line = sub[sub["setting"] == setting].sort_values("batch_size")
+            iqr = line["latency_ms_iqr"].astype(float).fillna(0)
+            median = line["latency_ms_median"].astype(float)
+            err_hi = line["batch_size"] / (median - iqr / 2) * 1e3 - line["throughput_ips"]
+            err_lo = line["throughput_ips"] - line["batch_size"] / (median + iqr / 2) * 1e3
+            hollow = [bool(flags(r)) for _, r in line.iterrows()]
+            fig.add_trace(
+                go.Scatter(
+                    x=[str(b) for b in line["batch_size"]],
+                    y=line["throughput_ips"],
+                    mode="lines+markers",
+                    name=setting,
+                    legendgroup=setting,
+                    showlegend=False,
+                    line={"color": colour[setting]},
+                    marker={
+                        "symbol": ["circle-open" if h else "circle" for h in hollow],
+                        "size": 9,
+                    },
+                    error_y={"type": "data", "array": err_hi, "arrayminus": err_lo},
+                    hovertext=[_hover(r) for _, r in line.iterrows()],
+                    hoverinfo="text",
+                ),
+                row=row,
+                col=col,
+            )
+        fig.update_xaxes(title_text="batch size", type="category", row=row, col=col)
+        fig.update_yaxes(title_text="images/s", rangemode="tozero", row=row, col=col)
+    fig.update_layout(
+        title=title + " (open markers: noisy, throttled or under load; bars: IQR)",
+        height=300 * rows + 120,
+        template="plotly_white",
+    )
+    return fig
+
+
+def roofline_figure(roof: pd.DataFrame, colour: dict[str, str], title: str):
+    import numpy as np
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    legend_entries(fig, setting_order(roof["setting"]), colour, "markers")
+    xs = np.geomspace(roof["intensity"].min() / 3, roof["intensity"].max() * 3, 100)
+    bw = roof["bandwidth_bytes"].dropna()
+    bw = float(bw.iloc[0]) if len(bw) else math.nan
+    for precision, peak in roof.groupby("precision")["peak_flops"].max().items():
+        if not math.isfinite(peak):
+            continue
+        ceiling = np.minimum(peak, bw * xs) if math.isfinite(bw) else np.full_like(xs, peak)
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ceiling / 1e12,
+                mode="lines",
+                line={"color": "black", "dash": "solid" if precision == "fp32" else "dash"},
+                name=f"roof: {precision} peak {peak / 1e12:.2f} TFLOP/s"
+                + (f", {bw / 1e9:,.0f} GB/s" if math.isfinite(bw) else ""),
+            )
+        )
+    for setting in setting_order(roof["setting"]):
+        sub = roof[roof["setting"] == setting]
+        fig.add_trace(
+            go.Scatter(
+                x=sub["intensity"],
+                y=sub["achieved_flops"] / 1e12,
+                mode="markers",
+                name=setting,
+                legendgroup=setting,
+                showlegend=False,
+                marker={
+                    "color": colour[setting],
+                    "size": 9,
+                    "symbol": ["circle-open" if flags(r) else "circle" for _, r in sub.iterrows()],
+                },
+                hovertext=[
+                    _hover(r) + f"<br>{r['intensity']:.1f} FLOP/B, bound: {r['bound'] or '?'}"
+                    for _, r in sub.iterrows()
+                ],
+                hoverinfo="text",
+            )
+        )
+    fig.update_xaxes(type="log", title_text="arithmetic intensity (FLOPs per byte, naive estimate)")
+    fig.update_yaxes(type="log", title_text="achieved TFLOP/s")
+    fig.update_layout(title=title, height=520, template="plotly_white")
+    return fig
+
+
+def figures_html(frame: pd.DataFrame, env: dict) -> list[str]:
+    """The interactive plots of a run, as HTML fragments that use the page's plotly.min.js."""
+    ok = frame[frame["status"] == "ok"].dropna(subset=["throughput_ips"])
+    colour = colours(frame["setting"])
+    figs = []
+    for (device, mode), part in ok.groupby(["device", "mode"], sort=False):
+        figs.append(throughput_figure(part, colour, f"Throughput, {mode}, {device}"))
+    for device, part in ok.groupby("device", sort=False):
+        roof = roofline(part, env)
+        if not roof.empty:
+            figs.append(roofline_figure(roof, colour, f"Roofline, {device}"))
+    return [
+        f.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot{i}")
+        for i, f in enumerate(figs)
+    ]
+
+
+def copy_plotly(out_dir: Path) -> Path:
+    """plotly.min.js from the installed plotly package, beside the page (offline, from disk)."""
+    import plotly
+
+    source = Path(plotly.__file__).parent / "package_data" / PLOTLY_JS
+    target = out_dir / PLOTLY_JS
+    if not target.exists() or target.stat().st_size != source.stat().st_size:
+        shutil.copyfile(source, target)
+    return target
+
+
+def page(
+    title: str,
+    headline: str,
+    warnings: Sequence[str],
+    sections: Sequence[tuple[str, str]],
+    env: dict,
+) -> str:
+    """The whole page: title, headline, warnings, then each (heading, html) section, then env."""
+    warn = "".join(f'<div class="warn">{html.escape(w)}</div>' for w in warnings)
+    parts = "".join(f"<h2>{html.escape(h)}</h2>\n{body}\n" for h, body in sections)
+    env_items = "".join(
+        f"<li><b>{html.escape(str(k))}</b>: {html.escape(json.dumps(v) if not isinstance(v, str) else v)}</li>"
+        for k, v in env.items()
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<script>window.__errors = []; window.addEventListener('error', e => window.__errors.push(String(e.message)));</script>
+<script src="{PLOTLY_JS}"></script>
+<style>{_STYLE}</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p class="headline">{html.escape(headline)}</p>
+{warn}
+{parts}
+<h2>Environment</h2>
+<ul class="env">{env_items or "<li>not recorded</li>"}</ul>
+<script>{_SCRIPT}</script>
+</body></html>
+"""
+
+
+def write_page(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    copy_plotly(path.parent)
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,244 @@
+"""Markdown for a run: answers first, warnings in words, then per device and mode the tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from resbench.measure import Result
+from resbench.report.analysis import (
+    BASELINE_SETTING,
+    LOAD_MEDIAN_CORES,
+    answers,
+    finite,
+    headline,
+    load_warning,
+    results_table,
+    row_flagged,
+    row_loaded,
+)
+
+
+def fmt(value, digits: int = 1) -> str:
+    value = finite(value)
+    if value is None:
+        return ""
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def pct(value) -> str:
+    value = finite(value)
+    return "" if value is None else f"{value:.0%}"
+
+
+def times(value) -> str:
+    value = finite(value)
+    return "" if value is None else f"{value:.2f}x"
+
+
+def env_lines(env: dict) -> list[str]:
+    if not env:
+        return ["- environment: not recorded"]
+    gpus = ", ".join(env.get("gpu_names") or []) or "none"
+    lines = [
+        f"- device(s): GPU {gpus}; CPU {env.get('cpu')} ({env.get('logical_cores')} logical cores, "
+        f"{env.get('torch_threads')} torch threads)",
+        f"- software: torch {env.get('torch')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, "
+        f"Python {env.get('python')}, resbench {env.get('resbench')} ({env.get('git_commit')})",
+    ]
+    if env.get("bandwidth_gbs"):
+        probes = ", ".join(f"{d} {v:,.0f} GB/s" for d, v in env["bandwidth_gbs"].items())
+        lines.append(f"- measured memory bandwidth (large copy, read + write): {probes}")
+    if env.get("command"):
+        lines.append(f"- command: `{env['command']}`")
+    if env.get("source"):
+        lines.append(f"- source: {env['source']}")
+    if env.get("timestamp"):
+        lines.append(f"- started: {env['timestamp']}")
+    return lines
+
+
+def flags(row) -> str:
+    """Short marks for a row a reader should distrust: noisy/throttled (~), under load (!)."""
+    marks = ""
+    if row_flagged(row.get("noisy"), row.get("throttled")):
+        marks += "~"
+    if row_loaded(row.get("foreign_cpu")):
+        marks += "!"
+    return marks
+
+
+def warnings_for(results: Sequence[Result]) -> list[str]:
+    """Every warning about a run, one sentence each: load, noise, throttling, failures."""
+    out = []
+    load = load_warning(results)
+    if load:
+        out.append(load[0].upper() + load[1:] + ".")
+    ok = [r for r in results if r.status == "ok"]
+    noisy = sum(r.noisy is True for r in ok)
+    if noisy:
+        out.append(
+            f"{noisy} of {len(ok)} results are noisy (IQR above 10% of the median), marked `~`."
+        )
+    throttled = [r for r in ok if getattr(r, "throttled", None) is True]
+    if throttled:
+        reasons = sorted({str(getattr(r, "throttle_reasons", "") or "") for r in throttled} - {""})
+        out.append(
+            f"{len(throttled)} results ran while the device was throttled"
+            + (f" ({', '.join(reasons)})" if reasons else "")
+            + ", marked `~`."
+        )
+    failed = [r for r in results if r.status in ("error", "oom")]
+    if failed:
+        out.append(f"{len(failed)} Configs did not finish (see Errors and the detail tables).")
+    return out
+
+
+def answers_rows(part: pd.DataFrame) -> pd.DataFrame:
+    """Per model and batch: the fastest setting, its images/s, speed-up, MFU and agreement."""
+    best = answers(part)
+    rows = []
+    for _, r in best.iterrows():
+        agree = []
+        if finite(r.get("max_abs_diff")) is not None:
+            agree.append(f"max |diff| {r['max_abs_diff']:.2g}")
+        if finite(r.get("top1_agreement")) is not None:
+            agree.append(f"top-1 {r['top1_agreement']:.1%}")
+        only = r["candidates"] == 1
+        rows.append(
+            {
+                "model": r["model"],
+                "batch": r["batch_size"],
+                "fastest": r["setting"] + flags(r) + (" (only one measured)" if only else ""),
+                "img/s": fmt(r["throughput_ips"]),
+                f"vs {BASELINE_SETTING}": times(r["speedup"]),
+                "MFU": pct(r["mfu"]),
+                "agreement": "; ".join(agree),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def answers_table(part: pd.DataFrame) -> str:
+    return answers_rows(part).to_markdown(index=False, disable_numparse=True)
+
+
+def throughput_table(part: pd.DataFrame) -> str:
+    """Rows model x batch, a column of images/s per setting; the fastest setting per row in bold."""
+    part = part.copy()
+    part["cell"] = [
+        (fmt(r["throughput_ips"]) + flags(r)) if r["status"] == "ok" else str(r["status"])
+        for _, r in part.iterrows()
+    ]
+    settings = list(dict.fromkeys(part["setting"]))
+    index = ["model", "batch_size"]
+    cells = part.pivot_table(index=index, columns="setting", values="cell", aggfunc="last")
+    speed = part[part["status"] == "ok"].pivot_table(
+        index=index, columns="setting", values="throughput_ips", aggfunc="last"
+    )
+    cells = cells.reindex(columns=settings).fillna("")
+    for key in cells.index:
+        if key in speed.index and speed.loc[key].notna().sum() > 1:
+            best = speed.loc[key].idxmax()
+            cells.loc[key, best] = f"**{cells.loc[key, best]}**"
+    gflops = part.groupby(index)["gflops_per_image"].first()
+    table = cells.reset_index()
+    table.insert(2, "GFLOPs/img", [fmt(gflops.get(tuple(k)), 2) for k in cells.index])
+    table = table.rename(columns={"batch_size": "batch"})
+    order = table["model"].map({m: i for i, m in enumerate(dict.fromkeys(part["model"]))})
+    table = table.assign(_o=order).sort_values(["_o", "batch"]).drop(columns="_o")
+    return table.to_markdown(index=False, disable_numparse=True)
+
+
+def noise_note(r) -> str:
+    notes = []
+    median = finite(r.get("latency_ms_median"))
+    iqr = finite(r.get("latency_ms_iqr"))
+    if r.get("noisy") is True and median and iqr is not None:
+        notes.append(f"IQR {iqr / median:.0%}")
+    if r.get("throttled") is True:
+        notes.append(
+            "throttled" + (f": {r['throttle_reasons']}" if r.get("throttle_reasons") else "")
+        )
+    if row_loaded(r.get("foreign_cpu")):
+        notes.append(f"{r['foreign_cpu']:.1f} cores busy elsewhere")
+    return "; ".join(notes)
+
+
+def detail_table(part: pd.DataFrame) -> str:
+    has = {c: part[c].notna().any() for c in ("images_per_joule", "repeat_spread")}
+    rows = []
+    for _, r in part.iterrows():
+        ok = r["status"] == "ok"
+        row = {
+            "model": r["model"],
+            "batch": r["batch_size"],
+            "setting": r["setting"],
+            "img/s": fmt(r["throughput_ips"]) if ok else "",
+            f"vs {BASELINE_SETTING}": times(r["speedup"]) if ok else "",
+        }
+        if has["images_per_joule"]:
+            row["img/J"] = fmt(r["images_per_joule"], 2) if ok else ""
+        row |= {
+            "median ms": fmt(r["latency_ms_median"], 2) if ok else "",
+            "p99 ms": fmt(r["latency_ms_p99"], 2) if ok else "",
+            "peak MB": fmt(r["peak_memory_mb"], 0) if ok else "",
+            "GFLOPs/step": fmt(r["gflops_per_step"], 1),
+            "TFLOP/s": fmt(r["tflops_achieved"], 2) if ok else "",
+            "MFU": pct(r["mfu"]) if ok else "",
+            "BW": pct(r.get("bandwidth_fraction")) if ok else "",
+            "bound": (r.get("bound") or "") if ok and isinstance(r.get("bound"), str) else "",
+        }
+        if has["repeat_spread"]:
+            row["repeat spread"] = pct(r["repeat_spread"]) if ok else ""
+        row["noise"] = noise_note(r) if ok else ""
+        row["status"] = r["status"] if ok else f"{r['status']}: {str(r['error'] or '')[:60]}"
+        rows.append(row)
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
+LEGEND = (
+    "Images per second (batch / median latency). `vs fp32` is the speed-up over the fp32, "
+    "contiguous, eager row of the same model and batch. `~` marks a noisy (IQR above 10% of the "
+    f"median) or throttled result, `!` one measured while other processes kept {LOAD_MEDIAN_CORES:g}+ "
+    "cores busy. Settings: precision, `cl` = channels_last, `compile` = torch.compile. MFU is the "
+    "achieved FLOP/s over the measured matmul peak; BW the naive bytes moved per second over the "
+    "measured copy bandwidth; `bound` says which roofline ceiling limits the row (`overhead`: under "
+    "20% of both). GFLOPs/img is the forward pass (a multiply-add counts 2)."
+)
+
+
+def summary_markdown(
+    env: dict, results: Sequence[Result], title: str, max_batch: Sequence[dict] = ()
+) -> str:
+    frame = results_table(results, env)
+    out = [f"# {title}", "", f"**{headline(results)}**", ""]
+    load = load_warning(results)
+    if load:
+        out += [f"**Warning: {load}.**", ""]
+    for (device, mode), part in frame.groupby(["device", "mode"], sort=False):
+        name = part["device_name"].dropna().iloc[0] if part["device_name"].notna().any() else device
+        out += [f"## Answers: {mode} on {device} ({name})", "", answers_table(part), ""]
+    warns = warnings_for(results)
+    if warns:
+        out += ["## Warnings", "", *[f"- {w}" for w in warns], ""]
+    out += ["## Environment", "", *env_lines(env), "", LEGEND]
+    for (device, mode), part in frame.groupby(["device", "mode"], sort=False):
+        name = part["device_name"].dropna().iloc[0] if part["device_name"].notna().any() else device
+        out += ["", f"## {mode} on {device} ({name})", "", throughput_table(part)]
+        out += ["", f"### {mode} on {device}: details", "", detail_table(part)]
+    if max_batch:
+        out += ["", "## Largest batch that fits", ""]
+        table = pd.DataFrame(list(max_batch)).drop(columns=["probes"], errors="ignore")
+        out.append(table.to_markdown(index=False, disable_numparse=True))
+    failed = frame[frame["status"].isin(["error"])]
+    if len(failed):
+        out += ["", "## Errors", ""]
+        out += [
+            f"- {r.model} b{r.batch_size} {r.mode} {r.setting}: {r.error}"
+            for r in failed.itertuples()
+        ]
+    return "\n".join(out) + "\n"

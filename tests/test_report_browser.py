@@ -1,0 +1,186 @@
+"""report.html in a real browser: headless Chromium driven over the DevTools protocol (a pipe).
+
+Needs Debian's ``chromium`` (``.ci/run`` installs it); skipped with a reason where it is absent.
+No network and no extra Python package: the protocol runs over file descriptors 3 and 4.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from resbench import report
+from resbench.measure import Config, Result
+from tests.test_report import result, write_run
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="needs chromium (apt-get install chromium)"
+)
+
+
+class Browser:
+    """A headless Chromium with one page, spoken to over --remote-debugging-pipe."""
+
+    def __init__(self, profile) -> None:
+        to_chrome_r, self._write = os.pipe()
+        self._read, from_chrome_w = os.pipe()
+
+        def wire() -> None:  # in the child: Chromium reads commands on fd 3, answers on fd 4
+            high_r, high_w = os.dup(to_chrome_r), os.dup(from_chrome_w)
+            os.dup2(high_r, 3, inheritable=True)
+            os.dup2(high_w, 4, inheritable=True)
+
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            close_fds=False, preexec_fn=wire,
+        )  # fmt: skip
+        os.close(to_chrome_r)
+        os.close(from_chrome_w)
+        self._buffer = b""
+        self._id = 0
+        self.events: list[dict] = []
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)[
+            "sessionId"
+        ]
+        for domain in ("Page", "Runtime", "Log"):
+            self.call(f"{domain}.enable", session=True)
+
+    def _message(self, timeout: float = 30) -> dict:
+        deadline = time.monotonic() + timeout
+        while b"\0" not in self._buffer:
+            if time.monotonic() > deadline:
+                raise TimeoutError("chromium did not answer")
+            ready, _, _ = select.select([self._read], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                continue
+            chunk = os.read(self._read, 1 << 16)
+            if not chunk:
+                raise RuntimeError("chromium closed the pipe")
+            self._buffer += chunk
+        raw, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(raw)
+
+    def call(self, method: str, session: bool = False, **params) -> dict:
+        self._id += 1
+        message = {"id": self._id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = self.session
+        os.write(self._write, json.dumps(message).encode() + b"\0")
+        while True:
+            reply = self._message()
+            if reply.get("id") == self._id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+            self.events.append(reply)
+
+    def wait_for(self, method: str, timeout: float = 30) -> dict:
+        for event in self.events:
+            if event.get("method") == method:
+                return event
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            event = self._message(deadline - time.monotonic())
+            self.events.append(event)
+            if event.get("method") == method:
+                return event
+        raise TimeoutError(method)
+
+    def js(self, expression: str):
+        reply = self.call("Runtime.evaluate", session=True, expression=expression,
+                          returnByValue=True, awaitPromise=True)  # fmt: skip
+        if "exceptionDetails" in reply:
+            raise RuntimeError(reply["exceptionDetails"])
+        return reply["result"].get("value")
+
+    def close(self) -> None:
+        with contextlib.suppress(RuntimeError, OSError, TimeoutError):
+            self.call("Browser.close")
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._read)
+        os.close(self._write)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    b = Browser(tmp_path_factory.mktemp("chromium-profile"))
+    yield b
+    b.close()
+
+
+def test_report_html_renders_sorts_and_filters_in_chromium(tmp_path, browser):
+    results = [
+        result(
+            model,
+            b,
+            precision=p,
+            ms=(5 if model == "resnet18" else 20) * b / (2 if p == "bf16" else 1),
+            seed=b,
+        )
+        for model in ("resnet18", "resnet50")
+        for b in (1, 8)
+        for p in ("fp32", "bf16")
+    ]
+    results.append(result("resnet34", 4, ms=9))  # one batch size only
+    results.append(
+        Result.for_config(Config("resnet152", 64, device="cpu"), status="oom", error="x")
+    )
+    write_run(tmp_path / "run", results)
+    assert report.main([str(tmp_path / "run")]) == 0
+    page = tmp_path / "run" / "report.html"
+    assert (tmp_path / "run" / "plotly.min.js").exists()  # offline: the script lies beside it
+
+    browser.events.clear()
+    browser.call("Page.navigate", session=True, url=page.as_uri())
+    browser.wait_for("Page.loadEventFired")
+    errors = browser.js("window.__errors")
+    thrown = [e for e in browser.events if e.get("method") == "Runtime.exceptionThrown"]
+    logged = [
+        e for e in browser.events
+        if e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error"
+    ]  # fmt: skip
+    assert errors == [] and thrown == [] and logged == []
+    assert browser.js("typeof Plotly") == "object"
+    assert browser.js("document.querySelectorAll('.js-plotly-plot').length") >= 2
+    assert browser.js("document.querySelectorAll('#results tbody tr').length") == len(results)
+    hover = browser.js(
+        "Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(p => p.data)"
+        ".flatMap(t => t.hovertext || [])"
+    )
+    assert any("resnet50 batch 8" in h and "img/s" in h and "bf16" in h for h in hover)
+
+    heads = browser.js(
+        "Array.from(document.querySelectorAll('#results th')).map(h => h.textContent)"
+    )
+    col = heads.index("img/s")
+    column = f"Array.from(document.querySelectorAll('#results tbody tr')).map(r => r.cells[{col}].dataset.v)"
+    browser.js(f"document.querySelectorAll('#results th')[{col}].click()")
+    values = [float(v) for v in browser.js(column) if v]
+    assert values == sorted(values) and len(values) == len(results) - 1
+    browser.js(f"document.querySelectorAll('#results th')[{col}].click()")
+    values = [float(v) for v in browser.js(column) if v]
+    assert values == sorted(values, reverse=True)
+
+    model_box = "document.querySelector('#filters input[data-col=\"0\"]')"
+    browser.js(f"{model_box}.value = 'resnet50'; {model_box}.dispatchEvent(new Event('input'))")
+    shown = browser.js(
+        "Array.from(document.querySelectorAll('#results tbody tr'))"
+        ".filter(r => r.style.display !== 'none').map(r => r.cells[0].textContent)"
+    )
+    assert shown == ["resnet50"] * 4
+    assert browser.js("document.getElementById('shown').textContent") == "4"
