@@ -46,6 +46,13 @@ class FolderBusy(ValueError):
 # ----------------------------------------------------------------------------- the lock
 
 
+def check_free(folder: Path) -> None:
+    """FolderBusy if another process holds ``folder`` now (checked before judging its contents)."""
+    if (Path(folder) / LOCK_FILE).is_file():
+        with locked(folder):
+            pass
+
+
 @contextlib.contextmanager
 def locked(folder: Path) -> Iterator[Path]:
     """Hold ``folder`` for this process (created if absent); FolderBusy if another holds it.

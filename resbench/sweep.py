@@ -201,6 +201,8 @@ def _check_args(args) -> list[str]:
     if args.resume and args.out is None:
         raise cli.UsageError("--resume needs --out RUN_FOLDER (the run to continue)")
     notes: list[str] = []
+    if args.out is not None and args.out.is_dir():
+        runfolder.check_free(args.out)  # a run in progress is named as such, with its PID
     if args.resume:
         if not runfolder.holds_run(args.out):
             raise cli.UsageError(

@@ -142,6 +142,8 @@ def plain(value):
 def check_folder(out: Path, run_dirs: list[Path], args, base: TrainConfig) -> None:
     """A folder that holds a run is continued (--resume) or replaced (--overwrite), never both
     silently; --resume needs a checkpoint of the same recipe."""
+    if out.is_dir():
+        runfolder.check_free(out)  # a run in progress is named as such, with its PID
     held = [d for d in run_dirs if runfolder.holds_run(d, RUN_FILES)]
     if held and not (args.resume or args.overwrite):
         raise cli.UsageError(

@@ -151,6 +151,8 @@ def test_a_second_writer_is_refused_naming_the_folder_and_the_pid(tmp_path, monk
         assert rc == 2 and not calls
         err = one_line(capsys)
         assert str(out) in err and f"PID {proc.pid}" in err
+        assert sweep_main(monkeypatch, out, *GRID) == 2  # without --resume: still the PID
+        assert f"PID {proc.pid}" in one_line(capsys)
         assert train_main(tmp_path, out) == 2  # the trainer honours the same lock
         assert f"PID {proc.pid}" in one_line(capsys)
     finally:
