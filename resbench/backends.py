@@ -50,7 +50,11 @@ def amp(device: torch.device, dtype: torch.dtype | None):
 
 
 class TrainStep:
-    """Forward, cross-entropy, backward, SGD step: the one train step of measure() and the trainer."""
+    """Forward, cross-entropy, backward, SGD step: the one train step of measure() and the trainer.
+
+    ``step(x, y)`` returns the loss and the logits; fp16 scales the loss (GradScaler) to keep small
+    gradients representable, and for every other precision the scaler passes it through.
+    """
 
     def __init__(
         self,
@@ -66,34 +70,26 @@ class TrainStep:
         self.optimizer = torch.optim.SGD(
             model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
         )
-        # fp16 needs loss scaling to keep small gradients representable
-        fp16 = autocast == torch.float16
-        self.scaler = torch.amp.GradScaler(device.type, enabled=fp16) if fp16 else None
+        self.scaler = torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with amp(self.device, self.autocast):
             logits = self.runner(x)
             with record_function(LOSS_LABEL):
                 loss = F.cross_entropy(logits, y)
-        if self.scaler is None:
-            loss.backward()
-            with record_function(OPTIMIZER_LABEL):
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-        else:
-            self.scaler.scale(loss).backward()
-            with record_function(OPTIMIZER_LABEL):
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
-        return loss
+        self.scaler.scale(loss).backward()
+        with record_function(OPTIMIZER_LABEL):
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss, logits
 
 
 def _pytorch_step(runner: Callable, t: Target) -> Callable[[], object]:
     if t.mode == "train":
         step = TrainStep(runner, t.model, t.device, t.autocast, t.lr)
         t.notes["optimizer"] = step.optimizer
-        return lambda: step(t.inputs, t.labels)
+        return lambda: step(t.inputs, t.labels)[0]
 
     def infer():
         with torch.inference_mode(), amp(t.device, t.autocast):

@@ -31,12 +31,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from resbench import cli, data, runfolder, trainrun
+from resbench.backends import TrainStep
 from resbench.env import collect_env
 from resbench.measure import (
     autocast,
     numerics,
 )
 from resbench.models import build_model
+from resbench.settings import PRECISIONS
 from resbench.timing import synchronize
 from resbench.trainrun import (  # noqa: F401 (the trainer's API)
     CHECKPOINT,
@@ -115,15 +117,22 @@ class _Trainer:
     world: int
     model: torch.nn.Module
     runner: torch.nn.Module  # the model, wrapped in DDP and torch.compile as asked
-    optimizer: torch.optim.Optimizer
+    step: TrainStep  # the train step measure() times too: its optimiser and loss scaler
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
     gen: torch.Generator
     on_device: data.Cifar
     state: RunState
 
     def amp(self):
         return autocast(self.device, self.cfg.precision)
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.step.optimizer
+
+    @property
+    def scaler(self) -> torch.amp.GradScaler:
+        return self.step.scaler
 
 
 def _train(cfg, cifar, out, resume, progress, rank, world, device) -> dict:
@@ -170,11 +179,6 @@ def _build(cfg: TrainConfig, cifar: data.Cifar, device, rank: int, world: int) -
     state = RunState(load_s=time.perf_counter() - t0)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = build_model(cfg.model).to(device=device, memory_format=memory_format)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.milestones), cfg.gamma)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     net: torch.nn.Module = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -187,8 +191,12 @@ def _build(cfg: TrainConfig, cifar: data.Cifar, device, rank: int, world: int) -
         if cfg.compile != "off"
         else net
     )
-    return _Trainer(cfg, device, rank, world, model, runner, optimizer, scheduler, scaler, gen,
-                    on_device, state)  # fmt: skip
+    step = TrainStep(runner, model, device, PRECISIONS[cfg.precision].autocast, cfg.lr,
+                     cfg.momentum, cfg.weight_decay)  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        step.optimizer, list(cfg.milestones), cfg.gamma
+    )
+    return _Trainer(cfg, device, rank, world, model, runner, step, scheduler, gen, on_device, state)
 
 
 def _restore(t: _Trainer, path: Path) -> None:
@@ -259,13 +267,7 @@ def _train_epoch(t: _Trainer, train_loader, epoch: int, progress: bool, ckpt_pat
     start = time.perf_counter()
     for i, (x, y) in enumerate(train_loader):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with t.amp():
-            logits = t.runner(x)
-            loss = F.cross_entropy(logits, y)
-        t.scaler.scale(loss).backward()
-        t.scaler.step(t.optimizer)
-        t.scaler.update()
-        t.optimizer.zero_grad(set_to_none=True)
+        loss, logits = t.step(x, y)
         losses[i] = loss.detach()  # no host sync per step: inspected at the epoch's end
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)

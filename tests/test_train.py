@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from resbench import data, train
+from resbench import backends, data, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,7 +64,7 @@ def test_deterministic_resume_ends_with_the_same_weights(cifar_dir, tmp_path):
 def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_checkpoint(
     cifar_dir, tmp_path, monkeypatch, capsys
 ):
-    real = train.F.cross_entropy
+    real = backends.F.cross_entropy  # the shared train step's loss
     calls = {"n": 0}
     steps_per_epoch = 2000 // 64
 
@@ -78,7 +78,7 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_checkpoint
     class FakeF:
         cross_entropy = staticmethod(poisoned)
 
-    monkeypatch.setattr(train, "F", FakeF)
+    monkeypatch.setattr(backends, "F", FakeF)
     assert run(cifar_dir, tmp_path, "--epochs", "3") == 1
     err = capsys.readouterr().err
     assert "non-finite loss at epoch 2, step 5" in err
