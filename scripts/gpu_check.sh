@@ -136,7 +136,7 @@ step profile 120 $PY -m resbench.profile $PROFILE --device "$DEVICE" --precision
 # (reduce-overhead), for a network that is launch-bound at batch 128; same data, same recipe
 DATA="[ -f '$RUN/.data/cifar-10-batches-py/test_batch' ] || $PY -m resbench.data --data-dir '$RUN/.data' --synthetic $TRAIN_IMAGES"
 TRAIN="$PY -m resbench.train --data-dir '$RUN/.data' --no-verify --device $DEVICE --epochs $TRAIN_EPOCHS \
-  --target-acc 0.5 --target-acc 0.9 --no-progress"
+  --target-acc 0.5 --target-acc 0.9 --no-progress --overwrite"  # a rerun restarts a failed step
 step train 150 bash -c "$DATA && $TRAIN --out '$RUN/train'"
 step train-best 240 bash -c "$DATA && $TRAIN --precision bf16 --channels-last on \
   --compile reduce-overhead --out '$RUN/train-best'"
