@@ -13,17 +13,11 @@ import os
 import pytest
 
 from resbench.cli import parse_models, parse_positive_ints, parse_settings, split_list
+from resbench.devices import default_device
 from resbench.env import collect_env
-from resbench.measure import (
-    MODES,
-    PRECISIONS,
-    Config,
-    default_device,
-    missing_package,
-    validate_config,
-)
+from resbench.measure import Config, missing_package, validate_config
 from resbench.models import model_family
-from resbench.settings import BACKENDS
+from resbench.settings import BACKENDS, MODES, PRECISIONS
 
 DEFAULT_MODELS = "resnet18,small_resnet20"
 DEFAULT_SETTINGS = "fp32,fp32+cl"
@@ -112,7 +106,9 @@ def pytest_generate_tests(metafunc):
         mode = metafunc.function.__name__.removeprefix("test_")
         configs = [c for c in benchmark_configs(metafunc.config) if c.mode == mode]
         metafunc.parametrize(
-            "rb_config", configs, ids=[f"{c.model}-b{c.batch_size}-{c.setting}" for c in configs],
+            "rb_config",
+            configs,
+            ids=[f"{c.model}-b{c.batch_size}-{c.setting}" for c in configs],
             indirect=True,  # through the rb_config fixture, which skips what cannot run here
         )
 

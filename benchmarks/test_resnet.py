@@ -15,7 +15,8 @@ import math
 import numpy as np
 
 from resbench import flops, timing
-from resbench.measure import Config, PeakMemory, device_name, prepare
+from resbench.devices import PeakMemory, device_name
+from resbench.measure import Config, prepare
 
 ROUND_BUDGET_S = 1.0  # time spent in timed rounds per benchmark (at least MIN_ROUNDS rounds)
 MIN_ROUNDS = 5

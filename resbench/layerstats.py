@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resbench import cli, data, runfolder
-from resbench.measure import parse_device
+from resbench.devices import parse_device
 from resbench.models import build_model, default_image_size, list_models, model_family
 from resbench.report import pyplot
 

@@ -28,21 +28,18 @@ from pathlib import Path
 import torch
 
 from resbench import backends, flops, power, settings, timing
-from resbench.backends import LOSS_LABEL, OPTIMIZER_LABEL  # noqa: F401  (the profiler's labels)
-from resbench.devices import (  # noqa: F401  (re-exported while callers move to devices)
+from resbench.devices import (
     PeakMemory,
     default_device,
     device_name,
     free_memory,
     is_oom,
-    mps_available,
     parse_device,
     steady_allocator,
 )
 from resbench.models import build_model, default_image_size, list_models, load_torchvision_weights
-from resbench.settings import COMPILE_MODES, MODES  # noqa: F401  (re-exported)
+from resbench.settings import COMPILE_MODES
 
-PRECISIONS = tuple(settings.PRECISIONS)  # the registries live in settings.py
 # the update's size does not change the work; a small one keeps random-label steps finite
 TRAIN_LR = 1e-3
 

@@ -31,9 +31,10 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, record_function, schedule
 
 from resbench import cli, timing
-from resbench.measure import MODES, Config, prepare, validate_config
+from resbench.measure import Config, prepare, validate_config
 from resbench.models import list_models
 from resbench.profile_tables import stages_markdown, write_tables  # noqa: F401 (the API)
+from resbench.settings import BACKENDS, MODES
 
 STAGE_PREFIX = "stage:"
 CATEGORIES = [  # (category, pattern on the operator name), first match wins
@@ -344,6 +345,11 @@ def build_parser() -> cli.Parser:
     p.add_argument("--mode", default="inference", help=f"{', '.join(MODES)} (default: %(default)s)")
     cli.add_setting_flags(p, many=False)
     p.add_argument(
+        "--backend",
+        help=f"{', '.join(BACKENDS)} (default: eager, or compile where --compile asks); other "
+        "runtimes show as one opaque call",
+    )
+    p.add_argument(
         "--steps", type=int, default=5, help="active profiled steps (default: %(default)s)"
     )
     p.add_argument("--wait", type=int, default=1, help="skipped steps (default: %(default)s)")
@@ -379,6 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             precision=args.precision,
             channels_last=cli.parse_on_off(args.channels_last, "--channels-last")[0],
             compile=args.compile,
+            backend=args.backend and cli.parse_choices(args.backend, "--backend", BACKENDS)[0],
         )
         validate_config(config)
         out = args.out or Path("results") / f"profile-{cli.timestamp()}"

@@ -20,9 +20,11 @@ import pandas as pd
 import torch
 
 from resbench import cli, runfolder
-from resbench.measure import COMPILE_MODES, PRECISIONS, Config, parse_device, validate_config
+from resbench.devices import parse_device
+from resbench.measure import Config, validate_config
 from resbench.models import list_models
 from resbench.report import pyplot
+from resbench.settings import COMPILE_MODES, PRECISIONS
 
 CHECKPOINT = "checkpoint.pt"
 LOG_FILE = "train.jsonl"

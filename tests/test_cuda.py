@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from resbench import data, sweep, timing, train
-from resbench.measure import Config, PeakMemory, measure
+from resbench.devices import PeakMemory
+from resbench.measure import Config, measure
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.cuda

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from resbench import measure as measure_mod
+from resbench import devices
 from resbench.measure import Config, Result, measure, prepare, validate_config
 
 FAST = {"budget_s": 0.2, "max_warmup_s": 0.2, "peak": False}
@@ -162,7 +162,7 @@ def test_cuda_asked_for_but_absent():
         validate_config(Config("resnet18", 1, device="cuda"))
 
 
-@pytest.mark.skipif(measure_mod.mps_available(), reason="checks the error when MPS is absent")
+@pytest.mark.skipif(devices.mps_available(), reason="checks the error when MPS is absent")
 def test_mps_asked_for_but_absent():
     with pytest.raises(ValueError, match="MPS is not available"):
         validate_config(Config("resnet18", 1, device="mps"))
