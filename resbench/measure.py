@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import importlib.util
-import os
 import statistics
 import tempfile
 import time
@@ -38,7 +37,7 @@ from resbench.devices import (
     steady_allocator,
 )
 from resbench.models import build_model, default_image_size, list_models, load_torchvision_weights
-from resbench.settings import COMPILE_MODES
+from resbench.settings import COMPILE_MODES, numerics
 
 # the update's size does not change the work; a small one keeps random-label steps finite
 TRAIN_LR = 1e-3
@@ -218,46 +217,6 @@ class Prepared:
             "max_abs_diff": float((out - ref).abs().max()),
             "top1_agreement": float((out.argmax(1) == ref.argmax(1)).float().mean()),
         }
-
-
-@contextlib.contextmanager
-def numerics(
-    precision: str, device: torch.device, deterministic: bool | None = None
-) -> Iterator[None]:
-    """Set TF32, cuDNN autotuning and (if given) determinism for ``precision``; restore after.
-
-    fp32 means fp32: cuDNN would otherwise use TF32 for convolutions by default. Shapes are fixed,
-    so cuDNN may autotune on CUDA, unless deterministic kernels are asked for.
-    """
-    saved = (
-        torch.backends.cuda.matmul.allow_tf32,
-        torch.backends.cudnn.allow_tf32,
-        torch.backends.cudnn.benchmark,
-        torch.are_deterministic_algorithms_enabled(),
-    )
-    if device.type == "cuda":
-        tf32 = settings.PRECISIONS[precision].tf32
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
-        torch.backends.cudnn.benchmark = not deterministic
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be
-    if deterministic is not None:
-        torch.use_deterministic_algorithms(deterministic)
-    try:
-        yield
-    finally:
-        (
-            torch.backends.cuda.matmul.allow_tf32,
-            torch.backends.cudnn.allow_tf32,
-            torch.backends.cudnn.benchmark,
-        ) = saved[:3]
-        torch.use_deterministic_algorithms(saved[3])
-
-
-def autocast(device: torch.device, precision: str):
-    """torch.autocast for a precision that is one (bf16, fp16), a no-op context otherwise."""
-    return backends.amp(device, settings.PRECISIONS[precision].autocast)
 
 
 @contextlib.contextmanager

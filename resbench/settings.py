@@ -13,7 +13,9 @@ torch.compile mode for torch.compile, "+onnxruntime", "+openvino", ...): "bf16+c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -194,3 +196,43 @@ def with_backends(
             for mode in modes if b == "compile" else ["off"]:
                 out.append(f | {"backend": b, "compile": mode})
     return list({tuple(sorted(f.items())): f for f in out}.values())
+
+
+@contextlib.contextmanager
+def numerics(
+    precision: str, device: torch.device, deterministic: bool | None = None
+) -> Iterator[None]:
+    """Set TF32, cuDNN autotuning and (if given) determinism for ``precision``; restore after.
+
+    fp32 means fp32: cuDNN would otherwise use TF32 for convolutions by default. Shapes are fixed,
+    so cuDNN may autotune on CUDA, unless deterministic kernels are asked for.
+    """
+    saved = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cudnn.benchmark,
+        torch.are_deterministic_algorithms_enabled(),
+    )
+    if device.type == "cuda":
+        tf32 = PRECISIONS[precision].tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = not deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be
+    if deterministic is not None:
+        torch.use_deterministic_algorithms(deterministic)
+    try:
+        yield
+    finally:
+        (
+            torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.allow_tf32,
+            torch.backends.cudnn.benchmark,
+        ) = saved[:3]
+        torch.use_deterministic_algorithms(saved[3])
+
+
+def autocast(device: torch.device, precision: str):
+    """torch.autocast for a precision that is one (bf16, fp16), a no-op context otherwise."""
+    return backends.amp(device, PRECISIONS[precision].autocast)

@@ -33,12 +33,8 @@ from tqdm import tqdm
 from resbench import cli, data, runfolder, trainrun
 from resbench.backends import TrainStep
 from resbench.env import collect_env
-from resbench.measure import (
-    autocast,
-    numerics,
-)
 from resbench.models import build_model
-from resbench.settings import PRECISIONS
+from resbench.settings import PRECISIONS, autocast, numerics
 from resbench.timing import synchronize
 from resbench.trainrun import (  # noqa: F401 (the trainer's API)
     CHECKPOINT,

@@ -41,8 +41,9 @@ from torch.utils.benchmark import Timer
 from resbench import devices, timing
 from resbench.cli import parse_settings
 from resbench.env import collect_env
-from resbench.measure import Config, autocast, measure, numerics
+from resbench.measure import Config, measure
 from resbench.models import build_model
+from resbench.settings import autocast, numerics
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = 0.05  # every measure()/reference ratio within 5%

@@ -6,6 +6,7 @@ import importlib.util
 import json
 
 import pytest
+import torch
 
 from resbench import cli, settings
 from resbench.measure import Config, Result, measure, validate_config
@@ -110,3 +111,23 @@ def test_cudagraphs_replays_a_captured_step_on_cuda():
         )
         assert r.status == "ok", r.error
         assert r.prepare_s > 0  # the capture
+
+
+def test_weights_from_a_torchvision_state_dict_reach_the_prepared_model(tmp_path):
+    from resbench.measure import prepare
+    from resbench.models import build_model
+
+    state = build_model("resnet18").state_dict()
+    state["fc.bias"] = torch.full_like(state["fc.bias"], 0.5)  # unlike the He/zero initialisation
+    path = tmp_path / "resnet18.pth"
+    torch.save(state, path)
+    with prepare(Config("resnet18", 1, device="cpu"), weights=str(path)) as p:
+        assert torch.equal(p.model.fc.bias, state["fc.bias"])
+
+
+def test_sweep_refuses_weights_that_are_not_there(tmp_path, capsys):
+    from resbench import sweep
+
+    argv = ["--device", "cpu", "--models", "resnet18", "--weights", str(tmp_path / "none.pth")]
+    assert sweep.main(argv) == 2
+    assert "--weights: no such file" in capsys.readouterr().err

@@ -217,3 +217,23 @@ def results_table(results: Sequence[Result], env: dict) -> pd.DataFrame:
     keyed = roof.set_index([*ROW_KEY, "setting"])[extra]
     keyed = keyed[~keyed.index.duplicated(keep="last")]
     return frame.join(keyed, on=[*ROW_KEY, "setting"])
+
+
+def roof_bandwidth(roof: pd.DataFrame) -> float:
+    """The run's measured memory bandwidth in bytes/s, or NaN where none was recorded."""
+    bw = roof["bandwidth_bytes"].dropna()
+    return float(bw.iloc[0]) if len(bw) else math.nan
+
+
+def ceilings(roof: pd.DataFrame, xs: np.ndarray) -> list[tuple[str, float, np.ndarray]]:
+    """Each precision's roof over the intensities ``xs``: min(matmul peak, bandwidth x intensity).
+
+    (precision, peak FLOP/s, ceiling FLOP/s at each x); the compute ceiling alone without bandwidth.
+    """
+    bw = roof_bandwidth(roof)
+    out = []
+    for precision, peak in roof.groupby("precision")["peak_flops"].max().items():
+        if math.isfinite(peak):
+            ceiling = np.minimum(peak, bw * xs) if math.isfinite(bw) else np.full_like(xs, peak)
+            out.append((precision, float(peak), ceiling))
+    return out

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from resbench.report.analysis import finite, roofline, setting_order
+from resbench.report.analysis import ceilings, finite, roof_bandwidth, roofline, setting_order
 from resbench.report.plots import colours
 from resbench.report.tables import flags
 
@@ -255,12 +255,8 @@ def roofline_figure(roof: pd.DataFrame, colour: dict[str, str], title: str):
     fig = go.Figure()
     legend_entries(fig, setting_order(roof["setting"]), colour, "markers")
     xs = np.geomspace(roof["intensity"].min() / 3, roof["intensity"].max() * 3, 100)
-    bw = roof["bandwidth_bytes"].dropna()
-    bw = float(bw.iloc[0]) if len(bw) else math.nan
-    for precision, peak in roof.groupby("precision")["peak_flops"].max().items():
-        if not math.isfinite(peak):
-            continue
-        ceiling = np.minimum(peak, bw * xs) if math.isfinite(bw) else np.full_like(xs, peak)
+    bw = roof_bandwidth(roof)
+    for precision, peak, ceiling in ceilings(roof, xs):
         fig.add_trace(
             go.Scatter(
                 x=xs,

@@ -15,6 +15,8 @@ import pandas as pd
 from resbench.report.analysis import (
     BASELINE_SETTING,
     OVERHEAD_FRACTION,
+    ceilings,
+    roof_bandwidth,
     roofline,
     row_flagged,
     row_loaded,
@@ -193,17 +195,12 @@ def speedup_plot(plt, speedups: pd.DataFrame, colour: dict[str, str], title: str
 
 def roofline_plot(plt, roof: pd.DataFrame, colour: dict[str, str], title: str):
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    bw_known = roof["bandwidth_bytes"].dropna()
-    ridge_at = float(roof["peak_flops"].min() / bw_known.iloc[0]) if len(bw_known) else math.inf
+    bw = roof_bandwidth(roof)
+    ridge_at = float(roof["peak_flops"].min()) / bw if math.isfinite(bw) else math.inf
     lo = min(roof["intensity"].min(), ridge_at) / 4
     hi = roof["intensity"].max() * 3
     xs = np.geomspace(lo, hi, 200)
-    bw = roof["bandwidth_bytes"].dropna()
-    bw = float(bw.iloc[0]) if len(bw) else math.nan
-    for precision, peak in roof.groupby("precision")["peak_flops"].max().items():
-        if not math.isfinite(peak):
-            continue
-        ceiling = np.minimum(peak, bw * xs) if math.isfinite(bw) else np.full_like(xs, peak)
+    for precision, peak, ceiling in ceilings(roof, xs):
         ceiling = ceiling / 1e12
         ax.plot(xs, ceiling, color="black", lw=1.2, ls="-" if precision == "fp32" else "--")
         ax.annotate(
@@ -223,7 +220,7 @@ def roofline_plot(plt, roof: pd.DataFrame, colour: dict[str, str], title: str):
             va="bottom",
             fontsize=8,
         )
-        ridge = float(roof["peak_flops"].min()) / bw  # where the lowest peak meets the memory roof
+        ridge = ridge_at  # where the lowest peak meets the memory roof
         if math.isfinite(ridge):
             ax.axvline(ridge, color="grey", lw=0.8, ls="--")
             for text, ha in (("memory-bound \u2190 ", "right"), (" \u2192 compute-bound", "left")):
