@@ -15,10 +15,10 @@ import subprocess
 import time
 
 import pytest
+from test_report import result, write_run  # tests/ is on sys.path (no __init__.py)
 
 from resbench import report
 from resbench.measure import Config, Result
-from tests.test_report import result, write_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

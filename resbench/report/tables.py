@@ -102,11 +102,6 @@ def answers_rows(part: pd.DataFrame) -> pd.DataFrame:
     best = answers(part)
     rows = []
     for _, r in best.iterrows():
-        agree = []
-        if finite(r.get("max_abs_diff")) is not None:
-            agree.append(f"max |diff| {r['max_abs_diff']:.2g}")
-        if finite(r.get("top1_agreement")) is not None:
-            agree.append(f"top-1 {r['top1_agreement']:.1%}")
         only = r["candidates"] == 1
         rows.append(
             {
@@ -116,10 +111,20 @@ def answers_rows(part: pd.DataFrame) -> pd.DataFrame:
                 "img/s": fmt(r["throughput_ips"]),
                 f"vs {BASELINE_SETTING}": times(r["speedup"]),
                 "MFU": pct(r["mfu"]),
-                "agreement": "; ".join(agree),
+                "agreement": agreement(r),
             }
         )
     return pd.DataFrame(rows)
+
+
+def agreement(r) -> str:
+    """Agreement with fp32 eager logits, e.g. "max abs diff 0.1; top-1 100.0%", where recorded."""
+    agree = []
+    if finite(r.get("max_abs_diff")) is not None:
+        agree.append(f"max abs diff {r['max_abs_diff']:.2g}")
+    if finite(r.get("top1_agreement")) is not None:
+        agree.append(f"top-1 {r['top1_agreement']:.1%}")
+    return "; ".join(agree)
 
 
 def answers_table(part: pd.DataFrame) -> str:
@@ -169,7 +174,10 @@ def noise_note(r) -> str:
 
 
 def detail_table(part: pd.DataFrame) -> str:
-    has = {c: part[c].notna().any() for c in ("images_per_joule", "repeat_spread")}
+    has = {
+        c: c in part and part[c].notna().any()
+        for c in ("images_per_joule", "repeat_spread", "max_abs_diff", "prepare_s")
+    }
     rows = []
     for _, r in part.iterrows():
         ok = r["status"] == "ok"
@@ -192,6 +200,10 @@ def detail_table(part: pd.DataFrame) -> str:
             "BW": pct(r.get("bandwidth_fraction")) if ok else "",
             "bound": (r.get("bound") or "") if ok and isinstance(r.get("bound"), str) else "",
         }
+        if has["max_abs_diff"]:
+            row["agreement with fp32 eager"] = agreement(r) if ok else ""
+        if has["prepare_s"]:
+            row["prepare s"] = fmt(r["prepare_s"], 1) if ok and r["prepare_s"] else ""
         if has["repeat_spread"]:
             row["repeat spread"] = pct(r["repeat_spread"]) if ok else ""
         row["noise"] = noise_note(r) if ok else ""
