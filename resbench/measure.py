@@ -225,9 +225,10 @@ def prepare(
 ) -> Iterator[Prepared]:
     """Build and place the model for ``config`` and wrap it in its backend; restore global flags after.
 
-    The same preparation serves measure(), the pytest benchmarks, the profiler and the trainer's
-    step. ``reference`` also keeps fp32 eager logits of the same inputs, for the agreement; with
-    ``weights`` (a torchvision state dict) the model has real weights instead of He-initialised ones.
+    The same preparation serves measure(), the pytest benchmarks and the profiler; its train step
+    (``backends.TrainStep``) is the trainer's too. ``reference`` also keeps fp32 eager logits of
+    the same inputs, for the agreement; with ``weights`` (a torchvision state dict) the model has
+    real weights instead of He-initialised ones.
     """
     device = validate_config(config)
     steady_allocator()
