@@ -23,8 +23,9 @@ from torch.profiler import record_function
 
 # record_function labels inside a train step, so the profiler can split the step (~1 us each)
 LOSS_LABEL, OPTIMIZER_LABEL = "stage:loss", "stage:optimizer"
-# int8 calibration: a fixed, seeded set of generated batches, recorded in every int8 Result
-CALIBRATION_SEED, CALIBRATION_BATCHES = 1234, 4
+# int8 calibration: the same seeded generated images at every batch size (fed in batches of the
+# exported model's batch size), recorded in every int8 Result
+CALIBRATION_SEED, CALIBRATION_IMAGES = 1234, 32
 
 
 @dataclass
@@ -160,13 +161,17 @@ def export_onnx(t: Target) -> Path:
 
 
 def calibration_batches(t: Target) -> list[np.ndarray]:
-    """Generated N(0, 1) batches from a fixed seed: what int8 scales are calibrated on."""
+    """Generated N(0, 1) images from a fixed seed, the same at every batch size: what int8 scales
+    are calibrated on (at least CALIBRATION_IMAGES; more only for a larger batch)."""
+    batch, *image = t.inputs.shape
+    count = -(-max(CALIBRATION_IMAGES, batch) // batch)  # batches, rounded up
     gen = torch.Generator().manual_seed(CALIBRATION_SEED)
-    shape = tuple(t.inputs.shape)
+    images = torch.randn(count * batch, *image, generator=gen)
     t.notes["calibration"] = (
-        f"{CALIBRATION_BATCHES} generated batches of {shape[0]} N(0,1) images, seed {CALIBRATION_SEED}"
+        f"{count * batch} generated N(0,1) images, seed {CALIBRATION_SEED}, in {count} batch(es) "
+        f"of {batch}"
     )
-    return [torch.randn(shape, generator=gen).numpy() for _ in range(CALIBRATION_BATCHES)]
+    return [b.numpy() for b in images.split(batch)]
 
 
 def quantise_onnx(t: Target, fp32_path: Path) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import functools
+import importlib.metadata
 import json
 import os
 import platform
@@ -118,6 +119,18 @@ def nvml_gpus() -> dict:
             nvml.nvmlShutdown()
 
 
+RUNTIMES = ("onnxruntime", "onnxruntime-gpu", "openvino", "onnx", "onnxscript", "nvidia-ml-py")
+
+
+def runtime_versions() -> dict:
+    """The installed versions of the optional runtimes the backends use (none imported)."""
+    found = {}
+    for name in RUNTIMES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found[name] = importlib.metadata.version(name)
+    return found
+
+
 def collect_env() -> dict:
     """A JSON-serialisable description of the software and hardware; cheap to call."""
     cuda = torch.cuda.is_available()
@@ -131,6 +144,7 @@ def collect_env() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision_version(),
+        "runtimes": runtime_versions(),
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "cuda_available": cuda,

@@ -167,8 +167,12 @@ def check(device_type: str, mode: str, precision: str, backend: str, channels_la
     if mode not in b.modes:
         raise ValueError(f"backend {backend} is inference-only; got mode {mode}")
     if precision not in b.precisions:
+        on = [
+            n for n, e in BACKENDS.items() if precision in e.precisions and device_type in e.devices
+        ]
+        hint = f" (precision {precision} runs on: {', '.join(on)}; see --backends)" if on else ""
         raise ValueError(
-            f"backend {backend} runs {', '.join(b.precisions)}; got precision {precision}"
+            f"backend {backend} runs {', '.join(b.precisions)}; got precision {precision}{hint}"
         )
     if channels_last and not b.channels_last:
         raise ValueError(

@@ -250,19 +250,25 @@ def _within(ratios: list[float], tolerance: float = TOLERANCE) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="(default: cuda where there is one, else cpu)",
+    )
     p.add_argument(
         "--processes", type=int, default=4, help="fresh processes per check (default: 4)"
     )
     p.add_argument("--rounds", type=int, default=3, help="rounds per in-process check (default: 3)")
     p.add_argument("--budget", type=float, default=1.0, help="seconds per measurement (default: 1)")
-    p.add_argument("--model", default="resnet18")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--model", default="resnet18", help="(default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=8, help="(default: %(default)s)")
     p.add_argument(
         "--setting", default="fp32", help="as in the tables, e.g. tf32+cl (default: fp32)"
     )
-    p.add_argument("--pytest-benchmark", action="store_true")
-    p.add_argument("--out", type=Path)
+    p.add_argument(
+        "--pytest-benchmark", action="store_true", help="also compare `pytest benchmarks`"
+    )
+    p.add_argument("--out", type=Path, help="write the results as JSON here")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     p.add_argument("--child", choices=["inprocess", "plain"], help=argparse.SUPPRESS)
     return p

@@ -85,6 +85,8 @@ def results_frame(results: Sequence[Result]) -> pd.DataFrame:
     columns = list(dict.fromkeys([*RESULT_FIELDS, *OPTIONAL_FIELDS]))
     frame = pd.DataFrame(rows, columns=columns)
     frame["setting"] = [setting_label(r) for r in results]
+    # one preparation has no spread between preparations to show
+    frame.loc[frame["repeats"].fillna(1) <= 1, "repeat_spread"] = None
     return frame
 
 

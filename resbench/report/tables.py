@@ -49,6 +49,10 @@ def env_lines(env: dict) -> list[str]:
         f"- software: torch {env.get('torch')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, "
         f"Python {env.get('python')}, resbench {env.get('resbench')} ({env.get('git_commit')})",
     ]
+    if env.get("runtimes"):
+        lines.append(
+            "- runtimes: " + ", ".join(f"{k} {v}" for k, v in sorted(env["runtimes"].items()))
+        )
     if env.get("bandwidth_gbs"):
         probes = ", ".join(f"{d} {v:,.0f} GB/s" for d, v in env["bandwidth_gbs"].items())
         lines.append(f"- measured memory bandwidth (large copy, read + write): {probes}")
