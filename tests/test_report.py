@@ -65,15 +65,18 @@ def test_report_renders_tables_and_pngs(tmp_path):
 def test_compare_flags_a_planted_2x_slowdown_and_not_a_wobble(tmp_path):
     old = [result("resnet18", 8, ms=10, seed=1), result("resnet50", 8, ms=20, seed=2)]
     new = [result("resnet18", 8, ms=20, seed=3), result("resnet50", 8, ms=20.2, seed=4)]
+    only_new = result("resnet34", 8, ms=15, seed=5)  # measured in one run: said, not compared
     table = report.compare(new, old).set_index("model")
     assert table.loc["resnet18", "verdict"] == "slower"
     assert table.loc["resnet18", "speedup"] == pytest.approx(0.5, rel=0.02)
     assert table.loc["resnet50", "verdict"] == "unchanged"
     write_run(tmp_path / "old", old, {"torch": "2.1", "cpu": "a"})
-    write_run(tmp_path / "new", new, {"torch": "2.2", "cpu": "a"})
+    write_run(tmp_path / "new", [*new, only_new], {"torch": "2.2", "cpu": "a"})
     assert report.main([str(tmp_path / "new"), "--compare", str(tmp_path / "old")]) == 0
     text = (tmp_path / "new" / "compare.md").read_text()
+    assert text.startswith("# Comparison: new (new) against old (old)")
     assert "0 faster, 1 slower, 1 unchanged" in text
+    assert "Not compared: 1 ok Configs only in the new run, 0 only in the old." in text
     assert "environments differ" in text and "torch" in text
 
 

@@ -93,7 +93,7 @@ def write_comparison(
     """compare.md and compare.html for two loaded runs, named ``names`` (new, old)."""
     out_dir = Path(out_dir)
     (new_env, new_results), (old_env, old_results) = new, old
-    text = compare_markdown(new_env, new_results, old_env, old_results, threshold)
+    text = compare_markdown(new_env, new_results, old_env, old_results, threshold, names)
     md = out_dir / "compare.md"
     md.write_text(text)
     warns, verdict, table = compare_report(new_env, new_results, old_env, old_results, threshold)

@@ -158,16 +158,29 @@ def compare_report(
             "The environments differ, so differences may not be the code's: " + "; ".join(diffs)
         )
     warns += load_differences(new, old)
+    ok_new = {r.key() for r in new if r.status == "ok"}
+    ok_old = {r.key() for r in old if r.status == "ok"}
+    unmatched = (
+        f" Not compared: {len(ok_new - ok_old)} ok Configs only in the new run, "
+        f"{len(ok_old - ok_new)} only in the old."
+        if ok_new ^ ok_old
+        else ""
+    )
     if table.empty:
-        return warns, "No Config was measured successfully in both runs.", table
-    return warns, _verdict_line(table, threshold), table
+        return warns, "No Config was measured successfully in both runs." + unmatched, table
+    return warns, _verdict_line(table, threshold) + unmatched, table
 
 
 def compare_markdown(
-    new_env: dict, new: Sequence[Result], old_env: dict, old: Sequence[Result], threshold: float
+    new_env: dict,
+    new: Sequence[Result],
+    old_env: dict,
+    old: Sequence[Result],
+    threshold: float,
+    names: tuple[str, str] = ("new", "old"),
 ) -> str:
     warns, verdict, table = compare_report(new_env, new, old_env, old, threshold)
-    out = ["# Comparison", ""]
+    out = [f"# Comparison: {names[0]} (new) against {names[1]} (old)", ""]
     out += [f"- **Warning:** {w}" for w in warns]
     if warns:
         out.append("")
