@@ -23,16 +23,16 @@ from resbench import (
     cli,
     data,
     flops,
-    isolate,
     layerstats,
     profile,
     report,
     runfolder,
     sweep,
     train,
-    trainrun,
 )
 from resbench.measure import Config, Result
+from resbench.sweep import isolate
+from resbench.train import recipe as trainrun
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = ["--device", "cpu", "--models", "small_resnet20", "--batch-sizes", "1,2,4", "--isolate",
@@ -57,7 +57,7 @@ def fake_measure(calls: list | None = None, fail: set | None = None):
 
 
 def sweep_main(monkeypatch, out: Path, *argv: str, fake=None) -> int:
-    monkeypatch.setattr(sweep, "measure", fake or fake_measure())
+    monkeypatch.setattr(sweep.runner, "measure", fake or fake_measure())
     return sweep.main([*argv, "--out", str(out)])
 
 
@@ -320,7 +320,7 @@ _SIGNAL_IN_REPORT = """
 import os, signal, sys
 from resbench import report, sweep
 from resbench.measure import Result
-sweep.measure = lambda c, *a, **k: Result.for_config(c, latency_ms_median=1.0, throughput_ips=1.0)
+sweep.runner.measure = lambda c, *a, **k: Result.for_config(c, latency_ms_median=1.0, throughput_ips=1.0)
 real = report.finish_run
 def finish_run(out, *a, **k):
     if not getattr(finish_run, "done", False):  # the final report, after the last Config

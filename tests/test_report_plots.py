@@ -5,9 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from resbench import layerstats, trainrun
+from resbench import layerstats
 from resbench.models import build_model
 from resbench.report import pyplot
+from resbench.train import recipe as trainrun
 
 
 def _capture_figures(monkeypatch):

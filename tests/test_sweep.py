@@ -12,9 +12,10 @@ import psutil
 import pytest
 import torch
 
-from resbench import isolate, report, sweep
+from resbench import report, sweep
 from resbench.measure import Config, Result
 from resbench.models import list_models
+from resbench.sweep import isolate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,7 +122,7 @@ def test_settings_pick_exact_combinations_instead_of_a_product():
 
 def run_main(tmp_path, *argv, monkeypatch=None, fake=None):
     if monkeypatch is not None:
-        monkeypatch.setattr(sweep, "measure", fake or fake_measure())
+        monkeypatch.setattr(sweep.runner, "measure", fake or fake_measure())
     return sweep.main([*argv, "--out", str(tmp_path / "run"), "--no-progress"])
 
 
@@ -381,8 +382,10 @@ def test_find_max_batch_doubles_then_bisects():
 
 
 def test_find_max_batch_run_logs_probes_and_reports(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep, "measure", fake_measure(oom_from=40))
-    monkeypatch.setattr(sweep.cli, "parse_devices", lambda text: ["cuda"])  # pretend: CPU refuses
+    monkeypatch.setattr(sweep.runner, "measure", fake_measure(oom_from=40))
+    monkeypatch.setattr(
+        sweep.grid.cli, "parse_devices", lambda text: ["cuda"]
+    )  # pretend: CPU refuses
     monkeypatch.setattr(sweep.grid, "validate_config", lambda c: None)
     rc = sweep.main(["--device", "cuda", "--models", "small_resnet20", "--batch-sizes", "8",
                      "--find-max-batch", "--isolate", "off", "--no-progress", "--out", str(tmp_path)])  # fmt: skip

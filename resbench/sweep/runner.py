@@ -27,11 +27,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from resbench import cli, grid, report, runfolder
+from resbench import cli, report, runfolder
 from resbench.env import collect_env
-from resbench.grid import PRESETS, build_grid, estimate_minutes, expand  # noqa: F401 (the sweep's API)
-from resbench.isolate import Worker
-from resbench.maxbatch import find_max_batch, max_batch_searches  # noqa: F401 (the sweep's API)
 from resbench.measure import (
     Config,
     Result,
@@ -40,6 +37,10 @@ from resbench.measure import (
 )
 from resbench.models import model_family
 from resbench.runfolder import ResultLog
+from resbench.sweep import grid
+from resbench.sweep.grid import build_grid, estimate_minutes
+from resbench.sweep.isolate import Worker
+from resbench.sweep.maxbatch import max_batch_searches
 
 EXIT_INCOMPLETE = 3  # --max-minutes ended the run with Configs left (2 is a usage error)
 EXIT_ERRORS = 4  # the grid ran to its end, but some Configs ended in error (--resume retries them)

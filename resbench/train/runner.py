@@ -30,13 +30,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from resbench import cli, data, runfolder, trainrun
+from resbench import cli, data, runfolder
 from resbench.backends import TrainStep
 from resbench.env import collect_env
 from resbench.models import build_model
 from resbench.settings import PRECISIONS, autocast, numerics
 from resbench.timing import synchronize
-from resbench.trainrun import (  # noqa: F401 (the trainer's API)
+from resbench.train import recipe
+from resbench.train.recipe import (  # noqa: F401 (the trainer's API)
     CHECKPOINT,
     LOG_COLUMNS,
     LOG_FILE,
@@ -156,7 +157,7 @@ def _train(cfg, cifar, out, resume, progress, rank, world, device) -> dict:
                     f"train {row['train_acc']:.3f}  test {row['test_acc']:.4f}  lr {row['lr']:.3g}  "
                     f"{row['images_per_s']:.0f} img/s"
                 )
-    summary = trainrun.summarise(cfg, t.state)
+    summary = recipe.summarise(cfg, t.state)
     if rank == 0:
         pd.DataFrame(t.state.log).to_csv(out / "train.csv", index=False)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -196,21 +197,21 @@ def _build(cfg: TrainConfig, cifar: data.Cifar, device, rank: int, world: int) -
 
 
 def _restore(t: _Trainer, path: Path) -> None:
-    ckpt = trainrun.read_checkpoint(path, t.cfg, t.device)
+    ckpt = recipe.read_checkpoint(path, t.cfg, t.device)
     t.model.load_state_dict(ckpt["model"])
     t.optimizer.load_state_dict(ckpt["optimizer"])
     t.scheduler.load_state_dict(ckpt["scheduler"])
     t.scaler.load_state_dict(ckpt["scaler"])
-    trainrun.set_rng_state(ckpt["rng"], t.gen)
+    recipe.set_rng_state(ckpt["rng"], t.gen)
     t.state = RunState(**ckpt["state"])
 
 
 def _save(t: _Trainer, out: Path) -> None:
     """The epoch's log line, then the checkpoint (each written whole or not at all)."""
-    trainrun.write_log(out, t.state.log)
-    trainrun.save_checkpoint(
+    recipe.write_log(out, t.state.log)
+    recipe.save_checkpoint(
         out / CHECKPOINT, model=t.model.state_dict(), optimizer=t.optimizer.state_dict(),
-        scheduler=t.scheduler.state_dict(), scaler=t.scaler.state_dict(), rng=trainrun.rng_state(t.gen),
+        scheduler=t.scheduler.state_dict(), scaler=t.scaler.state_dict(), rng=recipe.rng_state(t.gen),
         state=asdict(t.state), config=asdict(t.cfg),
     )  # fmt: skip
 
@@ -340,7 +341,7 @@ def _main(args, argv) -> int:
         out = Path(box[0])
     run_dirs = [out if args.runs == 1 else out / f"seed{base.seed + i}" for i in range(args.runs)]
     if rank == 0:
-        trainrun.check_folder(out, run_dirs, args, base)
+        recipe.check_folder(out, run_dirs, args, base)
     with runfolder.locked(out) if rank == 0 else contextlib.nullcontext():
         cifar = _load_data(args, rank, world)
         if base.batch_size > len(cifar.train_x):
@@ -352,7 +353,7 @@ def _main(args, argv) -> int:
         command = f"python -m resbench.train {argv_text}"
         env = collect_env() | {"command": command, "world_size": world}
         if rank == 0:
-            trainrun.start_folder(out, run_dirs, args, base, command, env)
+            recipe.start_folder(out, run_dirs, args, base, command, env)
         return _train_all(args, base, cifar, run_dirs, out, env, rank, world, argv_text)
 
 
@@ -389,10 +390,10 @@ def _train_all(args, base, cifar, run_dirs, out, env, rank, world, argv_text) ->
         )
         return 130
     if rank == 0:
-        trainrun.write_summary(out, base, runs, env)
+        recipe.write_summary(out, base, runs, env)
         finals = [s["final_test_acc"] for _, s in runs]
         print(
-            f"final test accuracy {trainrun.mean_std(finals)} over {len(runs)} run(s); wrote {out / 'summary.md'}"
+            f"final test accuracy {recipe.mean_std(finals)} over {len(runs)} run(s); wrote {out / 'summary.md'}"
         )
     if world > 1:
         import torch.distributed as dist

@@ -1,19 +1,38 @@
 """The tables and plot of a profile: ops.md (operators, by category), stages.md and stages.png.
 
-``write_tables(profile, out, top_k)`` renders what ``resbench.profile.run_profile`` measured.
+``write_tables(profile, out, top_k)`` renders a ``Profile``: what ``resbench.profile.run_profile``
+measured.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from resbench.measure import Config
 from resbench.report import pyplot
 
-if TYPE_CHECKING:
-    from resbench.profile import Profile
+
+@dataclass
+class Profile:
+    config: Config
+    step_ms: float  # median step time measured without the profiler
+    profiled_step_ms: float  # the median ProfilerStep's time, with the profiler on
+    ops: pd.DataFrame
+    stages: pd.DataFrame | None
+    paths: dict[str, Path]
+    foreign_cpu: float = 0.0  # cores other processes kept busy while profiling
+    kernel_ms: float | None = None  # CUDA: kernel time of the median profiled step
+
+    @property
+    def stage_base(self) -> tuple[float, str]:
+        """What stage shares are of: kernel time on CUDA (the profiler inflates host time), else
+        the step's wall time."""
+        if self.kernel_ms:
+            return self.kernel_ms, "kernel time"
+        return self.profiled_step_ms, "profiled step"
 
 
 def _ms(v: float) -> str:

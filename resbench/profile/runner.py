@@ -22,7 +22,6 @@ import re
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -33,7 +32,7 @@ from torch.profiler import ProfilerActivity, record_function, schedule
 from resbench import cli, timing
 from resbench.measure import Config, prepare, validate_config
 from resbench.models import list_models
-from resbench.profile_tables import stages_markdown, write_tables  # noqa: F401 (the API)
+from resbench.profile.tables import Profile, write_tables
 from resbench.settings import BACKENDS, MODES
 
 STAGE_PREFIX = "stage:"
@@ -102,26 +101,6 @@ class StageMarks:
             h.remove()
         for name in self.patched:
             delattr(self.model, name)
-
-
-@dataclass
-class Profile:
-    config: Config
-    step_ms: float  # median step time measured without the profiler
-    profiled_step_ms: float  # the median ProfilerStep's time, with the profiler on
-    ops: pd.DataFrame
-    stages: pd.DataFrame | None
-    paths: dict[str, Path]
-    foreign_cpu: float = 0.0  # cores other processes kept busy while profiling
-    kernel_ms: float | None = None  # CUDA: kernel time of the median profiled step
-
-    @property
-    def stage_base(self) -> tuple[float, str]:
-        """What stage shares are of: kernel time on CUDA (the profiler inflates host time), else
-        the step's wall time."""
-        if self.kernel_ms:
-            return self.kernel_ms, "kernel time"
-        return self.profiled_step_ms, "profiled step"
 
 
 def _self_time_us(evt, on_cuda: bool) -> float:

@@ -1,0 +1,35 @@
+"""`python -m resbench.sweep`: a grid of Configs -> a run folder of Results, tables and plots.
+
+Modules: ``grid`` (presets, flags, the Configs a run measures), ``isolate`` (the worker process),
+``maxbatch`` (the largest batch that fits), ``runner`` (running the grid, ``main``).
+"""
+
+from __future__ import annotations
+
+from resbench.sweep.grid import PRESETS, build_grid, estimate_minutes, expand
+from resbench.sweep.maxbatch import find_max_batch, max_batch_searches
+from resbench.sweep.runner import (
+    EXIT_ERRORS,
+    EXIT_INCOMPLETE,
+    EXIT_INTERRUPTED,
+    build_parser,
+    main,
+    run_grid,
+    summary_line,
+)
+
+__all__ = [
+    "EXIT_ERRORS",
+    "EXIT_INCOMPLETE",
+    "EXIT_INTERRUPTED",
+    "PRESETS",
+    "build_grid",
+    "build_parser",
+    "estimate_minutes",
+    "expand",
+    "find_max_batch",
+    "main",
+    "max_batch_searches",
+    "run_grid",
+    "summary_line",
+]
