@@ -13,9 +13,9 @@ import os
 import pytest
 
 from resbench.cli import parse_models, parse_positive_ints, parse_settings, split_list
-from resbench.devices import default_device
+from resbench.devices import default_device, parse_device
 from resbench.env import collect_env
-from resbench.measure import Config, missing_package, validate_config
+from resbench.measure import Config, missing_package, unfaithful, validate_config
 from resbench.models import model_family
 from resbench.settings import BACKENDS, MODES, PRECISIONS
 
@@ -123,6 +123,9 @@ def rb_config(request) -> Config:
     missing = missing_package(config)
     if missing:
         pytest.skip(missing)
+    refused = unfaithful(parse_device(config.device), config)
+    if refused is not None:  # its label would be false on this machine
+        pytest.skip(refused[0])
     return config
 
 

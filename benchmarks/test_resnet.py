@@ -13,8 +13,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from resbench import flops, timing
+from resbench.backends import Unfaithful
 from resbench.devices import PeakMemory, device_name
 from resbench.measure import Config, prepare
 
@@ -27,22 +29,27 @@ def run_benchmark(benchmark, config: Config) -> None:
 
     device = torch.device(config.device)
     memory = PeakMemory(device)
-    with prepare(config) as prepared:
-        if getattr(benchmark, "disabled", False):  # --benchmark-disable: one call as a smoke test
-            benchmark(prepared.step)
-            return
-        warm, _ = timing.warmup(prepared.step, device, max_s=max(2.0, 2 * ROUND_BUDGET_S))
-        per_iter_s = float(warm.samples_ms[-1]) / 1e3
+    try:
+        with prepare(config) as prepared:
+            # --benchmark-disable: one call as a smoke test
+            if getattr(benchmark, "disabled", False):
+                benchmark(prepared.step)
+                return
+            warm, _ = timing.warmup(prepared.step, device, max_s=max(2.0, 2 * ROUND_BUDGET_S))
+            per_iter_s = float(warm.samples_ms[-1]) / 1e3
 
-        def timed():
-            prepared.step()
-            timing.synchronize(device)  # the device's time, not the launch's
+            def timed():
+                prepared.step()
+                timing.synchronize(device)  # the device's time, not the launch's
 
-        rounds = max(MIN_ROUNDS, min(1000, math.ceil(ROUND_BUDGET_S / max(per_iter_s, 1e-6))))
-        memory.start()
-        benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=1)
-        memory.sample()
-        peak_mb = memory.peak_mb()
+            rounds = max(MIN_ROUNDS, min(1000, math.ceil(ROUND_BUDGET_S / max(per_iter_s, 1e-6))))
+            memory.start()
+            benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=1)
+            memory.sample()
+            peak_mb = memory.peak_mb()
+            effective = prepared.notes.get("effective_precision")
+    except Unfaithful as exc:  # the runtime computed another precision than the label's
+        pytest.skip(str(exc))
     forward = flops.count_flops(config.model, config.image_size)
     step = flops.count_flops(config.model, config.image_size, config.mode)
     info = {
@@ -54,6 +61,7 @@ def run_benchmark(benchmark, config: Config) -> None:
         "peak_memory_mb": peak_mb,
         "peak_memory_method": memory.method,
         "device_name": device_name(device),
+        "effective_precision": effective,
     }
     stats = getattr(benchmark, "stats", None)
     if stats is not None and stats.stats.median > 0:  # absent under --benchmark-disable

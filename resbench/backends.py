@@ -10,6 +10,7 @@ PyTorch are imported here, when used; ``resbench/settings.py`` says which backen
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import time
 from collections.abc import Callable
@@ -26,6 +27,27 @@ LOSS_LABEL, OPTIMIZER_LABEL = "stage:loss", "stage:optimizer"
 # int8 calibration: the same seeded generated images at every batch size (fed in batches of the
 # exported model's batch size), recorded in every int8 Result
 CALIBRATION_SEED, CALIBRATION_IMAGES = 1234, 32
+
+
+class Unfaithful(ValueError):
+    """The runtime would not compute in the precision the setting's label names (a "skipped" row);
+    ``effective`` is what it would compute in."""
+
+    def __init__(self, why: str, effective: str | None = None) -> None:
+        super().__init__(why)
+        self.effective = effective
+
+
+# a runtime's own names for what a layer computes in -> resbench's precisions
+RUNTIME_PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
+
+
+def conv_precision(kinds: dict[str, int]) -> str:
+    """The precision most convolutions ran in, from {precision: count}; "mixed (...)" on a tie."""
+    ranked = sorted(kinds.items(), key=lambda kv: -kv[1])
+    if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+        return "mixed (" + ", ".join(f"{k} x{n}" for k, n in ranked) + ")"
+    return ranked[0][0] if ranked else "unknown"
 
 
 @dataclass
@@ -227,8 +249,12 @@ def onnxruntime(t: Target) -> tuple[Callable[[], object], float]:
         providers = ["CPUExecutionProvider"]
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()  # the same threads as PyTorch's rows
+    # the graph as the session runs it (after fusion and quantised-op rewriting): what it computes in
+    options.optimized_model_filepath = str(t.workdir / "model.session.onnx")
+    options.log_severity_level = 3  # its note that the saved graph is hardware-specific
     session = ort.InferenceSession(str(path), options, providers=providers)
     prepare_s = time.perf_counter() - start
+    t.notes.update(onnxruntime_precision(Path(options.optimized_model_filepath)))
     name = session.get_inputs()[0].name
     if t.device.type != "cuda":
         feed = {name: t.inputs.cpu().numpy()}
@@ -250,6 +276,29 @@ def onnxruntime(t: Target) -> tuple[Callable[[], object], float]:
     return infer, prepare_s
 
 
+# the convolution ops of an onnxruntime graph, by what they compute in
+ORT_CONVS = {"Conv": "fp32", "FusedConv": "fp32", "NhwcFusedConv": "fp32", "QLinearConv": "int8",
+             "ConvInteger": "int8", "NhwcConv": "fp32"}  # fmt: skip
+
+
+def onnxruntime_precision(optimised: Path) -> dict:
+    """effective_precision and compute_kernel of the session's own (optimised) graph: the
+    precision and op type of most of its convolutions."""
+    import onnx
+
+    if not optimised.exists():  # a provider that compiles the graph away saves none
+        return {"effective_precision": None, "compute_kernel": None}
+    ops = [n.op_type for n in onnx.load(str(optimised), load_external_data=False).graph.node]
+    convs = [op for op in ops if op in ORT_CONVS]
+    kinds: dict[str, int] = {}
+    for op in convs:
+        kinds[ORT_CONVS[op]] = kinds.get(ORT_CONVS[op], 0) + 1
+    return {
+        "effective_precision": conv_precision(kinds),
+        "compute_kernel": max(set(convs), key=convs.count) if convs else None,
+    }
+
+
 # OpenVINO's CPU plugin computes in bf16 by default where it can, which is not fp32: the hint says;
 # in int8 it sets the precision of what was not quantised
 OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the rest in f32
@@ -266,6 +315,7 @@ def openvino(t: Target) -> tuple[Callable[[], object], float]:
     if t.precision in OPENVINO_HINTS:
         config["INFERENCE_PRECISION_HINT"] = OPENVINO_HINTS[t.precision]
     compiled_model = core.compile_model(core.read_model(str(path)), "CPU", config)
+    t.notes.update(openvino_precision(compiled_model))
     request = compiled_model.create_infer_request()
     request.set_input_tensor(ov.Tensor(t.inputs.cpu().numpy(), shared_memory=True))
     prepare_s = time.perf_counter() - start
@@ -275,6 +325,50 @@ def openvino(t: Target) -> tuple[Callable[[], object], float]:
         return request.get_output_tensor().data
 
     return infer, prepare_s
+
+
+# what OpenVINO's CPU plugin must list in OPTIMIZATION_CAPABILITIES to compute a precision
+OPENVINO_CAPABILITY = {"fp32": "FP32", "bf16": "BF16", "int8": "INT8"}
+
+
+@functools.cache
+def openvino_capabilities() -> list[str]:
+    """OpenVINO's CPU plugin's OPTIMIZATION_CAPABILITIES on this machine ("FP32", "BF16", "INT8", ...)."""
+    import openvino as ov
+
+    return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def openvino_lacks(precision: str) -> str | None:
+    """Why OpenVINO's CPU plugin would not compute ``precision`` here (its capabilities lack it), or
+    None; asked before exporting, so that a row that would be false costs nothing."""
+    capabilities = openvino_capabilities()
+    if OPENVINO_CAPABILITY[precision] in capabilities:
+        return None
+    return (
+        f"OpenVINO's CPU plugin lists no {OPENVINO_CAPABILITY[precision]} on this CPU (its "
+        f"capabilities: {', '.join(capabilities)}): it would compute in fp32"
+    )
+
+
+def openvino_precision(compiled_model) -> dict:
+    """effective_precision and compute_kernel as the compiled model reports them: the runtime
+    precision and primitive of most convolutions (not the hint asked for, which a CPU without
+    the units silently overrides)."""
+    kinds: dict[str, int] = {}
+    kernels: list[str] = []
+    for op in compiled_model.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if "layerType" not in info or info["layerType"].astype(str) != "Convolution":
+            continue
+        runtime = info["runtimePrecision"].astype(str)
+        name = RUNTIME_PRECISIONS.get(runtime, runtime)
+        kinds[name] = kinds.get(name, 0) + 1
+        kernels.append(info["primitiveType"].astype(str))
+    return {
+        "effective_precision": conv_precision(kinds),
+        "compute_kernel": max(set(kernels), key=kernels.count) if kernels else None,
+    }
 
 
 def as_tensor(output: object) -> torch.Tensor:

@@ -85,6 +85,39 @@ def device_name(device: torch.device) -> str:
     return env.cpu_model()
 
 
+# hardware bf16 dot products on CPUs: without one of them PyTorch only emulates bf16 (on AVX2 many
+# times slower than fp32) and OpenVINO computes its "bf16" in fp32
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "avx_ne_convert")
+# tensor-core precisions and the compute capability that brought them (Ampere: 8.0)
+CUDA_MIN_CAPABILITY = {"tf32": 8, "bf16": 8}
+
+
+def emulated(device: torch.device, precision: str) -> str | None:
+    """Why PyTorch would only emulate ``precision`` on ``device`` (it has no units for it), or None."""
+    if device.type == "cpu" and precision == "bf16" and not set(CPU_BF16_FLAGS) & env.cpu_flags():
+        return (
+            f"this CPU has no bf16 units (none of {', '.join(CPU_BF16_FLAGS)} in its flags): "
+            "PyTorch only emulates bf16 here, far slower than fp32"
+        )
+    if device.type == "cuda" and precision in CUDA_MIN_CAPABILITY:
+        major, minor = torch.cuda.get_device_capability(device)
+        if major < CUDA_MIN_CAPABILITY[precision]:
+            return (
+                f"{device_name(device)} (compute capability {major}.{minor}) has no {precision} "
+                "tensor cores"
+            )
+    return None
+
+
+def torch_precision(device: torch.device, precision: str) -> str:
+    """What PyTorch computes in for ``precision`` on ``device``, read back from its switches (call
+    it inside ``settings.numerics``): "fp32", "tf32", "bf16", "fp16", or "bf16-emulated"."""
+    if device.type == "cuda" and precision in ("fp32", "tf32"):
+        on = torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
+        return "tf32" if on and emulated(device, "tf32") is None else "fp32"
+    return f"{precision}-emulated" if emulated(device, precision) else precision
+
+
 def is_oom(exc: BaseException) -> bool:
     """CUDA's OutOfMemoryError, or the CPU allocator's failure to allocate."""
     oom_type = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)

@@ -6,6 +6,7 @@ Usage: ``python -m resbench.env`` prints the JSON that every run folder stores a
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as _dt
 import functools
 import importlib.metadata
@@ -14,6 +15,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,6 +57,69 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# the CPU flags that decide which arithmetic is native: bf16 dot products (AVX512-BF16, AMX,
+# AVX-NE-CONVERT), int8 dot products (VNNI, AMX) and the vector width
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx_vnni",
+             "avx_ne_convert", "amx_tile", "amx_bf16", "amx_int8")  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as the kernel reports them (/proc/cpuinfo, what lscpu shows)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+@functools.lru_cache(maxsize=4)
+def onednn_kernel(dtype: torch.dtype = torch.bfloat16) -> str | None:
+    """The implementation oneDNN runs a small convolution in ``dtype`` with, as its verbose log
+    names it ("jit_bf16:avx512_core_bf16", "brg_conv_fwd:avx2"), or None where oneDNN did not run
+    it (PyTorch's own, slower kernel) or the log could not be read."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    # channels_last: PyTorch hands even a small NHWC convolution to oneDNN
+    nhwc = torch.channels_last
+    x = torch.randn(1, 32, 28, 28).to(dtype).contiguous(memory_format=nhwc)
+    w = torch.randn(32, 32, 3, 3).to(dtype).contiguous(memory_format=nhwc)
+    fd = 1  # oneDNN prints its log through the C library's stdout, whatever sys.stdout is
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.stdout.flush()
+    saved = os.dup(fd)
+    try:
+        with tempfile.TemporaryFile() as log:
+            os.dup2(log.fileno(), fd)
+            try:
+                with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                    torch.nn.functional.conv2d(x, w)
+            finally:
+                with contextlib.suppress(OSError, AttributeError):
+                    ctypes.CDLL(None).fflush(None)  # what the C library still buffers
+                os.dup2(saved, fd)
+            log.seek(0)
+            lines = log.read().decode(errors="replace").splitlines()
+    finally:
+        os.close(saved)
+    for line in lines:
+        parts = line.split(",")
+        if "exec" in parts and "convolution" in parts:
+            return parts[parts.index("convolution") + 1]
+    return None
+
+
+def cpu_isa() -> dict:
+    """What decides the CPU's arithmetic: its flags of interest, PyTorch's vector capability and
+    the kernels oneDNN runs in fp32 and bf16."""
+    return {
+        "cpu_flags": [f for f in ISA_FLAGS if f in cpu_flags()],
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_fp32_kernel": onednn_kernel(torch.float32),
+        "onednn_bf16_kernel": onednn_kernel(torch.bfloat16),
+    }
 
 
 def torchvision_version() -> str | None:
@@ -132,7 +197,8 @@ def runtime_versions() -> dict:
 
 
 def collect_env() -> dict:
-    """A JSON-serialisable description of the software and hardware; cheap to call."""
+    """A JSON-serialisable description of the software and hardware; cheap to call (the oneDNN
+    probe is two tiny convolutions, once per process)."""
     cuda = torch.cuda.is_available()
     devices = (
         [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
@@ -153,6 +219,7 @@ def collect_env() -> dict:
         "mps_available": mps,
         **nvml_gpus(),
         "cpu": cpu_model(),
+        **cpu_isa(),
         "logical_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "os": f"{platform.system()} {platform.release()}",

@@ -25,7 +25,8 @@ device (read + write bytes over the median time).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -159,11 +160,46 @@ def _registry_params(name: str) -> int:
         return count_params(build_model(name))
 
 
-def _probe_size(device: torch.device, precision: str) -> int:
+# the probe's product grows from the smallest size until one call takes PROBE_CALL_S (the BLAS's
+# steady rate) or the largest size is reached; sizing stops at PROBE_SIZING_S whatever the device
+# computes (an emulated bf16 2048^3 product takes ~56 s on an AVX2-only CPU, 256^3 ~0.1 s)
+PROBE_SIZES = {"cpu": (256, 512, 1024, 2048), "other": (1024, 2048, 4096, 8192)}
+PROBE_CALL_S, PROBE_SIZING_S = 0.05, 1.0
+
+
+def _probe_products(device: torch.device, dtype: torch.dtype, n: int) -> dict[str, Callable]:
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(device, dtype)
+    b = torch.randn(n, n, generator=gen).to(device, dtype)
+    probes = {"mm": lambda: torch.mm(a, b)}
     if device.type == "cpu":
-        # ~0.1 s per product on a 2-core CPU: large enough to reach the BLAS's steady rate
-        return 2048
-    return 8192
+        # the same n x n x n product as a 1x1 convolution runs on oneDNN, which convolutions use
+        # too; the BLAS behind torch.mm can be far slower (MKL on AMD CPUs: half the rate here)
+        x = a.t().reshape(1, n, n, 1).contiguous(memory_format=torch.channels_last)
+        w = b.t().reshape(n, n, 1, 1).contiguous(memory_format=torch.channels_last)
+        probes["conv1x1"] = lambda: F.conv2d(x, w)
+    return probes
+
+
+def _timed_call_s(fn: Callable, device: torch.device) -> float:
+    start = time.perf_counter()
+    fn()
+    timing.synchronize(device)
+    return time.perf_counter() - start
+
+
+def _sized_probe(device: torch.device, dtype: torch.dtype, name: str) -> tuple[int, Callable]:
+    """The largest product size (up to the last of PROBE_SIZES) worth timing within the sizing
+    deadline, and its callable."""
+    sizes = PROBE_SIZES["cpu" if device.type == "cpu" else "other"]
+    deadline = time.perf_counter() + PROBE_SIZING_S
+    for n in sizes:
+        fn = _probe_products(device, dtype, n)[name]
+        call_s = _timed_call_s(fn, device)
+        # large enough, or the next size (~8x this call) would pass the deadline
+        if call_s >= PROBE_CALL_S or time.perf_counter() + 8 * call_s > deadline:
+            break
+    return n, fn
 
 
 @functools.cache
@@ -175,23 +211,12 @@ def _peak_tflops(device_str: str, precision: str, budget_s: float) -> float:
         raise ValueError(
             f"no matmul probe for precision {precision!r}; probed: {', '.join(probed)}"
         )
-    n = _probe_size(device, precision)
-    dtype = entry.probe
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(n, n, generator=gen).to(device, dtype)
-    b = torch.randn(n, n, generator=gen).to(device, dtype)
-    probes = {"mm": lambda: torch.mm(a, b)}
-    if device.type == "cpu":
-        # the same n x n x n product as a 1x1 convolution runs on oneDNN, which convolutions use
-        # too; the BLAS behind torch.mm can be far slower (MKL on AMD CPUs: half the rate here)
-        x = a.t().reshape(1, n, n, 1).contiguous(memory_format=torch.channels_last)
-        w = b.t().reshape(n, n, 1, 1).contiguous(memory_format=torch.channels_last)
-        probes["conv1x1"] = lambda: F.conv2d(x, w)
     saved = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = entry.tf32
     best = 0.0
     try:
-        for fn in probes.values():
+        for name in _probe_products(device, entry.probe, 1):
+            n, fn = _sized_probe(device, entry.probe, name)
             warm, _ = timing.warmup(fn, device, max_s=budget_s)
             samples = timing.autorange(
                 fn, device, budget_s, float(warm.samples_ms[-1]), min_iters=5
@@ -208,7 +233,9 @@ def measure_peak_tflops(device: str | torch.device, precision: str, budget_s: fl
 
     On CPUs the better of torch.mm and the same product as a 1x1 convolution (oneDNN).
 
-    n is 8192 on accelerators and 2048 on CPUs. MFU = achieved / this.
+    n grows (256 to 2048 on CPUs, 1024 to 8192 elsewhere) until one product takes ~50 ms, within
+    a sizing deadline, so that a precision the device only emulates costs seconds, not minutes.
+    Each product is then timed for ``budget_s``. MFU = achieved / this.
     """
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:

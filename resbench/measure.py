@@ -26,15 +26,17 @@ from pathlib import Path
 
 import torch
 
-from resbench import backends, flops, power, settings, timing
+from resbench import backends, env, flops, power, settings, timing
 from resbench.devices import (
     PeakMemory,
     default_device,
     device_name,
+    emulated,
     free_memory,
     is_oom,
     parse_device,
     steady_allocator,
+    torch_precision,
 )
 from resbench.models import build_model, default_image_size, list_models, load_torchvision_weights
 from resbench.settings import COMPILE_MODES, numerics
@@ -112,6 +114,13 @@ class Result(Config):
     max_abs_diff: float | None = None  # largest |logit - fp32 eager logit|, same weights and batch
     top1_agreement: float | None = None  # fraction of the batch whose top-1 class fp32 eager shares
     calibration: str | None = None  # int8: the batches the scales were calibrated on
+    # what the arithmetic really was, read back from the runtime (OpenVINO's compiled model,
+    # onnxruntime's session graph) or from PyTorch's switches and the hardware: "fp32", "tf32",
+    # "bf16", "int8", ..., "bf16-emulated" where the device has no units for it
+    effective_precision: str | None = None
+    compute_kernel: str | None = (
+        None  # the convolution kernel that ran (oneDNN's, OpenVINO's, ORT op)
+    )
     weights: str | None = None  # a torchvision state dict the model was loaded with (--weights)
     warmup_s: float | None = None
     measure_s: float | None = None  # wall time of the measured region
@@ -192,6 +201,41 @@ def missing_package(config: Config) -> str | None:
     return f"backend {config.backend} needs {needs}: pip install 'resbench[{extra}]' (or pip install -e \".[{extra}]\")"
 
 
+class NonFiniteOutput(RuntimeError):
+    """A step's output holds a NaN or Inf (an "error" row that says so)."""
+
+
+def unfaithful(device: torch.device, config: Config) -> tuple[str, str] | None:
+    """(why, what would run) where this Config's label would be false before anything is built:
+    a runtime that lacks the precision here, or PyTorch without units for it; else None."""
+    lacks = settings.BACKENDS[config.backend].lacks
+    if lacks is not None:
+        why = lacks(config.precision)
+        return (why, "fp32") if why else None
+    why = emulated(device, config.precision)
+    return (why, f"{config.precision}-emulated") if why else None
+
+
+def check_faithful(config: Config, effective: str | None, allow_emulated: bool) -> None:
+    """Refuse (backends.Unfaithful) a row whose arithmetic is not what its label says: another
+    precision, or an emulated one unless ``allow_emulated``."""
+    if effective is None or effective == config.precision:
+        return
+    if effective == f"{config.precision}-emulated":
+        if not allow_emulated:
+            raise backends.Unfaithful(
+                f"precision {config.precision} is only emulated on this device "
+                "(--allow-emulated measures it anyway)",
+                effective,
+            )
+        return
+    raise backends.Unfaithful(
+        f"the {config.backend} backend computed {effective}, not {config.precision}, on this "
+        f"device: a row labelled {config.precision} would be false",
+        effective,
+    )
+
+
 @dataclass
 class Prepared:
     """A model ready to run one Config: ``step()`` runs one timed iteration."""
@@ -207,11 +251,24 @@ class Prepared:
     reference: torch.Tensor | None = None  # fp32 eager logits on the same inputs (agreement)
     notes: dict = field(default_factory=dict)  # what the backend recorded (calibration)
 
-    def agreement(self) -> dict:
-        """max_abs_diff and top1_agreement of one step's output against the fp32 eager logits."""
+    def output(self) -> torch.Tensor:
+        """One more step's output (the logits; the loss in train) as a CPU tensor, refused with
+        NonFiniteOutput if it holds a NaN or Inf: such a row's figures would mean nothing."""
+        out = backends.as_tensor(self.step())
+        bad = out.numel() - int(torch.isfinite(out).sum())
+        if bad:
+            what = "loss" if self.config.mode == "train" else "logits"
+            raise NonFiniteOutput(
+                f"the {what} hold {int(torch.isnan(out).sum())} NaN and "
+                f"{int(torch.isinf(out).sum())} Inf of {out.numel()} values (NaN or Inf in the "
+                "weights, or an overflow in this precision)"
+            )
+        return out
+
+    def agreement(self, out: torch.Tensor) -> dict:
+        """max_abs_diff and top1_agreement of a step's output against the fp32 eager logits."""
         if self.reference is None:
             return {}
-        out = backends.as_tensor(self.step())
         ref = self.reference
         return {
             "max_abs_diff": float((out - ref).abs().max()),
@@ -221,14 +278,21 @@ class Prepared:
 
 @contextlib.contextmanager
 def prepare(
-    config: Config, seed: int = 0, *, reference: bool = False, weights: str | None = None
+    config: Config,
+    seed: int = 0,
+    *,
+    reference: bool = False,
+    weights: str | None = None,
+    allow_emulated: bool = False,
 ) -> Iterator[Prepared]:
     """Build and place the model for ``config`` and wrap it in its backend; restore global flags after.
 
     The same preparation serves measure(), the pytest benchmarks and the profiler; its train step
     (``backends.TrainStep``) is the trainer's too. ``reference`` also keeps fp32 eager logits of
     the same inputs, for the agreement; with ``weights`` (a torchvision state dict) the model has
-    real weights instead of He-initialised ones.
+    real weights instead of He-initialised ones. A setting whose arithmetic is not what its label
+    says raises ``backends.Unfaithful`` (an emulated precision only without ``allow_emulated``);
+    ``notes`` records ``effective_precision`` and ``compute_kernel``.
     """
     device = validate_config(config)
     steady_allocator()
@@ -255,6 +319,12 @@ def prepare(
         )  # fmt: skip
         step, prepare_s = settings.BACKENDS[config.backend].wrap(target)
         optimizer = target.notes.pop("optimizer", None)
+        if "effective_precision" not in target.notes:  # PyTorch's own arithmetic
+            target.notes["effective_precision"] = torch_precision(device, config.precision)
+            dtype = settings.PRECISIONS[config.precision].autocast or torch.float32
+            kernel = env.onednn_kernel(dtype) if device.type == "cpu" else None
+            target.notes["compute_kernel"] = kernel
+        check_faithful(config, target.notes["effective_precision"], allow_emulated)
         yield Prepared(
             config, device, model, inputs, labels, step, prepare_s, optimizer, ref, target.notes
         )
@@ -288,10 +358,13 @@ def _measure_once(
     max_warmup_s: float,
     weights: str | None = None,
     agree: bool = False,
+    allow_emulated: bool = False,
 ) -> _Run:
     """Prepare ``config`` afresh, warm it up and sample it; exceptions propagate."""
     memory = PeakMemory(device)
-    with prepare(config, reference=agree, weights=weights) as prepared:
+    with prepare(
+        config, reference=agree, weights=weights, allow_emulated=allow_emulated
+    ) as prepared:
         flags = {
             "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
             "tf32_cudnn": torch.backends.cudnn.allow_tf32,
@@ -312,7 +385,8 @@ def _measure_once(
             )
             memory.sample()
         peak_mb = memory.peak_mb()
-        agreement = prepared.agreement() if agree else {}  # after the timed region
+        out = prepared.output()  # after the timed region: a NaN or Inf fails the row
+        agreement = prepared.agreement(out) if agree else {}
     return _Run(
         samples, first_s, warm_s, peak_mb, memory.method, foreign.cores, flags,
         prepared.prepare_s, agreement, prepared.notes, meter.reading,
@@ -328,6 +402,7 @@ def measure(
     repeats: int = 1,
     wait_quiet_s: float = 0.0,
     weights: str | None = None,
+    allow_emulated: bool = False,
 ) -> Result:
     """Measure one Config: warm up until settled, then sample until the median is known to ~1%.
 
@@ -340,6 +415,8 @@ def measure(
         wait_quiet_s: before each preparation, wait up to this long for other processes to leave
             the CPUs idle (timing.wait_quiet); 0 to start at once.
         weights: a torchvision state dict to load, so agreement and calibration see real weights.
+        allow_emulated: measure a precision the device only emulates (marked "-emulated" in
+            effective_precision) instead of skipping it.
     """
     device = validate_config(config)
     missing = missing_package(config)
@@ -349,6 +426,14 @@ def measure(
         return Result.for_config(config, status="skipped", error=missing, timestamp=utc_now())
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1; got {repeats}")
+    refused = unfaithful(device, config)
+    if refused is not None and (allow_emulated is False or not refused[1].endswith("-emulated")):
+        why, would = refused  # said before any export or compilation
+        if would.endswith("-emulated"):
+            why += " (--allow-emulated measures it anyway)"
+        return Result.for_config(
+            config, status="skipped", error=why, effective_precision=would, timestamp=utc_now()
+        )
     per_repeat_s = budget_s / repeats
     max_warmup_s = max(2.0, 2 * per_repeat_s) if max_warmup_s is None else max_warmup_s
     count = flops.count_flops(config.model, config.image_size, config.mode)
@@ -371,7 +456,21 @@ def measure(
                 w, q = timing.wait_quiet(wait_quiet_s)
                 waited, quiet = waited + w, q if quiet is None else quiet and q
             agree = not config.is_baseline and config.mode == "inference" and not runs
-            runs.append(_measure_once(config, device, per_repeat_s, max_warmup_s, weights, agree))
+            runs.append(
+                _measure_once(
+                    config, device, per_repeat_s, max_warmup_s, weights, agree, allow_emulated
+                )
+            )
+    except backends.Unfaithful as exc:  # what ran is not what the label says: skipped, with why
+        free_memory(device)
+        return Result.for_config(
+            config,
+            status="skipped",
+            error=str(exc),
+            effective_precision=exc.effective,
+            timestamp=utc_now(),
+            **common,
+        )
     except Exception as exc:  # failure is data: the caller's other Results must survive
         # an OOM must not leave its tensors (or a fragmented cache) behind
         free_memory(device)

@@ -75,6 +75,9 @@ class Backend:
     needs: str | None = None  # module to import; missing -> a "skipped" Result
     extra: str | None = None  # the pip extra that brings it
     channels_last: bool = True  # False: the runtime picks its own layout, "+cl" means nothing
+    # why the runtime would not compute a precision here (its own capability report), or None;
+    # None for PyTorch's backends, whose arithmetic devices.emulated() judges
+    lacks: Callable[[str], str | None] | None = None
 
 
 BACKENDS = {
@@ -104,6 +107,7 @@ BACKENDS = {
             needs="openvino",
             extra="deploy",
             channels_last=False,
+            lacks=backends.openvino_lacks,
         ),
         Backend("cudagraphs", ("cuda",), MODES, FLOAT_PRECISIONS, backends.cudagraphs),
     )

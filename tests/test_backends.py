@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from resbench import cli, settings
+from resbench import backends, cli, devices, env, settings
 from resbench.measure import Config, Result, measure, validate_config
 
 FAST = {"budget_s": 0.1, "peak": False}
@@ -66,7 +66,11 @@ def test_a_result_written_before_backends_loads_as_eager_or_compile():
 )
 def test_a_runtime_is_timed_with_its_agreement_and_preparation(backend, precision, tolerance):
     r = measure(cpu(backend, precision=precision), **FAST)
+    if backend == "openvino" and backends.openvino_lacks(precision):  # a CPU without its units
+        assert r.status == "skipped" and r.effective_precision == "fp32", r.error
+        return
     assert r.status == "ok", r.error
+    assert r.effective_precision == precision and r.compute_kernel  # read back from the runtime
     assert r.backend == backend and r.setting == f"{precision}+{backend}"
     assert r.prepare_s > 0 and r.latency_ms_median > 0
     assert r.max_abs_diff < tolerance and r.top1_agreement == 1.0  # fp32 means fp32 (the hint)
@@ -77,6 +81,7 @@ def test_a_runtime_is_timed_with_its_agreement_and_preparation(backend, precisio
 def test_int8_is_calibrated_on_recorded_generated_batches(backend):
     r = measure(cpu(backend, precision="int8"), **FAST)
     assert r.status == "ok", r.error
+    assert r.effective_precision == "int8"  # the session's graph, the compiled model: int8 convs
     assert r.calibration == "32 generated N(0,1) images, seed 1234, in 16 batch(es) of 2"
     assert 0 < r.max_abs_diff < 1.0 and 0 <= r.top1_agreement <= 1
     assert r.mfu is None  # no int8 matmul probe: no MFU rather than a wrong one
@@ -131,3 +136,137 @@ def test_sweep_refuses_weights_that_are_not_there(tmp_path, capsys):
     argv = ["--device", "cpu", "--models", "resnet18", "--weights", str(tmp_path / "none.pth")]
     assert sweep.main(argv) == 2
     assert "--weights: no such file" in capsys.readouterr().err
+
+
+NO_BF16 = frozenset({"fpu", "sse2", "avx", "avx2", "fma"})  # an AVX2-only host's flags
+
+
+def test_bf16_openvino_on_a_cpu_without_bf16_is_skipped_before_any_export(monkeypatch):
+    monkeypatch.setattr(backends, "openvino_capabilities", lambda: ["FP32", "INT8", "BIN"])
+    monkeypatch.setattr(backends, "export_onnx", lambda t: pytest.fail("exported a refused row"))
+    r = measure(cpu("openvino", precision="bf16"), **FAST)
+    assert r.status == "skipped" and r.effective_precision == "fp32"
+    assert "lists no BF16" in r.error and "FP32, INT8, BIN" in r.error
+
+
+def test_a_runtime_that_computes_another_precision_than_its_label_is_skipped(monkeypatch):
+    # the capabilities say BF16, but the compiled model's convolutions ran in f32 (a hint the
+    # plugin overrode): what ran decides, not what was asked
+    monkeypatch.setattr(backends, "openvino_capabilities", lambda: ["FP32", "BF16", "INT8"])
+    monkeypatch.setattr(
+        backends,
+        "openvino_precision",
+        lambda compiled: {"effective_precision": "fp32", "compute_kernel": "jit_avx2_FP32"},
+    )
+    r = measure(cpu("openvino", precision="bf16"), **FAST)
+    assert r.status == "skipped" and r.effective_precision == "fp32"
+    assert "computed fp32, not bf16" in r.error
+
+
+class _Op:
+    def __init__(self, layer: str, runtime: str, primitive: str) -> None:
+        self.info = {"layerType": layer, "runtimePrecision": runtime, "primitiveType": primitive}
+
+    def get_rt_info(self):
+        class Value(str):
+            def astype(self, kind):
+                return str(self)
+
+        return {k: Value(v) for k, v in self.info.items()}
+
+
+def test_openvino_precision_is_what_most_convolutions_ran_in():
+    ops = [_Op("Convolution", "f32", "jit_avx2_FP32")] * 3 + [_Op("Convolution", "bf16", "brg")]
+    ops += [_Op("Pooling", "bf16", "ref")] * 5  # not a convolution: not counted
+
+    class Compiled:
+        def get_runtime_model(self):
+            return type("M", (), {"get_ordered_ops": lambda self: ops})()
+
+    got = backends.openvino_precision(Compiled())
+    assert got == {"effective_precision": "fp32", "compute_kernel": "jit_avx2_FP32"}
+    assert backends.conv_precision({"fp32": 2, "bf16": 2}) == "mixed (fp32 x2, bf16 x2)"
+
+
+def test_torch_bf16_on_a_cpu_without_bf16_units_is_skipped_or_marked_emulated(monkeypatch):
+    monkeypatch.setattr(env, "cpu_flags", lambda: NO_BF16)
+    r = measure(cpu(precision="bf16"), **FAST)
+    assert r.status == "skipped" and r.effective_precision == "bf16-emulated"
+    assert "no bf16 units" in r.error and "--allow-emulated" in r.error
+    r = measure(cpu(precision="bf16"), **FAST, allow_emulated=True)
+    assert r.status == "ok" and r.effective_precision == "bf16-emulated"
+    fp32 = measure(cpu(), **FAST)  # fp32 is native everywhere
+    assert fp32.status == "ok" and fp32.effective_precision == "fp32"
+
+
+def test_torch_rows_say_which_kernel_ran_on_this_cpu():
+    r = measure(cpu(precision="bf16"), **FAST)
+    if devices.emulated(torch.device("cpu"), "bf16"):
+        assert r.status == "skipped"
+        return
+    assert r.status == "ok" and r.effective_precision == "bf16"
+    assert r.compute_kernel == env.onednn_kernel(torch.bfloat16)
+    assert "bf16" in (r.compute_kernel or "bf16")  # oneDNN's bf16 kernel where it names one
+
+
+@pytest.mark.parametrize(
+    ("capability", "precision", "tf32_on", "expected"),
+    [
+        ((7, 0), "tf32", True, "fp32"),  # Volta: no TF32 tensor cores, whatever the switch says
+        ((7, 0), "bf16", False, "bf16-emulated"),
+        ((9, 0), "tf32", True, "tf32"),
+        ((9, 0), "fp32", False, "fp32"),
+        ((9, 0), "fp32", True, "tf32"),  # fp32 with TF32 left on is not fp32
+        ((9, 0), "bf16", False, "bf16"),
+        ((9, 0), "fp16", False, "fp16"),
+    ],
+)
+def test_cuda_precision_is_read_back_from_the_switches_and_the_hardware(
+    monkeypatch, capability, precision, tf32_on, expected
+):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(devices, "device_name", lambda device: "a GPU")
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32_on
+    try:
+        assert devices.torch_precision(torch.device("cuda", 0), precision) == expected
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16", "fp16"])
+def test_cuda_rows_record_the_precision_that_ran(precision):
+    r = measure(Config("small_resnet20", 8, device="cuda", precision=precision), **FAST)
+    assert r.status == "ok", r.error
+    assert r.effective_precision == precision
+
+
+def test_nan_weights_make_an_error_row_that_names_them(tmp_path):
+    from resbench.models import build_model
+
+    state = build_model("resnet18").state_dict()
+    state["conv1.weight"][0, 0, 0, 0] = float("nan")
+    path = tmp_path / "r18_nan.pth"
+    torch.save(state, path)
+    for backend in ("eager", "onnxruntime"):
+        r = measure(Config("resnet18", 1, image_size=64, device="cpu", backend=backend),
+                    **FAST, weights=str(path))  # fmt: skip
+        assert r.status == "error", (backend, r.status)
+        assert "NaN" in r.error and "logits" in r.error
+
+
+def test_env_names_the_cpu_features_that_decide_its_arithmetic():
+    from pathlib import Path
+
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    got = env.collect_env()
+    assert got["cpu_flags"] == [f for f in env.ISA_FLAGS if f in flags]
+    assert got["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    bf16_kernel = got["onednn_bf16_kernel"]
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        assert bf16_kernel and ("bf16" in bf16_kernel or "amx" in bf16_kernel)

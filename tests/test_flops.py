@@ -100,3 +100,53 @@ def test_bandwidth_probe_is_positive_and_cached():
 
     gbs = measure_bandwidth_gbs("cpu", budget_s=0.2)
     assert gbs > 0 and measure_bandwidth_gbs("cpu", budget_s=0.2) == gbs
+
+
+def _fake_clock(monkeypatch, clock: list[float]) -> None:
+    """time.perf_counter(_ns) read a clock that only the fake products advance."""
+    import time
+
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(time, "perf_counter_ns", lambda: int(clock[0] * 1e9))
+
+
+def test_the_peak_probe_stops_growing_when_a_product_is_slow(monkeypatch):
+    # an emulated bf16 product: ~56 s at 2048^3 on an AVX2-only CPU, so ~0.11 s at 256^3; the
+    # probe must settle at the smallest size instead of running 2048^3 for minutes
+    from resbench import flops
+
+    built, clock = [], [0.0]
+
+    def products(device, dtype, n):
+        built.append(n)
+        cost = 0.11 * (n / 256) ** 3
+
+        def run():
+            clock[0] += cost
+
+        return {"mm": run, "conv1x1": run}
+
+    monkeypatch.setattr(flops, "_probe_products", products)
+    _fake_clock(monkeypatch, clock)
+    peak = flops._peak_tflops.__wrapped__("cpu", "bf16", 0.3)
+    assert max(built) == 256  # never a larger product
+    assert peak == pytest.approx(2 * 256**3 / 0.11 / 1e12, rel=0.01)
+
+
+def test_the_peak_probe_grows_to_the_largest_size_when_products_are_fast(monkeypatch):
+    from resbench import flops
+
+    built, clock = [], [0.0]
+
+    def products(device, dtype, n):
+        built.append(n)
+
+        def run():
+            clock[0] += 1e-4 * (n / 256) ** 3 / 64  # 2048^3 in ~0.8 ms: a fast accelerator
+
+        return {"mm": run}
+
+    monkeypatch.setattr(flops, "_probe_products", products)
+    _fake_clock(monkeypatch, clock)
+    flops._peak_tflops.__wrapped__("cpu", "fp32", 0.05)
+    assert max(built) == flops.PROBE_SIZES["cpu"][-1]

@@ -399,3 +399,48 @@ def test_find_max_batch_run_logs_probes_and_reports(tmp_path, monkeypatch):
 def test_find_max_batch_refuses_the_cpu(capsys):
     assert sweep.main(["--device", "cpu", "--models", "small_resnet20", "--find-max-batch"]) == 2
     assert "--find-max-batch needs a CUDA or MPS device" in capsys.readouterr().err
+
+
+NO_BF16 = frozenset({"fpu", "sse2", "avx", "avx2", "fma"})  # an AVX2-only host's flags
+
+
+def test_the_eta_counts_each_peak_probe_and_the_report():
+    fp32 = Config("small_resnet20", 1, device="cpu")
+    bf16 = Config("small_resnet20", 1, device="cpu", precision="bf16")
+    fp32_b2 = Config("small_resnet20", 2, device="cpu")
+    one_probe = sweep.estimate_minutes([fp32, fp32_b2], 1.0, False)
+    two_probes = sweep.estimate_minutes([fp32, bf16], 1.0, False)
+    if sweep.grid.will_skip(bf16):  # a CPU without bf16 units skips bf16 rows at once
+        assert two_probes < one_probe
+    else:
+        assert two_probes - one_probe == pytest.approx(sweep.grid.PROBE_S / 60)
+    assert one_probe * 60 >= sweep.grid.PROBE_S + sweep.grid.FINISH_S + 2 * (2 * 1.0 + 1)
+
+
+def test_the_quick_preset_fits_its_minutes_on_a_cpu_without_bf16(monkeypatch):
+    from resbench import env
+
+    monkeypatch.setattr(env, "cpu_flags", lambda: NO_BF16)
+    configs, _ = sweep.build_grid(args_for("--preset", "quick", "--device", "cpu"))
+    bf16 = [c for c in configs if c.precision == "bf16"]
+    assert bf16 and all(sweep.grid.will_skip(c) for c in bf16)
+    assert not any(sweep.grid.will_skip(c, allow_emulated=True) for c in bf16)
+    eta = sweep.estimate_minutes(configs, 1.0, False, 2)
+    assert eta <= 3.0  # the README's "~3 minutes" holds on such a host too
+    assert sweep.estimate_minutes(configs, 1.0, False, 2, allow_emulated=True) > eta
+
+
+def test_a_sweep_on_a_cpu_without_bf16_skips_bf16_with_the_reason(tmp_path, monkeypatch, capsys):
+    from resbench import env
+
+    monkeypatch.setattr(env, "cpu_flags", lambda: NO_BF16)
+    rc = sweep.main(["--device", "cpu", "--models", "small_resnet20", "--batch-sizes", "1",
+                     "--settings", "fp32,bf16", "--budget", "0.05", "--repeats", "1",
+                     "--out", str(tmp_path / "run"), "--no-progress"])  # fmt: skip
+    assert rc == 0
+    rows = {r.setting: r for r in report.read_results(tmp_path / "run")}
+    assert rows["fp32"].status == "ok" and rows["fp32"].effective_precision == "fp32"
+    assert rows["bf16"].status == "skipped" and rows["bf16"].effective_precision == "bf16-emulated"
+    assert "no bf16 units" in rows["bf16"].error
+    env_json = json.loads((tmp_path / "run" / "env.json").read_text())
+    assert env_json["cpu_flags"] == ["avx2", "fma"]  # what decided it, in the run's env.json

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from resbench import cli
-from resbench.devices import default_device
-from resbench.measure import Config, validate_config
+from resbench.devices import default_device, parse_device
+from resbench.flops import PROBE_SIZING_S
+from resbench.measure import Config, unfaithful, validate_config
 from resbench.models import list_models
 from resbench.settings import BACKENDS, COMPILE_MODES, MODES, PRECISIONS, with_backends
 
@@ -24,7 +25,7 @@ IMAGENET, CIFAR = list_models("imagenet"), list_models("cifar")
 GRID_OPTIONS = ("device", "preset", "models", "batch_sizes", "modes", "precision",
                 "channels_last", "compile", "settings", "backends")  # fmt: skip
 RUN_OPTIONS = ("budget", "isolate", "timeout", "find_max_batch", "repeats", "wait_quiet",
-               "weights")  # fmt: skip
+               "weights", "allow_emulated")  # fmt: skip
 
 
 def _settings(labels: str) -> list[dict]:
@@ -118,7 +119,8 @@ def expand(
 
 
 DEFAULTS = {"budget": DEFAULT_BUDGET_S, "isolate": "auto", "timeout": CUDA_TIMEOUT_S,
-            "find_max_batch": False, "repeats": DEFAULT_REPEATS, "wait_quiet": 0.0}  # fmt: skip
+            "find_max_batch": False, "repeats": DEFAULT_REPEATS, "wait_quiet": 0.0,
+            "allow_emulated": False}  # fmt: skip
 
 
 def _flag(name: str) -> str:
@@ -210,15 +212,35 @@ def build_grid(args) -> tuple[list[Config], list[str]]:
 
 # a backend's preparation per repeat on a 2-core CPU (export, compilation, session), roughly
 PREPARE_S = {"compile": 40.0, "aotinductor": 60.0, "onnxruntime": 10.0, "openvino": 10.0}
+# the matmul peak, once per device and precision: two products on a CPU, each sized, warmed up
+# and timed for 1 s (flops.measure_peak_tflops); then the bandwidth probe and the report
+PROBE_S = 2 * (PROBE_SIZING_S + 2.0)
+FINISH_S = 10.0
+
+
+def will_skip(config: Config, allow_emulated: bool = False) -> bool:
+    """Whether measure() will skip this Config at once: its label would be false here."""
+    refused = unfaithful(parse_device(config.device), config)
+    return refused is not None and not (allow_emulated and refused[1].endswith("-emulated"))
 
 
 def estimate_minutes(
-    configs: Sequence[Config], budget_s: float, isolate: bool, repeats: int = 1
+    configs: Sequence[Config],
+    budget_s: float,
+    isolate: bool,
+    repeats: int = 1,
+    allow_emulated: bool = False,
 ) -> float:
+    """The run's expected length: each Config's warm-up, budget and preparation (none for one
+    that will be skipped), each device and precision's peak probe, the worker's start-up and the
+    report."""
+    run = [c for c in configs if not will_skip(c, allow_emulated)]
     # warm-up settles in about one budget; an isolated worker adds one Python + torch start-up
     per = 2 * budget_s + repeats
-    start = 5.0 if isolate and configs else 0.0
-    return (start + sum(per + repeats * PREPARE_S.get(c.backend, 0.0) for c in configs)) / 60
+    start = 5.0 if isolate and run else 0.0
+    probes = {(c.device, c.precision) for c in run if PRECISIONS[c.precision].probe is not None}
+    total = start + PROBE_S * len(probes) + (FINISH_S if configs else 0.0)
+    return (total + sum(per + repeats * PREPARE_S.get(c.backend, 0.0) for c in run)) / 60
 
 
 def build_parser(epilog: str = "") -> cli.Parser:
@@ -284,6 +306,14 @@ def build_parser(epilog: str = "") -> cli.Parser:
         "--weights",
         help="a torchvision state dict (e.g. resnet50-11ad3fa6.pth) for every model it fits, so "
         "agreement and int8 calibration see real weights (default: He initialisation)",
+    )
+    how.add_argument(
+        "--allow-emulated",
+        action="store_true",
+        default=None,  # None: not given, so --resume takes the recorded choice
+        help="measure a precision this hardware only emulates (bf16 on a CPU without bf16 units; "
+        "effective_precision says bf16-emulated) instead of skipping it with the reason; a "
+        "runtime that would compute another precision than the label is always skipped",
     )
     how.add_argument(
         "--isolate",

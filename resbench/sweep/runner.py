@@ -280,6 +280,7 @@ def _measure_grid(args, plan: _Plan, notes: list[str]) -> tuple[list[Result], in
                 "repeats": args.repeats,
                 "wait_quiet_s": args.wait_quiet,
                 "weights": args.weights,
+                "allow_emulated": args.allow_emulated,
             }
             run_one = _measurer(args.budget, worker, options)
             new, left = run_grid(plan.configs, log, done, run_one, deadline, not args.no_progress)
@@ -301,7 +302,7 @@ def _announce(args, plan: _Plan, done: list[Result]) -> None:
     todo = [c for c in plan.configs if c.key() not in keys]
     n = len(plan.configs)
     already = f" ({n - len(todo)} already done)" if len(todo) < n else ""
-    eta = estimate_minutes(todo, args.budget, plan.isolate, args.repeats)
+    eta = estimate_minutes(todo, args.budget, plan.isolate, args.repeats, args.allow_emulated)
     print(
         f"{f'rank {plan.rank}/{plan.world}: ' if plan.world > 1 else ''}planned {n} Configs, "
         f"{len(todo)} to run{already}, ETA about {eta:.1f} min "
