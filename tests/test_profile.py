@@ -183,3 +183,15 @@ def test_flops_move_to_the_descendant_that_spends_the_time():
     mm = Event(key="aten::addmm", flops=50, self_cpu_time_total=5, cpu_children=[])
     moved = profile.flops_on_working_rows([top, mid, leaf, mm], on_cuda=False)
     assert moved == {"aten::mkldnn_convolution": 1000, "aten::addmm": 50}
+
+
+def test_an_emulated_precision_is_refused_in_one_line_unless_allowed(tmp_path, monkeypatch, capsys):
+    from resbench import env
+
+    monkeypatch.setattr(env, "cpu_flags", lambda: frozenset({"avx2", "fma"}))  # no bf16 units
+    argv = ["--model", "small_resnet20", "--batch-size", "1", "--device", "cpu",
+            "--precision", "bf16", "--steps", "1", "--warmup", "0", "--out", str(tmp_path / "p")]  # fmt: skip
+    assert profile.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "only emulated" in err and "--allow-emulated" in err
+    assert profile.main([*argv, "--allow-emulated"]) == 0

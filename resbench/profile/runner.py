@@ -258,12 +258,13 @@ def run_profile(
     top_k: int = 20,
     with_stack: bool = False,
     tensorboard: bool = False,
+    allow_emulated: bool = False,
 ) -> Profile:
     device = validate_config(config)
     out.mkdir(parents=True, exist_ok=True)
     on_cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
-    with prepare(config) as prepared:
+    with prepare(config, allow_emulated=allow_emulated) as prepared:
         warm, _ = timing.warmup(prepared.step, device, max_s=5.0)  # compile/autotune stay out
         samples = timing.autorange(prepared.step, device, 1.0, float(warm.samples_ms[-1]))
         step_ms = timing.stats(samples.samples_ms).median
@@ -338,6 +339,12 @@ def build_parser() -> cli.Parser:
     p.add_argument(
         "--top-k", type=int, default=20, help="operators in ops.md (default: %(default)s)"
     )
+    p.add_argument(
+        "--allow-emulated",
+        action="store_true",
+        help="profile a precision this hardware only emulates (bf16 on a CPU without bf16 units) "
+        "instead of refusing it",
+    )
     p.add_argument("--with-stack", action="store_true", help="record Python stacks (slower)")
     p.add_argument("--tensorboard", action="store_true", help="also write a TensorBoard trace")
     p.add_argument("--out", type=Path, help="output folder (default: results/profile-<timestamp>)")
@@ -378,6 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.top_k,
             args.with_stack,
             args.tensorboard,
+            args.allow_emulated,
         )
         print(
             f"{config.model} b{config.batch_size} {config.mode} {config.setting} on {config.device}: "
