@@ -267,3 +267,133 @@ def test_pytest_benchmark_40x_regression_without_samples_is_a_change(tmp_path):
     table = report.compare(report.load(new)[1], report.load(old)[1])
     assert list(table["verdict"]) == ["slower", "slower"]
     assert (out / "compare.html").exists()
+
+
+def _wild(batch=4, samples=(1.0, 1.0, 1.0, 1.0, 2.0, 30.0, 30.0, 30.0, 30.0)):
+    """A Result whose latency IQR (29 ms) is far over twice its median (2 ms)."""
+    median = float(np.median(samples))
+    return dataclasses.replace(
+        result(batch=batch),
+        latency_ms_median=median,
+        latency_ms_iqr=float(np.subtract(*np.percentile(samples, [75, 25]))),
+        throughput_ips=batch / median * 1e3,
+        noisy=True,
+        samples_ms=list(samples),
+    )
+
+
+def test_throughput_bars_are_images_per_s_at_the_quartile_latencies():
+    from resbench.report import html, plots
+
+    wild = _wild()
+    assert wild.latency_ms_iqr > 2 * wild.latency_ms_median
+    p25, p75 = np.percentile(wild.samples_ms, [25, 75])
+    ips = wild.throughput_ips
+    want = (4 / (p75 / 1e3), 4 / (p25 / 1e3))  # images/s at p75 (low end), at p25 (high end)
+    bare = dataclasses.replace(result(batch=8, ms=10), samples_ms=[])  # no samples: no bar
+    frame = report.with_speedups(report.results_frame([wild, bare]))
+    colour = report.colours(frame["setting"])
+
+    plt = plots.pyplot()
+    fig = plots.throughput_plot(plt, frame, colour, "t")
+    ax = fig.axes[0]
+    bars = next(c for c in ax.collections if type(c).__name__ == "LineCollection")
+    segments = [np.asarray(seg) for seg in bars.get_segments()]
+    ends = [sorted(seg[:, 1]) for seg in segments if seg.ndim == 2 and np.isfinite(seg).all()]
+    assert len(ends) == 1  # the row without samples has no bar, not a made-up one
+    low, high = ends[0]
+    assert 0 < low < ips < high and np.isfinite(high)
+    assert (low, high) == pytest.approx(want)
+    assert ax.get_ylim()[1] < 2 * want[1]
+    plt.close(fig)
+
+    page_fig = html.throughput_figure(frame, colour, "t")
+    trace = next(t for t in page_fig.data if t.error_y.array is not None)  # what the page embeds
+    (y, _), (above, bare_above) = trace.y, trace.error_y.array
+    below, bare_below = trace.error_y.arrayminus
+    assert (y - below, y + above) == pytest.approx(want)
+    assert y - below > 0 and np.isnan(bare_above) and np.isnan(bare_below)
+
+
+def test_one_off_column_shows_compile_time_and_blank_for_unknown(tmp_path):
+    compiled = dataclasses.replace(
+        result(batch=8, ms=5, compile="default"), compile_time_s=40.0, prepare_s=0.0
+    )
+    exported = dataclasses.replace(result(batch=8, ms=6, backend="onnxruntime"), prepare_s=2.5)
+    unknown = result(batch=8, ms=10)  # an old run's row: neither prepare_s nor compile_time_s
+    assert unknown.prepare_s is None and unknown.compile_time_s is None
+    report.write_outputs(tmp_path, {}, [unknown, compiled, exported], "t")
+    detail = _lines_after((tmp_path / "summary.md").read_text(), "### inference on cpu: details")
+    heads = [c.strip() for c in detail[0].strip("|").split("|")]
+    col = heads.index("one-off s")
+    cells = {
+        row[heads.index("setting")]: row[col]
+        for row in ([c.strip() for c in line.strip("|").split("|")] for line in detail[2:])
+    }
+    assert cells == {"fp32": "", "fp32+compile": "40.0", "fp32+onnxruntime": "2.5"}
+    page = (tmp_path / "report.html").read_text()
+    table = page[page.index('id="results"') :]
+    assert "<th>one-off s</th>" in table and "<th>prepare s</th>" not in table
+    assert '<td data-v="40.0" data-f="40.0">40.0</td>' in table
+    assert 'data-v="0.0"' not in table  # the unknown is blank, never 0.0
+
+
+def test_rows_that_never_got_quiet_are_named_in_summary_and_page(tmp_path):
+    waited = dataclasses.replace(result(batch=8), quiet=False, quiet_wait_s=6.0)
+    calm = dataclasses.replace(result(batch=16, seed=2), quiet=True, quiet_wait_s=0.5)
+    report.write_outputs(tmp_path, {}, [waited, calm], "t")
+    summary = (tmp_path / "summary.md").read_text()
+    warns = summary.split("## Warnings")[1].split("## ")[0]
+    assert "1 results never got a quiet machine" in warns
+    assert "resnet18 b8 inference fp32 (waited 6.0 s)" in warns and "b16" not in warns
+    assert "never quiet (waited 6.0 s)" in summary  # and in the row's noise note
+    page = (tmp_path / "report.html").read_text()
+    assert "never got a quiet machine" in page
+    assert "resnet18 b8 inference fp32 (waited 6.0 s)" in page
+    assert "<th>got quiet</th>" in page and "<th>quiet wait s</th>" in page
+
+
+@pytest.mark.parametrize("diff, shown", [(float("nan"), "NaN"), (float("inf"), "inf")])
+def test_a_non_finite_max_abs_diff_is_never_shown_as_agreement(tmp_path, diff, shown):
+    fine = dataclasses.replace(result(batch=8, ms=10), max_abs_diff=0.0, top1_agreement=1.0)
+    broken = dataclasses.replace(
+        result(batch=8, ms=5, backend="onnxruntime"), max_abs_diff=diff, top1_agreement=1.0
+    )
+    write_run(tmp_path / "run", [fine, broken])  # written as JSON NaN/Infinity, as old runs hold
+    assert report.main([str(tmp_path / "run")]) == 0
+    summary = (tmp_path / "run" / "summary.md").read_text()
+    answer = _lines_after(summary, "## Answers: inference on cpu (cpu)")[2]
+    assert f"max abs diff {shown}: outputs not finite" in answer and "top-1" not in answer
+    warns = summary.split("## Warnings")[1].split("## ")[0]
+    assert f"resnet18 b8 inference fp32+onnxruntime ({shown})" in warns
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert f'data-f="{shown}">{shown}</td>' in page and "outputs held NaN or Inf" in page
+    assert 'data-f="n/a">n/a</td>' in page  # its top-1 is not shown as agreement either
+
+
+def test_bad_compare_input_exits_2_before_writing_anything(tmp_path, capsys):
+    write_run(tmp_path / "run", [result(batch=8)])
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")}
+    assert report.main([str(tmp_path / "run"), "--compare", str(tmp_path / "notarun")]) == 2
+    assert "notarun" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")} == before
+
+
+def test_pytest_benchmark_summary_says_the_load_is_unknown(tmp_path):
+    bench = _bench_json(tmp_path / "b.json", 0.001)
+    assert report.main(["--pytest-benchmark", str(bench), "--out", str(tmp_path / "out")]) == 0
+    top = (tmp_path / "out" / "summary.md").read_text().split("## Answers")[0]
+    assert "the load unknown" in top and "under load" not in top
+    partly = [result(batch=8), dataclasses.replace(result(batch=16), foreign_cpu=0.9)]
+    assert "1 under load (the load of 1 not recorded)" in report.headline(partly)
+
+
+def test_missing_samples_hint_fits_a_sweep_run_folder(tmp_path):
+    old = [dataclasses.replace(result(batch=8, ms=10), samples_ms=[])]  # a run before samples_ms
+    new = [dataclasses.replace(result(batch=8, ms=20), samples_ms=[])]
+    write_run(tmp_path / "old", old)
+    write_run(tmp_path / "new", new)
+    assert report.main([str(tmp_path / "new"), "--compare", str(tmp_path / "old")]) == 0
+    text = (tmp_path / "new" / "compare.md").read_text()
+    assert "slower (untested)" in text and "--benchmark-save-data" not in text
+    assert "results.jsonl has no samples_ms" in text and "re-run the sweep" in text

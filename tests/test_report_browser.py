@@ -7,6 +7,7 @@ No network and no extra Python package: the protocol runs over file descriptors 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import select
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import time
 
+import numpy as np
 import pytest
 from test_report import result, write_run  # tests/ is on sys.path (no __init__.py)
 
@@ -176,11 +178,95 @@ def test_report_html_renders_sorts_and_filters_in_chromium(tmp_path, browser):
     values = [float(v) for v in browser.js(column) if v]
     assert values == sorted(values, reverse=True)
 
-    model_box = "document.querySelector('#filters input[data-col=\"0\"]')"
-    browser.js(f"{model_box}.value = 'resnet50'; {model_box}.dispatchEvent(new Event('input'))")
-    shown = browser.js(
-        "Array.from(document.querySelectorAll('#results tbody tr'))"
-        ".filter(r => r.style.display !== 'none').map(r => r.cells[0].textContent)"
-    )
-    assert shown == ["resnet50"] * 4
+    choose(browser, "model", "resnet50")
+    assert shown_cells(browser, "model") == ["resnet50"] * 4
     assert browser.js("document.getElementById('shown').textContent") == "4"
+
+
+def open_page(browser, page) -> None:
+    browser.events.clear()  # a load event from an earlier page must not count
+    browser.call("Page.navigate", session=True, url=page.as_uri())
+    browser.wait_for("Page.loadEventFired")
+
+
+def choose(browser, header: str, value: str) -> None:
+    """Pick ``value`` in the filter of the column headed ``header``."""
+    label = f"l => l.textContent.startsWith({json.dumps(header + ' ')})"
+    sel = f"Array.from(document.querySelectorAll('#filters label')).find({label}).querySelector('select')"
+    browser.js(f"(s => {{ s.value = {json.dumps(value)}; s.dispatchEvent(new Event('change')) }})"
+               f"({sel})")  # fmt: skip
+
+
+def search(browser, text: str) -> None:
+    browser.js(
+        f"(b => {{ b.value = {json.dumps(text)}; b.dispatchEvent(new Event('input')) }})"
+        "(document.getElementById('search'))"
+    )
+
+
+def shown_cells(browser, header: str) -> list[str]:
+    """The text of the column headed ``header`` in the rows the filters leave shown."""
+    return browser.js(
+        "(() => { const heads = Array.from(document.querySelectorAll('#results th'))"
+        ".map(h => h.textContent);"
+        f" const i = heads.indexOf({json.dumps(header)});"
+        " return Array.from(document.querySelectorAll('#results tbody tr'))"
+        ".filter(r => r.style.display !== 'none').map(r => r.cells[i].textContent); })()"
+    )
+
+
+def test_throughput_bars_stay_positive_and_bounded_on_the_page(tmp_path, browser):
+    from test_report import _wild
+
+    wild = _wild()
+    p25, p75 = np.percentile(wild.samples_ms, [25, 75])
+    bare = dataclasses.replace(result(batch=8, ms=10), samples_ms=[])
+    write_run(tmp_path / "run", [wild, bare])
+    assert report.main([str(tmp_path / "run")]) == 0
+    open_page(browser, tmp_path / "run" / "report.html")
+    plot = "document.querySelector('.js-plotly-plot')"
+    ends = browser.js(
+        f"{plot}._fullData.filter(t => t.error_y && t.error_y.array).map(t => Array.from(t.y).map((y, i) =>"
+        " [y - t.error_y.arrayminus[i], y + t.error_y.array[i]]))"
+    )
+    (low, high), bare_end = next(e for e in ends if len(e) == 2)
+    assert (low, high) == pytest.approx((4 / (p75 / 1e3), 4 / (p25 / 1e3)))
+    assert bare_end == [None, None]  # NaN: no bar for the row without samples
+    bottom, top = browser.js(f"Array.from({plot}._fullLayout.yaxis.range)")
+    assert bottom == 0 and high < top < 2 * high
+
+
+def test_filters_match_a_column_exactly_and_errors_sit_under_a_header(tmp_path, browser):
+    results = [
+        result("resnet18", b, precision=p, channels_last=cl, ms=b, seed=b)
+        for b in (1, 16, 128)
+        for p, cl in (("fp32", False), ("fp32", True), ("bf16", False))
+    ]
+    error = "RuntimeError: the runtime failed to compile the model " + "x" * 60
+    results.append(
+        Result.for_config(Config("resnet50", 16, device="cpu"), status="error", error=error)
+    )
+    write_run(tmp_path / "run", results)
+    assert report.main([str(tmp_path / "run")]) == 0
+    open_page(browser, tmp_path / "run" / "report.html")
+
+    choose(browser, "batch", "1")  # not 16, not 128
+    assert shown_cells(browser, "batch") == ["1"] * 3
+    choose(browser, "batch", "")
+    choose(browser, "setting", "fp32")  # not fp32+cl
+    assert shown_cells(browser, "setting") == ["fp32"] * 4
+    choose(browser, "setting", "")
+    search(browser, "fp32")
+    assert len(shown_cells(browser, "setting")) == 7  # free text still finds substrings
+    search(browser, "")
+
+    # every cell lies under a header: the error row's text is in the labelled status column
+    layout = browser.js(
+        "(() => { const heads = Array.from(document.querySelectorAll('#results th'));"
+        " const rows = Array.from(document.querySelectorAll('#results tbody tr'));"
+        " return {heads: heads.length, cells: rows.map(r => r.cells.length),"
+        " status: rows.map(r => r.cells[heads.findIndex(h => h.textContent === 'status')]"
+        ".getAttribute('title') || '')}; })()"
+    )
+    assert set(layout["cells"]) == {layout["heads"]}
+    assert f"error: {error}" in layout["status"]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 import torch
 
-from resbench import layerstats
+from resbench import layerstats, report
 from resbench.models import build_model
 from resbench.report import pyplot
 from resbench.train import recipe as trainrun
@@ -68,3 +69,53 @@ def test_layerstats_tables_have_flat_names_and_plots_name_layers(tmp_path, monke
     assert len(bars) == 3  # one per stage row
     titled = [ax for ax in fig.axes if ax.get_title()]
     assert len(titled) >= 16 + 3 * 6  # every filter and every channel has a title
+
+
+def test_trainer_plot_legend_sits_outside_the_axes(tmp_path, monkeypatch):
+    saved = _capture_figures(monkeypatch)
+    runs = []
+    for seed in (0, 1):
+        run = tmp_path / f"seed{seed}"
+        run.mkdir()
+        # a short run: accuracy still low at the end, in the lower right where a legend sat
+        pd.DataFrame({"cum_train_s": [5.0, 10.0, 15.0], "test_acc": [0.1, 0.2, 0.3]}).to_csv(
+            run / "train.csv", index=False
+        )
+        runs.append((run, {"seed": seed}))
+    trainrun.accuracy_plot(runs, trainrun.TrainConfig(model="small_resnet20"), tmp_path / "a.png")
+    fig = saved[0]
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert not legend.overlaps(ax.get_window_extent(renderer))
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["seed 0", "seed 1"]
+
+
+def test_roofline_ticks_are_labelled_numbers_not_bare_digits():
+    import dataclasses
+
+    from test_report import result
+
+    from resbench.report import html as report_html
+    from resbench.report import plots
+
+    rows = [
+        dataclasses.replace(result(batch=b, ms=10 * b, seed=b), peak_tflops=1.0) for b in (1, 8)
+    ]
+    roof = report.roofline(report.results_frame(rows), {"bandwidth_gbs": {"cpu": 20.0}})
+    plt = pyplot()
+    fig = plots.roofline_plot(plt, roof, report.colours(roof["setting"]), "t")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    for axis in (ax.xaxis, ax.yaxis):
+        lo, hi = sorted(axis.get_view_interval())
+        major = [t for t in axis.get_major_ticks() if lo <= t.get_loc() <= hi]
+        assert len(major) >= 2
+        assert all(float(t.label1.get_text().replace(",", "")) == pytest.approx(t.get_loc())
+                   for t in major)  # fmt: skip
+        assert all(not t.label1.get_text() for t in axis.get_minor_ticks())
+    plt.close(fig)
+    page = report_html.roofline_figure(roof, report.colours(roof["setting"]), "t")
+    for axis in (page.layout.xaxis, page.layout.yaxis):
+        assert len(axis.tickvals) >= 2
+        assert [float(t.replace(",", "")) for t in axis.ticktext] == pytest.approx(axis.tickvals)

@@ -3,7 +3,8 @@
 Usage: ``python -m resbench.report RUN [--compare OLD]`` (see ``--help``). Modules, each importing
 only those before it: ``loading`` (runs and pytest-benchmark JSON -> Results), ``analysis``
 (speed-ups, answers, the load rule, the roofline), ``tables`` (markdown), ``plots`` (PNG),
-``html`` (report.html), ``compare`` (two runs), ``cli`` (writing outputs, ``main``).
+``table_html`` (the page's table of every result), ``html`` (report.html), ``compare`` (two runs),
+``cli`` (writing outputs, ``main``).
 """
 
 from __future__ import annotations

@@ -36,6 +36,46 @@ def finite(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def nonfinite(value) -> bool:
+    """Whether ``value`` is a number that is NaN or infinite (not None, not text, not a boolean)."""
+    if value is None or isinstance(value, bool):
+        return False
+    try:
+        return not math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def ips_at_quartiles(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, images/s at its p75 latency (the low end) and at its p25 latency (the high end).
+
+    From the row's raw ``samples_ms``; NaN where a row has none, so no error bar is drawn rather
+    than a made-up one. images/s = batch_size / (latency_ms / 1e3), converted per point.
+    """
+    low, high = [], []
+    for batch, samples in zip(frame["batch_size"], frame["samples_ms"], strict=True):
+        times = np.asarray(samples if isinstance(samples, list | tuple | np.ndarray) else [], float)
+        times = times[np.isfinite(times) & (times > 0)]
+        if not len(times):
+            low.append(math.nan)
+            high.append(math.nan)
+            continue
+        p25, p75 = np.percentile(times, [25, 75])
+        low.append(batch / (p75 / 1e3))
+        high.append(batch / (p25 / 1e3))
+    return np.asarray(low, float), np.asarray(high, float)
+
+
+def one_off_s(frame: pd.DataFrame) -> pd.Series:
+    """Each row's one-off cost in seconds, whatever the backend calls it: ``prepare_s`` (export,
+    quantisation, session) plus ``compile_time_s`` (torch.compile compiles in its first call).
+
+    NaN where neither is recorded: an unknown cost is never shown as 0.
+    """
+    parts = frame[["prepare_s", "compile_time_s"]].apply(pd.to_numeric, errors="coerce")
+    return parts.sum(axis=1, min_count=1)
+
+
 def row_loaded(foreign_cpu) -> bool:
     """Whether one Result was measured with other processes keeping LOAD_MEDIAN_CORES busy."""
     cores = finite(foreign_cpu)
@@ -97,9 +137,16 @@ def headline(results: Sequence[Result]) -> str:
     ok = [r for r in results if r.status == "ok"]
     flagged = sum(row_flagged(r.noisy, field(r, "throttled")) for r in ok)
     loaded = sum(row_loaded(r.foreign_cpu) for r in ok)
+    unknown = sum(finite(r.foreign_cpu) is None for r in ok)
     text = f"{len(results)} results: " + (", ".join(parts) or "none")
     if ok:
-        text += f"; of the {len(ok)} ok, {flagged} noisy or throttled and {loaded} under load"
+        text += f"; of the {len(ok)} ok, {flagged} noisy or throttled and "
+        if unknown == len(ok):
+            text += "the load unknown (not recorded)"
+        else:
+            text += f"{loaded} under load"
+            if unknown:
+                text += f" (the load of {unknown} not recorded)"
     return text
 
 
@@ -208,8 +255,15 @@ def roofline(frame: pd.DataFrame, env: dict) -> pd.DataFrame:
 
 
 def results_table(results: Sequence[Result], env: dict) -> pd.DataFrame:
-    """Every Result with its speed-up and, where it can be placed, its roofline numbers."""
-    frame = with_speedups(results_frame(results))
+    """Every Result with its speed-up, one-off cost and, where it can be placed, its roofline.
+
+    ``diff_not_finite`` marks a row whose max_abs_diff is NaN or infinite (its outputs were not
+    finite): a DataFrame cannot tell a NaN from a missing value, so it is decided on the Results.
+    """
+    frame = results_frame(results)
+    frame["diff_not_finite"] = [nonfinite(field(r, "max_abs_diff")) for r in results]
+    frame["one_off_s"] = one_off_s(frame)
+    frame = with_speedups(frame)
     roof = roofline(frame, env)
     extra = ["bytes_per_step", "intensity", "bandwidth_fraction", "bound"]
     if roof.empty:

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from resbench.measure import Result
 from resbench.report import html as page_html
+from resbench.report import table_html
 from resbench.report.analysis import headline, results_table
 from resbench.report.compare import compare_markdown, compare_report, shown_table
 from resbench.report.loading import ENV_FILE, load, load_run, read_max_batch, results_frame
 from resbench.report.plots import write_plots
-from resbench.report.tables import answers_rows, summary_markdown, warnings_for
+from resbench.report.tables import answers_rows, errors, summary_markdown, warnings_for
 
 USAGE = """Usage::
 
@@ -75,7 +76,10 @@ def write_outputs(
     )
     if images:
         sections.append(("Speed-ups and rooflines", f'<div class="plots">{images}</div>'))
-    sections.append(("Every result", page_html.results_table_html(frame)))
+    sections.append(("Every result", table_html.results_table_html(frame)))
+    failed = errors(frame)
+    if failed:
+        sections.append(("Errors", table_html.items_html(failed)))
     text = page_html.page(title, headline(results), warnings_for(results), sections, env)
     paths["html"] = page_html.write_page(out_dir / "report.html", text)
     for p in plots:
@@ -98,7 +102,7 @@ def write_comparison(
     md.write_text(text)
     warns, verdict, table = compare_report(new_env, new_results, old_env, old_results, threshold)
     columns = [(c, c, None) for c in table.columns]
-    body = page_html.results_table_html(shown_table(table), columns) if not table.empty else ""
+    body = table_html.results_table_html(shown_table(table), columns) if not table.empty else ""
     title = f"Comparison: {names[0]} against {names[1]}"
     page = page_html.page(title, verdict, warns, [("Matching Configs", body)], new_env)
     return {"compare": md, "compare_html": page_html.write_page(out_dir / "compare.html", page)}
@@ -145,11 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"--threshold must be 0 or more; got {args.threshold}")
         out = Path(args.out or (source if source.is_dir() else source.with_suffix("")))
         env, results = load(source)
+        old = load(args.compare) if args.compare else None  # every input read before any write
         max_batch = read_max_batch(source) if source.is_dir() else ()
         paths = write_outputs(out, env, results, f"resbench results: {source.name}", max_batch)
         print(f"wrote {paths['summary']}, {paths['html']} and {len(paths) - 3} plot(s)")
-        if args.compare:
-            old = load(args.compare)
+        if old is not None:
             names = (source.name, args.compare.name)
             written = write_comparison(out, (env, results), old, args.threshold, names)
             print(written["compare"].read_text())

@@ -2,8 +2,9 @@
 
 A change is "faster"/"slower" when it exceeds the threshold and a Mann-Whitney U test on the raw
 samples rejects "same distribution". Without raw samples on both sides (pytest-benchmark keeps
-them only with ``--benchmark-save-data``) no test is possible: a change beyond the threshold is
-still reported, with that reason, never hidden as "unchanged". A row measured under load says so.
+them only with ``--benchmark-save-data``; a sweep run older than ``samples_ms`` has none) no test is
+possible: a change beyond the threshold is still reported, with that reason, never hidden as
+"unchanged". A row measured under load says so.
 """
 
 from __future__ import annotations
@@ -30,7 +31,22 @@ _ENV_KEYS_THAT_MATTER = (
     "logical_cores",
     "float32_matmul_precision",
 )
-NO_SAMPLES = "no raw samples, so no significance test (save them with --benchmark-save-data)"
+NO_SAMPLES = "no raw samples, so no significance test"
+
+
+def samples_hint(side: str, env: dict, results: Sequence[Result]) -> str | None:
+    """How the ``side`` run could have raw samples, fitting where it came from; None if it has them."""
+    if all(len(r.samples_ms) >= MIN_SAMPLES for r in results if r.status == "ok"):
+        return None
+    if str(env.get("source", "")).startswith("pytest-benchmark"):
+        return (
+            f"the {side} run is a pytest-benchmark JSON saved without them: "
+            "save them with `pytest benchmarks --benchmark-save-data`"
+        )
+    return (
+        f"the {side} run's results.jsonl has no samples_ms: a run older than raw samples "
+        "(re-run the sweep to record them)"
+    )
 
 
 def _key(r: Result) -> tuple:
@@ -115,7 +131,7 @@ def load_differences(new: Sequence[Result], old: Sequence[Result]) -> list[str]:
     return out
 
 
-def _verdict_line(table: pd.DataFrame, threshold: float) -> str:
+def _verdict_line(table: pd.DataFrame, threshold: float, hints: Sequence[str] = ()) -> str:
     verdicts = table["verdict"]
     faster = verdicts.str.startswith("faster").sum()
     slower = verdicts.str.startswith("slower").sum()
@@ -129,7 +145,7 @@ def _verdict_line(table: pd.DataFrame, threshold: float) -> str:
         f"geometric-mean speedup {geo:.3f}x."
     )
     if untested:
-        text += f" {untested} of the changes are untested: {NO_SAMPLES}."
+        text += f" {untested} of the changes are untested: {'; '.join([NO_SAMPLES, *hints])}."
     if loaded:
         text += f" {loaded} of the changes were measured under load."
     return text
@@ -168,7 +184,12 @@ def compare_report(
     )
     if table.empty:
         return warns, "No Config was measured successfully in both runs." + unmatched, table
-    return warns, _verdict_line(table, threshold) + unmatched, table
+    hints = [
+        h
+        for h in (samples_hint("new", new_env, new), samples_hint("old", old_env, old))
+        if h is not None
+    ]
+    return warns, _verdict_line(table, threshold, hints) + unmatched, table
 
 
 def compare_markdown(

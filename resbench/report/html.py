@@ -2,8 +2,8 @@
 
 Plotly draws the interactive plots (hover shows a point's Config and numbers): it is well kept,
 ships its whole JavaScript as one file inside the Python package (copied beside the page, so no
-network is needed), and its figures are plain data, so the page needs no server. The table is plain
-HTML with a few lines of JavaScript to sort (click a header) and filter (type in the boxes).
+network is needed), and its figures are plain data, so the page needs no server. The table of
+every result is ``table_html``'s.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pathlib import Path
 import pandas as pd
 
 from resbench.report.analysis import ceilings, finite, roof_bandwidth, roofline, setting_order
-from resbench.report.plots import colours
+from resbench.report.plots import ERROR_BARS, colours, log_ticks, quartile_bars, tick_label
+from resbench.report.table_html import TABLE_SCRIPT
 from resbench.report.tables import flags
 
 PLOTLY_JS = "plotly.min.js"
-FILTER_COLUMNS = ("model", "batch", "device", "mode", "setting", "status")
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -35,128 +35,16 @@ table.results th { background: #f3f3f3; cursor: pointer; position: sticky; top: 
 table.results th[aria-sort=ascending]::after { content: " \\25B2"; }
 table.results th[aria-sort=descending]::after { content: " \\25BC"; }
 table.results td.text { text-align: left; }
+table.results td .error { display: inline-block; min-width: 14em; max-width: 22em; overflow-wrap: anywhere; }
 table.results tr.distrusted td { color: #a05a00; }
 table.results input { width: 6em; font-size: 0.85em; }
+#filters select, #filters input { font-size: 0.85em; margin-right: 0.6em; }
 .plots img { max-width: 100%; margin: 0.5em 0; border: 1px solid #eee; }
 ul.env { font-size: 0.9em; }
 table.dataframe { border-collapse: collapse; font-size: 0.9em; }
 table.dataframe th, table.dataframe td { border: 1px solid #ddd; padding: 2px 8px; }
 table.dataframe th { background: #f3f3f3; }
 """
-
-# Sorting: numbers by their data-v value, text by locale; filtering: every box is a substring match.
-_SCRIPT = """
-(function () {
-  const table = document.getElementById('results');
-  if (!table) return;
-  const body = table.tBodies[0];
-  const heads = Array.from(table.tHead.rows[0].cells);
-  const key = (row, i) => {
-    const cell = row.cells[i];
-    const v = cell.dataset.v;
-    return v === undefined || v === '' ? null : (isNaN(Number(v)) ? v : Number(v));
-  };
-  heads.forEach((th, i) => th.addEventListener('click', () => {
-    const dir = th.getAttribute('aria-sort') === 'ascending' ? 'descending' : 'ascending';
-    heads.forEach(h => h.removeAttribute('aria-sort'));
-    th.setAttribute('aria-sort', dir);
-    const sign = dir === 'ascending' ? 1 : -1;
-    const rows = Array.from(body.rows);
-    rows.sort((a, b) => {
-      const x = key(a, i), y = key(b, i);
-      if (x === null) return y === null ? 0 : 1;
-      if (y === null) return -1;
-      if (typeof x === 'number' && typeof y === 'number') return sign * (x - y);
-      return sign * String(x).localeCompare(String(y));
-    });
-    rows.forEach(r => body.appendChild(r));
-  }));
-  const boxes = Array.from(document.querySelectorAll('#filters input'));
-  const filter = () => {
-    let shown = 0;
-    Array.from(body.rows).forEach(row => {
-      const keep = boxes.every(box => {
-        const want = box.value.trim().toLowerCase();
-        return !want || row.cells[Number(box.dataset.col)].textContent.toLowerCase().includes(want);
-      });
-      row.style.display = keep ? '' : 'none';
-      shown += keep;
-    });
-    document.getElementById('shown').textContent = shown;
-  };
-  boxes.forEach(box => box.addEventListener('input', filter));
-})();
-"""
-
-
-# (header, column, format) of the results table; format None: text
-TABLE_COLUMNS = [
-    ("model", "model", None),
-    ("batch", "batch_size", "{:.0f}"),
-    ("device", "device", None),
-    ("mode", "mode", None),
-    ("setting", "setting", None),
-    ("status", "status", None),
-    ("img/s", "throughput_ips", "{:,.1f}"),
-    ("vs fp32", "speedup", "{:.2f}x"),
-    ("img/J", "images_per_joule", "{:.2f}"),
-    ("median ms", "latency_ms_median", "{:.2f}"),
-    ("p99 ms", "latency_ms_p99", "{:.2f}"),
-    ("IQR %", "iqr_fraction", "{:.0%}"),
-    ("repeat spread", "repeat_spread", "{:.0%}"),
-    ("iterations", "iterations", "{:.0f}"),
-    ("max abs diff", "max_abs_diff", "{:.2g}"),
-    ("top-1 agree", "top1_agreement", "{:.0%}"),
-    ("prepare s", "prepare_s", "{:.1f}"),
-    ("MFU", "mfu", "{:.0%}"),
-    ("BW", "bandwidth_fraction", "{:.0%}"),
-    ("bound", "bound", None),
-    ("peak MB", "peak_memory_mb", "{:,.0f}"),
-    ("foreign cores", "foreign_cpu", "{:.2f}"),
-    ("error", "error", None),
-]
-
-
-def results_table_html(frame: pd.DataFrame, columns=TABLE_COLUMNS) -> str:
-    """A sortable, filterable HTML table of every row of ``frame``."""
-    frame = frame.copy()
-    if "latency_ms_iqr" in frame:
-        frame["iqr_fraction"] = frame["latency_ms_iqr"] / frame["latency_ms_median"]
-    columns = [c for c in columns if c[1] in frame and frame[c[1]].notna().any()]
-    head = "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in columns)
-    boxes = "".join(
-        f'<label>{h} <input data-col="{i}" placeholder="filter"></label> '
-        for i, (h, _, _) in enumerate(columns)
-        if h in FILTER_COLUMNS
-    )
-    body = []
-    for _, r in frame.iterrows():
-        cells = []
-        for _, col, form in columns:
-            value = r[col]
-            if form is None:
-                text = (
-                    ""
-                    if value is None or (isinstance(value, float) and math.isnan(value))
-                    else str(value)
-                )
-                if col == "setting":
-                    text += flags(r)
-                cells.append(
-                    f'<td class="text" data-v="{html.escape(text)}">{html.escape(text[:120])}</td>'
-                )
-            else:
-                number = finite(value)
-                text = "" if number is None else form.format(number)
-                cells.append(f'<td data-v="{"" if number is None else repr(number)}">{text}</td>')
-        distrusted = bool(flags(r)) or "under load" in str(r.get("verdict", ""))
-        body.append(f"<tr{' class=distrusted' if distrusted else ''}>{''.join(cells)}</tr>")
-    return (
-        f'<p id="filters">{boxes} showing <span id="shown">{len(frame)}</span> of {len(frame)} '
-        f"rows; click a header to sort. Rows in brown: noisy, throttled or under load.</p>\n"
-        f'<table class="results" id="results"><thead><tr>{head}</tr></thead>\n'
-        f"<tbody>\n{chr(10).join(body)}\n</tbody></table>"
-    )
 
 
 def _hover(r) -> str:
@@ -217,10 +105,7 @@ def throughput_figure(part: pd.DataFrame, colour: dict[str, str], title: str):
         row, col = i // cols + 1, i % cols + 1
         for setting in setting_order(sub["setting"]):
             line = sub[sub["setting"] == setting].sort_values("batch_size")
-            iqr = line["latency_ms_iqr"].astype(float).fillna(0)
-            median = line["latency_ms_median"].astype(float)
-            err_hi = line["batch_size"] / (median - iqr / 2) * 1e3 - line["throughput_ips"]
-            err_lo = line["throughput_ips"] - line["batch_size"] / (median + iqr / 2) * 1e3
+            below, above = quartile_bars(line)  # NaN (no bar) where a row has no samples
             hollow = [bool(flags(r)) for _, r in line.iterrows()]
             fig.add_trace(
                 go.Scatter(
@@ -235,7 +120,7 @@ def throughput_figure(part: pd.DataFrame, colour: dict[str, str], title: str):
                         "symbol": ["circle-open" if h else "circle" for h in hollow],
                         "size": 9,
                     },
-                    error_y={"type": "data", "array": err_hi, "arrayminus": err_lo},
+                    error_y={"type": "data", "array": above, "arrayminus": below},
                     hovertext=[_hover(r) for _, r in line.iterrows()],
                     hoverinfo="text",
                 ),
@@ -245,7 +130,7 @@ def throughput_figure(part: pd.DataFrame, colour: dict[str, str], title: str):
         fig.update_xaxes(title_text="batch size", type="category", row=row, col=col)
         fig.update_yaxes(title_text="images/s", rangemode="tozero", row=row, col=col)
     fig.update_layout(
-        title=title + " (open markers: noisy, throttled or under load; bars: IQR)",
+        title=f"{title} (open markers: noisy, throttled or under load; {ERROR_BARS})",
         height=300 * rows + 120,
         template="plotly_white",
     )
@@ -293,10 +178,23 @@ def roofline_figure(roof: pd.DataFrame, colour: dict[str, str], title: str):
                 hoverinfo="text",
             )
         )
-    fig.update_xaxes(type="log", title_text="arithmetic intensity (FLOPs per byte, naive estimate)")
-    fig.update_yaxes(type="log", title_text="achieved TFLOP/s")
+    ys = [*(roof["achieved_flops"] / 1e12)]
+    ys += [v for _, _, c in ceilings(roof, xs) for v in (c / 1e12)]
+    ys = [y for y in ys if math.isfinite(y) and y > 0]
+    fig.update_xaxes(
+        type="log",
+        title_text="arithmetic intensity (FLOPs per byte, naive estimate)",
+        **_log_ticks(xs[0], xs[-1]),
+    )
+    fig.update_yaxes(type="log", title_text="achieved TFLOP/s", **_log_ticks(min(ys), max(ys)))
     fig.update_layout(title=title, height=520, template="plotly_white")
     return fig
+
+
+def _log_ticks(lo: float, hi: float) -> dict:
+    """Plotly log-axis ticks as the PNG has them (plots.log_ticks): labelled numbers, no bare digits."""
+    ticks = log_ticks(lo, hi)
+    return {"tickvals": ticks, "ticktext": [tick_label(t) for t in ticks]} if ticks else {}
 
 
 def figures_html(frame: pd.DataFrame, env: dict) -> list[str]:
@@ -353,7 +251,7 @@ def page(
 {parts}
 <h2>Environment</h2>
 <ul class="env">{env_items or "<li>not recorded</li>"}</ul>
-<script>{_SCRIPT}</script>
+<script>{TABLE_SCRIPT}</script>
 </body></html>
 """
 

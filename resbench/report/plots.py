@@ -1,7 +1,7 @@
 """PNG plots of a run (matplotlib, Agg): throughput against batch size, speed-ups, a roofline.
 
 One colour per setting across every plot of a run (``colours``); noisy, throttled or loaded points
-are drawn hollow; error bars span the IQR.
+are drawn hollow; error bars run from images/s at the p75 latency to images/s at the p25 latency.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from resbench.report.analysis import (
     BASELINE_SETTING,
     OVERHEAD_FRACTION,
     ceilings,
+    ips_at_quartiles,
     roof_bandwidth,
     roofline,
     row_flagged,
@@ -77,15 +78,56 @@ def _distrusted(frame: pd.DataFrame) -> pd.Series:
     )
 
 
-def _iqr_ips(line: pd.DataFrame) -> np.ndarray:
-    """Asymmetric error bars in images/s from the latency IQR around the median (0 when unknown)."""
-    median = line["latency_ms_median"].astype(float).to_numpy()
-    iqr = line["latency_ms_iqr"].astype(float).fillna(0).to_numpy()
-    batch = line["batch_size"].to_numpy()
-    fast = batch / np.maximum(median - iqr / 2, 1e-9) * 1e3
-    slow = batch / (median + iqr / 2) * 1e3
+ERROR_BARS = "bars: images/s at the p75 to the p25 latency"
+
+
+def quartile_bars(line: pd.DataFrame) -> np.ndarray:
+    """Asymmetric error bars (below, above) around each row's images/s, from ``ips_at_quartiles``.
+
+    NaN where a row has no raw samples: no bar, rather than a made-up one. The median of repeat
+    medians can sit just outside the pooled quartiles; that side's bar is then 0, never negative.
+    """
+    low, high = ips_at_quartiles(line)
     ips = line["throughput_ips"].astype(float).to_numpy()
-    return np.vstack([np.maximum(ips - slow, 0), np.maximum(fast - ips, 0)])
+    return np.vstack([np.maximum(ips - low, 0), np.maximum(high - ips, 0)])  # NaN stays NaN
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Tick values for a log axis over [lo, hi]: 1, 2, 5 x 10^k (the decades alone over many
+    decades); finer round numbers over a narrow range, and even steps over a very narrow one."""
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+        return []
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    close = 1 + 1e-9
+    for mantissas in ((1, 2, 5), (1, 1.5, 2, 3, 4, 5, 6, 8)):
+        pick = [m * 10.0**k for k in decades for m in mantissas]
+        pick = [t for t in pick if lo <= t * close and t <= hi * close]
+        if len(pick) > 10:
+            pick = [t for t in pick if abs(math.log10(t) - round(math.log10(t))) < 1e-9]
+        if len(pick) >= 3:
+            return pick
+    rough = (hi - lo) / 4
+    scale = 10.0 ** math.floor(math.log10(rough))
+    step = next(m * scale for m in (1, 2, 2.5, 5, 10) if m * scale >= rough)
+    first = math.ceil(lo / step * (1 - 1e-9))
+    return [n * step for n in range(first, math.floor(hi / step * close) + 1)]
+
+
+def tick_label(value: float) -> str:
+    """A log-axis tick as a plain number, alike for every tick: 0.02, 0.75, 20, 1,000, 1e-05."""
+    return f"{value:,g}"
+
+
+def label_log_axis(axis, lo: float, hi: float) -> None:
+    """A matplotlib log axis ticked by ``log_ticks``, with no labels on its minor ticks."""
+    from matplotlib.ticker import FixedLocator, NullFormatter
+
+    ticks = log_ticks(lo, hi)
+    if not ticks:
+        return
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(lambda v, _: tick_label(v))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def throughput_plot(plt, part: pd.DataFrame, colour: dict[str, str], title: str):
@@ -99,7 +141,7 @@ def throughput_plot(plt, part: pd.DataFrame, colour: dict[str, str], title: str)
         for setting in setting_order(sub["setting"]):
             line = sub[sub["setting"] == setting].sort_values("batch_size")
             bad = _distrusted(line).to_numpy()
-            err = _iqr_ips(line)
+            err = quartile_bars(line)
             ax.errorbar(
                 line["batch_size"],
                 line["throughput_ips"],
@@ -125,7 +167,8 @@ def throughput_plot(plt, part: pd.DataFrame, colour: dict[str, str], title: str)
             ax.set_xscale("log", base=2)
         ax.set_xticks(batches, [str(b) for b in batches])
         ax.minorticks_off()
-        ax.set_ylim(0, 1.15 * float((sub["throughput_ips"] + _iqr_ips(sub)[1]).max()))
+        top = sub["throughput_ips"].to_numpy(float) + np.nan_to_num(quartile_bars(sub)[1])
+        ax.set_ylim(0, 1.15 * float(np.nanmax(top)))
         ax.set_title(model, fontsize=10)
         ax.set_xlabel("batch size")
         ax.set_ylabel("images/s")
@@ -156,7 +199,7 @@ def throughput_plot(plt, part: pd.DataFrame, colour: dict[str, str], title: str)
         bbox_to_anchor=(0.5, 1.0),
         frameon=False,
     )
-    fig.suptitle(title + "  (error bars: IQR)", y=1.0 + 0.3 / (3.4 * rows))
+    fig.suptitle(f"{title}  ({ERROR_BARS})", y=1.0 + 0.3 / (3.4 * rows))
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / (3.4 * rows)))
     return fig
 
@@ -254,6 +297,8 @@ def roofline_plot(plt, roof: pd.DataFrame, colour: dict[str, str], title: str):
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    label_log_axis(ax.xaxis, *ax.get_xlim())
+    label_log_axis(ax.yaxis, *ax.get_ylim())
     ax.set_xlabel("arithmetic intensity (FLOPs per byte moved, naive estimate)")
     ax.set_ylabel("achieved TFLOP/s")
     ax.set_title(

@@ -14,6 +14,7 @@ from resbench.report.analysis import (
     finite,
     headline,
     load_warning,
+    nonfinite,
     results_table,
     row_flagged,
     row_loaded,
@@ -75,12 +76,40 @@ def flags(row) -> str:
     return marks
 
 
+def row_name(r) -> str:
+    """A Result (or a row with its fields) as the warnings name it: "resnet18 b8 inference fp32"."""
+    get = r.get if isinstance(r, dict | pd.Series) else lambda k: getattr(r, k, None)
+    return f"{get('model')} b{get('batch_size')} {get('mode')} {get('setting')}"
+
+
+def named(rows: Sequence, detail=lambda r: "", most: int = 8) -> str:
+    """The first ``most`` rows by name (with ``detail``), then how many more."""
+    names = [row_name(r) + (f" ({detail(r)})" if detail(r) else "") for r in rows[:most]]
+    more = f" and {len(rows) - most} more" if len(rows) > most else ""
+    return ", ".join(names) + more
+
+
+def diff_text(value) -> str:
+    """A non-finite max_abs_diff as it is shown: "NaN", "inf" or "-inf"."""
+    value = float(value)
+    return "NaN" if value != value else ("inf" if value > 0 else "-inf")
+
+
 def warnings_for(results: Sequence[Result]) -> list[str]:
-    """Every warning about a run, one sentence each: load, noise, throttling, failures."""
+    """Every warning about a run, one sentence each: load, never quiet, noise, throttling,
+    outputs that were not finite, failures."""
     out = []
     load = load_warning(results)
     if load:
         out.append(load[0].upper() + load[1:] + ".")
+    unquiet = [r for r in results if getattr(r, "quiet", None) is False]
+    if unquiet:
+        out.append(
+            f"{len(unquiet)} results never got a quiet machine (--wait-quiet waited, then measured "
+            "anyway): "
+            + named(unquiet, lambda r: f"waited {fmt(getattr(r, 'quiet_wait_s', None))} s")
+            + "."
+        )
     ok = [r for r in results if r.status == "ok"]
     noisy = sum(r.noisy is True for r in ok)
     if noisy:
@@ -94,6 +123,14 @@ def warnings_for(results: Sequence[Result]) -> list[str]:
             f"{len(throttled)} results ran while the device was throttled"
             + (f" ({', '.join(reasons)})" if reasons else "")
             + ", marked `~`."
+        )
+    broken = [r for r in results if nonfinite(getattr(r, "max_abs_diff", None))]
+    if broken:
+        out.append(
+            f"{len(broken)} results have a max abs diff against fp32 eager that is not a number: "
+            + named(broken, lambda r: diff_text(r.max_abs_diff))
+            + ". Their outputs held NaN or Inf: they do not agree with fp32 at all, whatever "
+            "their top-1 says, and their speed measures broken arithmetic."
         )
     failed = [r for r in results if r.status in ("error", "oom")]
     if failed:
@@ -123,6 +160,9 @@ def answers_rows(part: pd.DataFrame) -> pd.DataFrame:
 
 def agreement(r) -> str:
     """Agreement with fp32 eager logits, e.g. "max abs diff 0.1; top-1 100.0%", where recorded."""
+    if bool(r.get("diff_not_finite") or False):  # results_table decides it on the Results
+        # NaN/Inf outputs: no agreement at all; a top-1 over NaN logits means nothing
+        return f"max abs diff {diff_text(r['max_abs_diff'])}: outputs not finite"
     agree = []
     if finite(r.get("max_abs_diff")) is not None:
         agree.append(f"max abs diff {r['max_abs_diff']:.2g}")
@@ -174,14 +214,17 @@ def noise_note(r) -> str:
         )
     if row_loaded(r.get("foreign_cpu")):
         notes.append(f"{r['foreign_cpu']:.1f} cores busy elsewhere")
+    if r.get("quiet") is False:
+        notes.append(f"never quiet (waited {fmt(r.get('quiet_wait_s'))} s)")
     return "; ".join(notes)
 
 
 def detail_table(part: pd.DataFrame) -> str:
     has = {
         c: c in part and part[c].notna().any()
-        for c in ("images_per_joule", "repeat_spread", "max_abs_diff", "prepare_s")
+        for c in ("images_per_joule", "repeat_spread", "max_abs_diff", "one_off_s")
     }
+    has["max_abs_diff"] = has["max_abs_diff"] or bool(part["diff_not_finite"].any())
     rows = []
     for _, r in part.iterrows():
         ok = r["status"] == "ok"
@@ -206,8 +249,8 @@ def detail_table(part: pd.DataFrame) -> str:
         }
         if has["max_abs_diff"]:
             row["agreement with fp32 eager"] = agreement(r) if ok else ""
-        if has["prepare_s"]:
-            row["prepare s"] = fmt(r["prepare_s"], 1) if ok and r["prepare_s"] else ""
+        if has["one_off_s"]:
+            row["one-off s"] = fmt(r["one_off_s"], 1) if ok else ""
         if has["repeat_spread"]:
             row["repeat spread"] = pct(r["repeat_spread"]) if ok else ""
         row["noise"] = noise_note(r) if ok else ""
@@ -223,7 +266,10 @@ LEGEND = (
     "cores busy. Settings: precision, `cl` = channels_last, `compile` = torch.compile. MFU is the "
     "achieved FLOP/s over the measured matmul peak; BW the naive bytes moved per second over the "
     "measured copy bandwidth; `bound` says which roofline ceiling limits the row (`overhead`: under "
-    "20% of both). GFLOPs/img is the forward pass (a multiply-add counts 2)."
+    "20% of both). GFLOPs/img is the forward pass (a multiply-add counts 2). `one-off s` is a "
+    "setting's one-time cost before its timed iterations, whatever its backend calls it: export, "
+    "quantisation and session creation, or torch.compile's compilation in its first call (blank: "
+    "not recorded)."
 )
 
 
@@ -250,11 +296,12 @@ def summary_markdown(
         out += ["", "## Largest batch that fits", ""]
         table = pd.DataFrame(list(max_batch)).drop(columns=["probes"], errors="ignore")
         out.append(table.to_markdown(index=False, disable_numparse=True))
-    failed = frame[frame["status"].isin(["error"])]
-    if len(failed):
-        out += ["", "## Errors", ""]
-        out += [
-            f"- {r.model} b{r.batch_size} {r.mode} {r.setting}: {r.error}"
-            for r in failed.itertuples()
-        ]
+    failed = errors(frame)
+    if failed:
+        out += ["", "## Errors", "", *[f"- {e}" for e in failed]]
     return "\n".join(out) + "\n"
+
+
+def errors(frame: pd.DataFrame) -> list[str]:
+    """Each error row named, with its whole error text (the Errors of summary.md and the page)."""
+    return [f"{row_name(r)}: {r['error']}" for _, r in frame[frame["status"] == "error"].iterrows()]

@@ -224,9 +224,10 @@ def accuracy_plot(runs: list[tuple[Path, dict]], cfg: TrainConfig, path: Path) -
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{cfg.model}, {cfg.precision}, batch {cfg.batch_size}", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:  # beside the axes: a legend inside covers some curve
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
 
 

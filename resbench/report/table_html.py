@@ -1,0 +1,197 @@
+"""The table of every result on report.html (and compare.html): plain HTML and a few lines of
+JavaScript to sort it (click a header) and filter it. A column's filter is a choice of that column's
+values and matches exactly (batch 1 is not 16, fp32 is not fp32+cl); the search box matches any
+text in a row. An error sits in its row's status cell, under a header, with its whole text in the
+tooltip.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+from resbench.report.analysis import finite
+from resbench.report.tables import diff_text, flags
+
+FILTER_COLUMNS = ("model", "batch", "device", "mode", "setting", "status")
+
+# Sorting: numbers by their data-v value, text by locale. Filtering: a column's select keeps the rows
+# whose cell value (data-f) equals its choice exactly; the search box keeps rows holding its text.
+TABLE_SCRIPT = """
+(function () {
+  const table = document.getElementById('results');
+  if (!table) return;
+  const body = table.tBodies[0];
+  const heads = Array.from(table.tHead.rows[0].cells);
+  const key = (row, i) => {
+    const cell = row.cells[i];
+    const v = cell.dataset.v;
+    return v === undefined || v === '' ? null : (isNaN(Number(v)) ? v : Number(v));
+  };
+  heads.forEach((th, i) => th.addEventListener('click', () => {
+    const dir = th.getAttribute('aria-sort') === 'ascending' ? 'descending' : 'ascending';
+    heads.forEach(h => h.removeAttribute('aria-sort'));
+    th.setAttribute('aria-sort', dir);
+    const sign = dir === 'ascending' ? 1 : -1;
+    const rows = Array.from(body.rows);
+    rows.sort((a, b) => {
+      const x = key(a, i), y = key(b, i);
+      if (x === null) return y === null ? 0 : 1;
+      if (y === null) return -1;
+      if (typeof x === 'number' && typeof y === 'number') return sign * (x - y);
+      return sign * String(x).localeCompare(String(y));
+    });
+    rows.forEach(r => body.appendChild(r));
+  }));
+  const selects = Array.from(document.querySelectorAll('#filters select'));
+  const search = document.getElementById('search');
+  const filter = () => {
+    let shown = 0;
+    const text = search ? search.value.trim().toLowerCase() : '';
+    Array.from(body.rows).forEach(row => {
+      const keep = selects.every(sel => {
+        return sel.value === '' || row.cells[Number(sel.dataset.col)].dataset.f === sel.value;
+      }) && (!text || row.textContent.toLowerCase().includes(text));
+      row.style.display = keep ? '' : 'none';
+      shown += keep;
+    });
+    document.getElementById('shown').textContent = shown;
+  };
+  selects.forEach(sel => sel.addEventListener('change', filter));
+  if (search) search.addEventListener('input', filter);
+})();
+"""
+
+
+# (header, column, format) of the results table; format None: text
+TABLE_COLUMNS = [
+    ("model", "model", None),
+    ("batch", "batch_size", "{:.0f}"),
+    ("device", "device", None),
+    ("mode", "mode", None),
+    ("setting", "setting", None),
+    ("status", "status", None),
+    ("img/s", "throughput_ips", "{:,.1f}"),
+    ("vs fp32", "speedup", "{:.2f}x"),
+    ("img/J", "images_per_joule", "{:.2f}"),
+    ("median ms", "latency_ms_median", "{:.2f}"),
+    ("p99 ms", "latency_ms_p99", "{:.2f}"),
+    ("IQR %", "iqr_fraction", "{:.0%}"),
+    ("repeat spread", "repeat_spread", "{:.0%}"),
+    ("iterations", "iterations", "{:.0f}"),
+    ("max abs diff", "max_abs_diff", "{:.2g}"),
+    ("top-1 agree", "top1_agreement", "{:.0%}"),
+    ("one-off s", "one_off_s", "{:.1f}"),
+    ("MFU", "mfu", "{:.0%}"),
+    ("BW", "bandwidth_fraction", "{:.0%}"),
+    ("bound", "bound", None),
+    ("peak MB", "peak_memory_mb", "{:,.0f}"),
+    ("foreign cores", "foreign_cpu", "{:.2f}"),
+    ("got quiet", "quiet_text", None),
+    ("quiet wait s", "quiet_wait_s", "{:.1f}"),
+]
+ERROR_SHOWN = 100  # characters of an error in its status cell; the whole text in its tooltip
+
+
+def _text(value) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def _text_cell(r, col: str) -> str:
+    """A text cell: shown text, sort key (data-v) and exact filter value (data-f)."""
+    raw = _text(r[col])
+    shown, tip = raw, ""
+    if col == "setting":
+        shown += flags(r)
+    if col == "status" and _text(r.get("error")):
+        tip = f"{raw}: {r['error']}"  # the error in the labelled status column, not an extra one
+        shown = tip if len(tip) <= ERROR_SHOWN else tip[: ERROR_SHOWN - 1] + "\u2026"
+    title = f' title="{html.escape(tip)}"' if tip else ""
+    text = f'<span class="error">{html.escape(shown)}</span>' if tip else html.escape(shown)
+    return (
+        f'<td class="text" data-v="{html.escape(shown)}" data-f="{html.escape(raw)}"{title}>'
+        f"{text}</td>"
+    )
+
+
+def items_html(lines: Sequence[str]) -> str:
+    """A plain list, each line escaped."""
+    return "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
+
+
+def _number_cell(r, col: str, form: str) -> str:
+    value = r[col]
+    number = finite(value)
+    broken = bool(r.get("diff_not_finite") or False)  # outputs held NaN or Inf
+    if col == "max_abs_diff" and broken:
+        text = diff_text(value)  # said, never left blank like an unknown
+    elif col == "top1_agreement" and broken:
+        number, text = None, "n/a"  # a top-1 over NaN logits is no agreement
+    elif number is not None:
+        text = form.format(number)
+    else:
+        text = ""
+    key = "" if number is None else repr(number)
+    return f'<td data-v="{key}" data-f="{html.escape(text)}">{text}</td>'
+
+
+def _filter_select(header: str, i: int, frame: pd.DataFrame, col: str, form) -> str:
+    """A select of the column's distinct values (numbers in order), matched exactly."""
+    values = frame[col].dropna().unique()
+    if form is None:
+        # numbers as text ("1", "16", "128") in number order, then words in alphabetical order
+        key = lambda v: (finite(v) is None, finite(v) or 0, v)  # noqa: E731
+        options = sorted({_text(v) for v in values} - {""}, key=key)
+    else:
+        options = list(dict.fromkeys(form.format(v) for v in sorted({float(v) for v in values})))
+    items = "".join(f'<option value="{html.escape(o)}">{html.escape(o)}</option>' for o in options)
+    return (
+        f'<label>{html.escape(header)} <select data-col="{i}"><option value="">all</option>'
+        f"{items}</select></label> "
+    )
+
+
+def results_table_html(frame: pd.DataFrame, columns=TABLE_COLUMNS) -> str:
+    """A sortable, filterable HTML table of every row of ``frame``."""
+    frame = frame.copy()
+    if "latency_ms_iqr" in frame:
+        frame["iqr_fraction"] = frame["latency_ms_iqr"] / frame["latency_ms_median"]
+    if "quiet" in frame:
+        frame["quiet_text"] = frame["quiet"].map({True: "yes", False: "no"})
+    known = {c for c in frame if frame[c].notna().any()}
+    if _any(frame, "diff_not_finite"):
+        known.add("max_abs_diff")  # NaN there is said, not an unknown
+    columns = [c for c in columns if c[1] in known]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in columns)
+    boxes = "".join(
+        _filter_select(h, i, frame, col, form)
+        for i, (h, col, form) in enumerate(columns)
+        if h in FILTER_COLUMNS
+    )
+    boxes += '<label>search <input id="search" placeholder="any text"></label> '
+    body = []
+    for _, r in frame.iterrows():
+        cells = [
+            _text_cell(r, col) if form is None else _number_cell(r, col, form)
+            for _, col, form in columns
+        ]
+        distrusted = (
+            bool(flags(r))
+            or bool(r.get("diff_not_finite") or False)
+            or "under load" in str(r.get("verdict", ""))
+        )
+        body.append(f"<tr{' class=distrusted' if distrusted else ''}>{''.join(cells)}</tr>")
+    return (
+        f'<p id="filters">{boxes} showing <span id="shown">{len(frame)}</span> of {len(frame)} '
+        f"rows; click a header to sort. Rows in brown: noisy, throttled, under load or with outputs "
+        "that were not finite.</p>\n"
+        f'<table class="results" id="results"><thead><tr>{head}</tr></thead>\n'
+        f"<tbody>\n{chr(10).join(body)}\n</tbody></table>"
+    )
+
+
+def _any(frame: pd.DataFrame, col: str) -> bool:
+    return col in frame and bool(frame[col].fillna(False).astype(bool).any())
