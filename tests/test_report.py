@@ -397,3 +397,21 @@ def test_missing_samples_hint_fits_a_sweep_run_folder(tmp_path):
     text = (tmp_path / "new" / "compare.md").read_text()
     assert "slower (untested)" in text and "--benchmark-save-data" not in text
     assert "results.jsonl has no samples_ms" in text and "re-run the sweep" in text
+
+
+def test_the_summary_names_the_cpu_arithmetic_and_rows_whose_label_would_be_false():
+    from resbench.report.tables import summary_markdown
+
+    ok = Result(model="resnet18", batch_size=1, device="cpu", latency_ms_median=10.0,
+                throughput_ips=100.0, effective_precision="fp32",
+                compute_kernel="brg_conv_fwd:avx2")  # fmt: skip
+    skipped = Result(model="resnet18", batch_size=1, device="cpu", precision="bf16",
+                     backend="openvino", status="skipped", effective_precision="fp32",
+                     error="OpenVINO's CPU plugin lists no BF16 on this CPU")  # fmt: skip
+    env = {"cpu": "AMD EPYC", "cpu_flags": ["avx2", "fma"], "torch_cpu_capability": "AVX2",
+           "onednn_bf16_kernel": None, "onednn_fp32_kernel": "brg_conv_fwd:avx2"}  # fmt: skip
+    text = summary_markdown(env, [ok, skipped], "run")
+    assert "CPU arithmetic: flags avx2, fma; PyTorch's vector capability AVX2" in text
+    assert "fp32 (brg_conv_fwd:avx2)" in text  # the computed-in column
+    assert "resnet18 b1 inference bf16+openvino (it would compute fp32)" in text
+    assert "not recorded (a run from before" in summary_markdown({"cpu": "x"}, [ok], "old run")

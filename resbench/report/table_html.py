@@ -85,6 +85,8 @@ TABLE_COLUMNS = [
     ("max abs diff", "max_abs_diff", "{:.2g}"),
     ("top-1 agree", "top1_agreement", "{:.0%}"),
     ("one-off s", "one_off_s", "{:.1f}"),
+    ("computed in", "effective_precision", None),
+    ("kernel", "compute_kernel", None),
     ("MFU", "mfu", "{:.0%}"),
     ("BW", "bandwidth_fraction", "{:.0%}"),
     ("bound", "bound", None),

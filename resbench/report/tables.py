@@ -50,6 +50,7 @@ def env_lines(env: dict) -> list[str]:
         f"- software: torch {env.get('torch')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, "
         f"Python {env.get('python')}, resbench {env.get('resbench')} ({env.get('git_commit')})",
     ]
+    lines.append(f"- CPU arithmetic: {cpu_arithmetic(env)}")
     if env.get("runtimes"):
         lines.append(
             "- runtimes: " + ", ".join(f"{k} {v}" for k, v in sorted(env["runtimes"].items()))
@@ -64,6 +65,22 @@ def env_lines(env: dict) -> list[str]:
     if env.get("timestamp"):
         lines.append(f"- started: {env['timestamp']}")
     return lines
+
+
+def cpu_arithmetic(env: dict) -> str:
+    """The CPU features that decide what bf16 and int8 compute in, as env.json recorded them."""
+    if "cpu_flags" not in env:
+        return "not recorded (a run from before resbench read the CPU's flags)"
+    kernels = [
+        f"{dtype} `{env[key]}`"
+        for dtype, key in (("fp32", "onednn_fp32_kernel"), ("bf16", "onednn_bf16_kernel"))
+        if env.get(key)
+    ]
+    return (
+        f"flags {', '.join(env['cpu_flags']) or 'none of interest'}; PyTorch's vector capability "
+        f"{env.get('torch_cpu_capability')}"
+        + (f"; oneDNN's convolution kernels: {', '.join(kernels)}" if kernels else "")
+    )
 
 
 def flags(row) -> str:
@@ -131,6 +148,16 @@ def warnings_for(results: Sequence[Result]) -> list[str]:
             + named(broken, lambda r: diff_text(r.max_abs_diff))
             + ". Their outputs held NaN or Inf: they do not agree with fp32 at all, whatever "
             "their top-1 says, and their speed measures broken arithmetic."
+        )
+    unfaithful = [
+        r for r in results if r.status == "skipped" and getattr(r, "effective_precision", None)
+    ]
+    if unfaithful:
+        out.append(
+            f"{len(unfaithful)} Configs were skipped because this machine would not compute what "
+            "their label says: "
+            + named(unfaithful, lambda r: f"it would compute {r.effective_precision}")
+            + " (the reason is in the status column)."
         )
     failed = [r for r in results if r.status in ("error", "oom")]
     if failed:
@@ -219,11 +246,20 @@ def noise_note(r) -> str:
     return "; ".join(notes)
 
 
+def computed_in(r) -> str:
+    """What a row's arithmetic was, as its runtime reported it: "bf16 (brgconv_avx512_bf16)"."""
+    eff, kernel = r.get("effective_precision"), r.get("compute_kernel")
+    if not isinstance(eff, str):
+        return ""
+    return f"{eff} ({kernel})" if isinstance(kernel, str) else eff
+
+
 def detail_table(part: pd.DataFrame) -> str:
     has = {
         c: c in part and part[c].notna().any()
-        for c in ("images_per_joule", "repeat_spread", "max_abs_diff", "one_off_s")
-    }
+        for c in ("images_per_joule", "repeat_spread", "max_abs_diff", "one_off_s",
+                  "effective_precision")
+    }  # fmt: skip
     has["max_abs_diff"] = has["max_abs_diff"] or bool(part["diff_not_finite"].any())
     rows = []
     for _, r in part.iterrows():
@@ -251,6 +287,8 @@ def detail_table(part: pd.DataFrame) -> str:
             row["agreement with fp32 eager"] = agreement(r) if ok else ""
         if has["one_off_s"]:
             row["one-off s"] = fmt(r["one_off_s"], 1) if ok else ""
+        if has["effective_precision"]:
+            row["computed in"] = computed_in(r)
         if has["repeat_spread"]:
             row["repeat spread"] = pct(r["repeat_spread"]) if ok else ""
         row["noise"] = noise_note(r) if ok else ""
@@ -269,7 +307,8 @@ LEGEND = (
     "20% of both). GFLOPs/img is the forward pass (a multiply-add counts 2). `one-off s` is a "
     "setting's one-time cost before its timed iterations, whatever its backend calls it: export, "
     "quantisation and session creation, or torch.compile's compilation in its first call (blank: "
-    "not recorded)."
+    "not recorded). `computed in` is the precision the arithmetic really ran in, read back from the "
+    "runtime or PyTorch and the hardware, with the convolution kernel that ran."
 )
 
 
