@@ -218,13 +218,16 @@ def add_device(parser: argparse.ArgumentParser, many: bool = False) -> None:
     )
 
 
-def add_setting_flags(parser: argparse.ArgumentParser, many: bool) -> None:
-    """--precision, --channels-last, --compile: lists in the sweep, single values elsewhere."""
+def add_setting_flags(
+    parser: argparse.ArgumentParser, many: bool, precisions: Sequence[str] = tuple(PRECISIONS)
+) -> None:
+    """--precision, --channels-last, --compile: lists in the sweep, single values elsewhere;
+    ``precisions``: the ones the tool runs (the trainer's train)."""
     s = "s, comma-separated" if many else ""
     parser.add_argument(
         "--precision",
         default="fp32",
-        help=f"precision{s}: {', '.join(PRECISIONS)} (default: %(default)s)",
+        help=f"precision{s}: {', '.join(precisions)} (default: %(default)s)",
     )
     parser.add_argument(
         "--channels-last",

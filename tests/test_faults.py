@@ -10,6 +10,8 @@ import errno
 import json
 import os
 import pickle
+import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -32,6 +34,7 @@ from resbench import (
 )
 from resbench.measure import Config, Result
 from resbench.sweep import isolate
+from resbench.train import folder as trainfolder
 from resbench.train import recipe as trainrun
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,10 +107,14 @@ def tiny_cifar(tmp_path_factory):
     return root
 
 
-def train_main(cifar: Path, out: Path, *extra: str) -> int:
-    return train.main(["--data-dir", str(cifar), "--no-verify", "--device", "cpu", "--model",
-                       "small_resnet20", "--batch-size", "32", "--epochs", "1", "--out", str(out),
-                       "--no-progress", *extra])  # fmt: skip
+def train_argv(cifar: Path, out: Path, *extra: str, epochs: str | None = "1") -> list[str]:
+    return ["--data-dir", str(cifar), "--no-verify", "--device", "cpu", "--model", "small_resnet20",
+            "--batch-size", "32", *(["--epochs", epochs] if epochs else []), "--out", str(out),
+            "--no-progress", *extra]  # fmt: skip
+
+
+def train_main(cifar: Path, out: Path, *extra: str, epochs: str | None = "1") -> int:
+    return train.main(train_argv(cifar, out, *extra, epochs=epochs))
 
 
 def test_the_trainer_refuses_to_overwrite_a_run(tiny_cifar, tmp_path, capsys):
@@ -122,6 +129,57 @@ def test_the_trainer_refuses_to_overwrite_a_run(tiny_cifar, tmp_path, capsys):
     assert len(lines(out / train.LOG_FILE)) == 1
     record = json.loads((out / runfolder.RUN_FILE).read_text())
     assert len(record["invocations"]) == 2  # the start and the overwrite, each with its command
+
+
+def test_overwrite_leaves_only_the_new_run_and_resume_continues_that(tiny_cifar, tmp_path, capsys):
+    out = tmp_path / "R"
+    assert train_main(tiny_cifar, out, "--epochs", "3") == 0
+    assert train_main(tiny_cifar, out, "--epochs", "1", "--runs", "2", "--overwrite") == 0
+    # the old run's checkpoint.pt, train.jsonl, train.csv and summary.json are gone
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".lock", "accuracy_vs_time.png", "env.json", "run.json", "seed0", "seed1", "summary.md"]  # fmt: skip
+    for seed in ("seed0", "seed1"):
+        assert len(lines(out / seed / train.LOG_FILE)) == 1
+    capsys.readouterr()
+    assert train_main(tiny_cifar, out, "--resume") == 0
+    err = capsys.readouterr().err
+    assert "at epoch 3" not in err and f"resumed {out / 'seed1'} at epoch 1" in err
+    md = (out / "summary.md").read_text()
+    assert "**2 run(s)**" in md and ", 1 epochs," in md
+    invocations = json.loads((out / runfolder.RUN_FILE).read_text())["invocations"]
+    assert [i["resume"] for i in invocations] == [False, False, True]
+    # files the trainer did not write are never deleted: such a folder is refused, untouched
+    (out / "notes.txt").write_text("mine")
+    (out / "seed1" / "plot.svg").write_text("mine too")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert train_main(tiny_cifar, out, "--overwrite") == 2
+    err = one_line(capsys)
+    assert "did not write (notes.txt, seed1/plot.svg)" in err and "move them away" in err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_resume_keeps_the_recorded_runs_and_epochs_or_says_what_the_folder_holds(
+    tiny_cifar, tmp_path, capsys
+):
+    out = tmp_path / "R"
+    assert train_main(tiny_cifar, out, "--runs", "2") == 0
+    capsys.readouterr()
+    assert train_main(tiny_cifar, out, "--resume", "--runs", "1", epochs=None) == 2
+    err = one_line(capsys)
+    assert "holds 2 runs (seed0, seed1); resume with --runs 2, or without --runs" in err
+    assert train_main(tiny_cifar, out, "--resume", epochs="2") == 0  # more epochs: allowed
+    assert [json.loads(x)["epoch"] for x in lines(out / "seed1" / train.LOG_FILE)] == [1, 2]
+    md = (out / "summary.md").read_text()
+    assert "**2 run(s)**" in md and ", 2 epochs," in md
+    capsys.readouterr()
+    assert train_main(tiny_cifar, out, "--resume", epochs="1") == 2
+    err = one_line(capsys)
+    assert "--epochs 1" in err and "trained 2 epochs already" in err and "--epochs 2 or more" in err
+    assert (out / "summary.md").read_text() == md  # refused: nothing rewritten
+    assert (
+        train_main(tiny_cifar, out, "--resume", epochs=None) == 0
+    )  # the recorded 2 epochs, 2 runs
+    assert "**2 run(s)**" in md and ", 2 epochs," in (out / "summary.md").read_text()
 
 
 # ----------------------------------------------------------------------------- one writer (3)
@@ -343,6 +401,68 @@ def test_a_signal_during_the_final_report_is_one_message_and_exit_130(tmp_path, 
     assert len(report.read_results(out)) == 3
 
 
+_STOP_IN_EPOCH_2 = """
+import pathlib, sys, time
+from resbench.backends import TrainStep
+from resbench.train import runner
+checkpoint = pathlib.Path(sys.argv[1]) / "checkpoint.pt"
+real = TrainStep.__call__
+def step(self, x, y):
+    if checkpoint.exists():  # epoch 1 is checkpointed: epoch 2 waits here for the signal
+        time.sleep(600)
+    return real(self, x, y)
+TrainStep.__call__ = step
+sys.exit(runner.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_trainer_keeps_its_checkpoint_and_prints_the_resume_command(
+    tiny_cifar, tmp_path, capsys, sig
+):
+    out = tmp_path / "t"
+    argv = train_argv(tiny_cifar, out, epochs="3")
+    proc = subprocess.Popen([sys.executable, "-c", _STOP_IN_EPOCH_2, str(out), *argv], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    try:
+        _wait_for(lambda: (out / train.CHECKPOINT).exists(), proc)
+        proc.send_signal(sig)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == train.EXIT_INTERRUPTED == 130, err[-2000:]
+    assert "Traceback" not in err
+    said = [line for line in err.splitlines() if line.strip()]
+    assert len(said) == 1 and said[0].startswith("interrupted; ")
+    assert f"{out / train.CHECKPOINT} keeps epoch 1 of 3; resume with: " in said[0]
+    assert torch.load(out / train.CHECKPOINT, weights_only=True)["state"]["epoch"] == 1
+    assert len(lines(out / train.LOG_FILE)) == 1
+    assert "130  interrupted (Ctrl-C, SIGTERM)" in train.build_parser().format_help()
+    if sig != signal.SIGTERM:
+        return
+    command = shlex.split(said[0].split("resume with: ", 1)[1])
+    assert command[:3] == ["python", "-m", "resbench.train"]
+    assert train.main(command[3:]) == 0  # the exact command continues from the checkpoint
+    assert f"resumed {out} at epoch 1" in capsys.readouterr().err
+    assert [json.loads(x)["epoch"] for x in lines(out / train.LOG_FILE)] == [1, 2, 3]
+
+
+def test_a_signal_while_a_checkpoint_is_written_waits_for_the_write(tmp_path):
+    stop, done = trainfolder.Stop(), []
+    previous = signal.getsignal(signal.SIGTERM)
+    with stop.installed(), pytest.raises(KeyboardInterrupt):
+        with stop.writing():
+            os.kill(os.getpid(), signal.SIGTERM)
+            trainrun.save_checkpoint(tmp_path / train.CHECKPOINT, x=torch.arange(3))
+            done.append("written")
+        done.append("not reached")
+    assert done == ["written"]
+    assert torch.equal(torch.load(tmp_path / train.CHECKPOINT)["x"], torch.arange(3))
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
 # ----------------------------------------------------------------------------- bad input (8)
 
 
@@ -448,8 +568,8 @@ def test_trainer_numbers_and_resume_are_checked(tiny_cifar, tmp_path, capsys):
     assert train_main(tiny_cifar, out) == 0
     capsys.readouterr()
     for flags, what in (
-        (["--batch-size", "16"], "batch_size 32 -> 16"),
-        (["--lr", "0.2"], "lr 0.1 -> 0.2"),
+        (["--batch-size", "16"], "--batch-size 16 (recorded: 32)"),
+        (["--lr", "0.2"], "--lr 0.2 (recorded: 0.1)"),
     ):
         assert train_main(tiny_cifar, out, "--resume", "--epochs", "2", *flags) == 2
         assert what in one_line(capsys)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,7 +80,7 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_checkpoint
         cross_entropy = staticmethod(poisoned)
 
     monkeypatch.setattr(backends, "F", FakeF)
-    assert run(cifar_dir, tmp_path, "--epochs", "3") == 1
+    assert run(cifar_dir, tmp_path, "--epochs", "3") == train.EXIT_DIVERGED == 3
     err = capsys.readouterr().err
     assert "non-finite loss at epoch 2, step 5" in err
     ckpt = torch.load(tmp_path / train.CHECKPOINT, weights_only=False)
@@ -120,17 +121,45 @@ def test_torchvision_loader_baseline_runs(cifar_dir, tmp_path):
     "argv, message",
     [
         (["--model", "resnet50"], "--model must be a CIFAR-family model"),
-        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--epochs", "0"], "--epochs must be between 1 and 1000"),
         (["--precision", "fp16"], "fp16 needs a CUDA or MPS device"),
         (["--lr", "-1"], "--lr must be positive"),
         (["--target-acc", "93"], "--target-acc takes accuracies in (0, 1]"),
         (["--milestones", "a"], "--milestones takes positive integers"),
+        (["--precision", "int8"], "--precision int8 is for inference only; the trainer trains in"),
     ],
 )
 def test_bad_flags_exit_2(cifar_dir, tmp_path, argv, message, capsys):
     assert run(cifar_dir, tmp_path, *argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "1000000000"], "--epochs must be between 1 and 1000; got 1000000000"),
+        (["--runs", "1000000000"], "--runs must be between 1 and 100; got 1000000000"),
+        (["--workers", "1000000000"], "--workers must be between 0 and 256"),
+        (["--seed", "1000000000000"], "--seed must be between 0 and 2147483647"),
+    ],
+)
+def test_count_flags_are_bounded_before_any_data_is_read(tmp_path, argv, message, capsys):
+    assert run(tmp_path / "no-data", tmp_path / "out", *argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_precision_offers_only_what_trains_and_its_error_names_real_flags(
+    cifar_dir, tmp_path, capsys
+):
+    help_text = train.build_parser().format_help()
+    assert "precision: fp32, tf32, bf16, fp16 (default: fp32)" in help_text
+    assert "int8" not in help_text
+    assert run(cifar_dir, tmp_path, "--precision", "int8") == 2
+    err = capsys.readouterr().err
+    named = set(re.findall(r"--[a-z][a-z0-9-]*", err))
+    assert named == {"--precision"} and named <= set(re.findall(r"--[a-z][a-z0-9-]*", help_text))
 
 
 def test_missing_and_corrupt_data_exit_2(tmp_path, capsys):

@@ -1,9 +1,9 @@
-"""A training run on disk: its recipe, checkpoints, log and summary, and the folder's rules.
+"""A training run on disk: its recipe, checkpoints, log and summary.
 
-A folder that holds a run is continued (``--resume``, from a checkpoint of the same recipe) or
-replaced (``--overwrite``), never silently overwritten. Checkpoints hold only tensors and plain data
-(the RNG states too), so they load with ``weights_only=True`` and a crafted one cannot run code.
-``train.jsonl`` is valid JSON: a non-finite number is written as null.
+Checkpoints hold only tensors and plain data (the RNG states too), so they load with
+``weights_only=True`` and a crafted one cannot run code; they are written whole or not at all.
+``train.jsonl`` is valid JSON: a non-finite number is written as null. The flags are in ``flags.py``,
+the folder's rules (resume, overwrite, stopping) in ``folder.py``.
 """
 
 from __future__ import annotations
@@ -19,12 +19,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from resbench import cli, runfolder
-from resbench.devices import parse_device
-from resbench.measure import Config, validate_config
-from resbench.models import list_models
+from resbench import runfolder
 from resbench.report import pyplot
-from resbench.settings import COMPILE_MODES, PRECISIONS
 
 CHECKPOINT = "checkpoint.pt"
 LOG_FILE = "train.jsonl"
@@ -99,9 +95,13 @@ def set_rng_state(state: dict, gen: torch.Generator) -> None:
 
 
 def save_checkpoint(path: Path, **state) -> None:
-    """Write atomically: a kill mid-write leaves the previous checkpoint intact."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+    """Write atomically: a kill mid-write (or a crash before the disk has it) leaves the previous
+    checkpoint intact."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -123,16 +123,12 @@ def read_checkpoint(path: Path, cfg: TrainConfig, device=None) -> dict:
                if k not in ckpt]  # fmt: skip
     if missing:
         raise ValueError(f"{path} is not a trainer checkpoint: it lacks {', '.join(missing)}")
-    saved, now = ckpt["config"], asdict(cfg)
-    differ = [
-        f"{name} {plain(saved.get(name))} -> {plain(now[name])}"
-        for name in RECIPE
-        if plain(saved.get(name)) != plain(now[name])
-    ]
+    saved = ckpt["config"] if isinstance(ckpt["config"], dict) else {}
+    differ = recipe_differences({k: saved.get(k) for k in RECIPE}, asdict(cfg))
     if differ:
         raise ValueError(
             f"--resume: {path} is of a run with other settings ({'; '.join(differ)}); resume with "
-            "the run's own settings, or start a new run in another --out"
+            "the run's own settings, or start a new run with --overwrite or another --out"
         )
     return ckpt
 
@@ -141,41 +137,28 @@ def plain(value):
     return list(value) if isinstance(value, tuple | list) else value
 
 
-def check_folder(out: Path, run_dirs: list[Path], args, base: TrainConfig) -> None:
-    """A folder that holds a run is continued (--resume) or replaced (--overwrite), never both
-    silently; --resume needs a checkpoint of the same recipe."""
-    if out.is_dir():
-        runfolder.check_free(out)  # a run in progress is named as such, with its PID
-    held = [d for d in run_dirs if runfolder.holds_run(d, RUN_FILES)]
-    if held and not (args.resume or args.overwrite):
-        raise cli.UsageError(
-            f"{out} already holds a training run; continue it with --resume, replace it with "
-            "--overwrite, or choose another --out"
-        )
-    if args.resume:
-        first = run_dirs[0] / CHECKPOINT
-        if not first.exists():
-            raise cli.UsageError(
-                f"--resume: {first} does not exist, so there is nothing to continue (start "
-                "without --resume)"
-            )
-        for i, run_dir in enumerate(run_dirs):  # every checkpoint there is loads and matches
-            if (run_dir / CHECKPOINT).exists():
-                read_checkpoint(run_dir / CHECKPOINT, TrainConfig(**{**asdict(base),
-                                "seed": base.seed + i}), "cpu")  # fmt: skip
+def flag_of(name: str) -> tuple[str, str]:
+    """A TrainConfig field's flag and its argparse dest: "batch_size" -> ("--batch-size", ...)."""
+    dest = {"targets": "target_acc", "flush_denormal": "keep_denormals"}.get(name, name)
+    return "--" + dest.replace("_", "-"), dest
 
 
-def start_folder(out: Path, run_dirs: list[Path], args, base, command: str, env: dict) -> None:
-    """Record this invocation; a new (or overwritten) run also gets its environment."""
-    out.mkdir(parents=True, exist_ok=True)
-    if not args.resume:
-        for run_dir in run_dirs:
-            for name in (*RUN_FILES, "train.csv"):
-                (run_dir / name).unlink(missing_ok=True)
-    if not args.resume or not (out / runfolder.ENV_FILE).exists():
-        runfolder.write_atomic(out / runfolder.ENV_FILE, json.dumps(env, indent=2) + "\n")
-    options = {k: plain(v) for k, v in asdict(base).items()} | {"runs": args.runs}
-    runfolder.record_invocation(out, command, options, args.resume)
+def _shown(name: str, value) -> str:
+    """A recipe value as its flag takes it: milestones "15,25", channels_last "on"."""
+    if name == "channels_last":
+        return "on" if value else "off"
+    if isinstance(value, tuple | list):
+        return ",".join(map(str, value)) or '""'
+    return str(value)
+
+
+def recipe_differences(saved: dict, now: dict) -> list[str]:
+    """ "--lr 0.2 (recorded: 0.1)" for each recipe setting in both whose value differs."""
+    return [
+        f"{flag_of(name)[0]} {_shown(name, now[name])} (recorded: {_shown(name, saved[name])})"
+        for name in saved
+        if name in now and plain(saved[name]) != plain(now[name])
+    ]
 
 
 def summarise(cfg: TrainConfig, state: RunState) -> dict:
@@ -232,16 +215,17 @@ def accuracy_plot(runs: list[tuple[Path, dict]], cfg: TrainConfig, path: Path) -
 
 
 def write_summary(out: Path, cfg: TrainConfig, runs: list[tuple[Path, dict]], env: dict) -> None:
-    """summary.md and accuracy_vs_time.png over one or more runs."""
+    """summary.md and accuracy_vs_time.png over one or more runs: the epochs each run trained."""
 
     finals = [s["final_test_acc"] for _, s in runs]
+    epochs = "/".join(str(e) for e in dict.fromkeys(s["epochs"] for _, s in runs))
     lines = [
         f"# Training {cfg.model} on CIFAR-10",
         "",
         f"- device: {cfg.device} ({', '.join(env.get('gpu_names') or []) or env.get('cpu')}); torch {env.get('torch')}",
         f"- command: `{env.get('command', '')}`",
         f"- recipe: batch {cfg.batch_size}, SGD lr {cfg.lr} momentum {cfg.momentum} wd {cfg.weight_decay}, "
-        f"MultiStepLR {list(cfg.milestones)} x{cfg.gamma}, {cfg.epochs} epochs, {cfg.precision}, "
+        f"MultiStepLR {list(cfg.milestones)} x{cfg.gamma}, {epochs} epochs, {cfg.precision}, "
         f"channels_last {'on' if cfg.channels_last else 'off'}, compile {cfg.compile}, loader {cfg.data_loader}",
         f"- timed region: training steps only, synchronised at its edges (evaluation, data loading and compile "
         f"warm-up excluded: eval {np.mean([s['eval_s'] for _, s in runs]):.1f} s, "
@@ -262,145 +246,4 @@ def write_summary(out: Path, cfg: TrainConfig, runs: list[tuple[Path, dict]], en
         )
     accuracy_plot(runs, cfg, out / "accuracy_vs_time.png")
     lines += ["", "![accuracy vs time](accuracy_vs_time.png)", ""]
-    (out / "summary.md").write_text("\n".join(lines))
-
-
-# ----------------------------------------------------------------------------- flags
-
-
-def build_parser() -> cli.Parser:
-    d = TrainConfig()
-    p = cli.Parser(
-        prog="python -m resbench.train",
-        description="Train on CIFAR-10; report accuracy versus time.",
-    )
-    p.add_argument(
-        "--model",
-        default=d.model,
-        help=f"a CIFAR-family model: {', '.join(list_models('cifar'))} (default: %(default)s)",
-    )
-    cli.add_device(p)
-    cli.add_setting_flags(p, many=False)
-    p.add_argument("--epochs", type=int, default=d.epochs, help="(default: %(default)s)")
-    p.add_argument(
-        "--batch-size", type=int, default=d.batch_size, help="global batch (default: %(default)s)"
-    )
-    p.add_argument("--lr", type=float, default=d.lr, help="(default: %(default)s)")
-    p.add_argument("--momentum", type=float, default=d.momentum, help="(default: %(default)s)")
-    p.add_argument(
-        "--weight-decay", type=float, default=d.weight_decay, help="(default: %(default)s)"
-    )
-    p.add_argument(
-        "--milestones",
-        default="15,25",
-        help='epochs where lr drops; "" for none (default: %(default)s)',
-    )
-    p.add_argument(
-        "--gamma",
-        type=float,
-        default=d.gamma,
-        help="lr factor at milestones (default: %(default)s)",
-    )
-    p.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
-    p.add_argument(
-        "--runs",
-        type=int,
-        default=1,
-        help="seeds seed..seed+N-1 back to back (default: %(default)s)",
-    )
-    p.add_argument(
-        "--target-acc",
-        type=float,
-        action="append",
-        help="report time to this test accuracy; repeatable (default: 0.90 and 0.94)",
-    )
-    p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower)")
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path("data"),
-        help="folder holding cifar-10-batches-py/ (default: %(default)s)",
-    )
-    p.add_argument(
-        "--download", action="store_true", help="fetch CIFAR-10 into --data-dir if absent"
-    )
-    p.add_argument(
-        "--no-verify", action="store_true", help="skip the md5 check (for data you made yourself)"
-    )
-    p.add_argument(
-        "--data-loader",
-        choices=["device", "torchvision"],
-        default="device",
-        help="(default: %(default)s)",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=d.workers,
-        help="DataLoader workers for --data-loader torchvision (default: %(default)s)",
-    )
-    p.add_argument(
-        "--keep-denormals",
-        action="store_true",
-        help="on CPUs, keep denormal floats (slower); by default they are flushed to zero",
-    )
-    p.add_argument(
-        "--pad-mode",
-        choices=["reflect", "constant"],
-        default=d.pad_mode,
-        help="crop padding (default: %(default)s)",
-    )
-    p.add_argument("--out", type=Path, help="run folder (default: results/train-<timestamp>)")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run(s) in --out from their checkpoints (same recipe; more epochs allowed)",
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the run that --out holds (without it, such a folder is refused)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p
-
-
-def config_from_args(args) -> TrainConfig:
-    if args.model not in list_models("cifar"):
-        raise cli.UsageError(
-            f"--model must be a CIFAR-family model; choose one of: {', '.join(list_models('cifar'))}"
-        )
-    for flag in ("epochs", "batch_size", "runs"):
-        if getattr(args, flag) < 1:
-            raise cli.UsageError(
-                f"--{flag.replace('_', '-')} must be at least 1; got {getattr(args, flag)}"
-            )
-    cli.positive(args.lr, "--lr")
-    cli.positive(args.gamma, "--gamma")
-    cli.at_least(args.weight_decay, "--weight-decay", 0)
-    cli.in_range(args.momentum, "--momentum", 0, 1)
-    cli.at_least(args.seed, "--seed", 0)
-    cli.at_least(args.workers, "--workers", 0)
-    cli.not_empty(args.device, "--device")
-    milestones = (
-        tuple(cli.parse_positive_ints(args.milestones, "--milestones")) if args.milestones else ()
-    )
-    targets = tuple(args.target_acc or TrainConfig.targets)
-    if any(not 0 < t <= 1 for t in targets):  # NaN fails this too
-        raise cli.UsageError("--target-acc takes accuracies in (0, 1], e.g. 0.93")
-    if args.precision not in PRECISIONS or args.compile not in COMPILE_MODES:
-        raise cli.UsageError(
-            f"unknown --precision or --compile; choose from {PRECISIONS} and {COMPILE_MODES}"
-        )
-    channels_last = cli.parse_on_off(args.channels_last, "--channels-last")[0]
-    parse_device(args.device)
-    # the same device/precision rules as every measurement (fp16 needs a GPU, tf32 needs CUDA)
-    validate_config(Config(args.model, args.batch_size, device=args.device, precision=args.precision,
-                           channels_last=channels_last, compile=args.compile))  # fmt: skip
-    return TrainConfig(
-        model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-        weight_decay=args.weight_decay, milestones=milestones, gamma=args.gamma, precision=args.precision,
-        channels_last=channels_last, compile=args.compile, seed=args.seed, deterministic=args.deterministic,
-        device=args.device, data_loader=args.data_loader, workers=args.workers, pad_mode=args.pad_mode,
-        targets=targets, flush_denormal=not args.keep_denormals,
-    )  # fmt: skip
+    runfolder.write_atomic(out / "summary.md", "\n".join(lines))

@@ -36,7 +36,8 @@ from resbench.env import collect_env
 from resbench.models import build_model
 from resbench.settings import PRECISIONS, autocast, numerics
 from resbench.timing import synchronize
-from resbench.train import recipe
+from resbench.train import flags, folder, recipe
+from resbench.train.flags import build_parser, config_from_args
 from resbench.train.recipe import (  # noqa: F401 (the trainer's API)
     CHECKPOINT,
     LOG_COLUMNS,
@@ -44,13 +45,14 @@ from resbench.train.recipe import (  # noqa: F401 (the trainer's API)
     RUN_FILES,
     RunState,
     TrainConfig,
-    build_parser,
-    config_from_args,
 )
 
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+STOP = folder.Stop()  # Ctrl-C and SIGTERM wait for a checkpoint being written (installed by main)
 
 
 def _dist():
@@ -138,6 +140,8 @@ def _train(cfg, cifar, out, resume, progress, rank, world, device) -> dict:
     if resume and ckpt_path.exists():
         _restore(t, ckpt_path)
         if rank == 0:
+            with STOP.writing():  # the log as the checkpoint has it (a kill may have cut it)
+                recipe.write_log(out, t.state.log)
             print(f"resumed {out} at epoch {t.state.epoch}", file=sys.stderr)
     train_loader, test_loader = _loaders(t, cifar)
     if cfg.compile != "off" and t.state.compile_s == 0.0:
@@ -159,8 +163,9 @@ def _train(cfg, cifar, out, resume, progress, rank, world, device) -> dict:
                 )
     summary = recipe.summarise(cfg, t.state)
     if rank == 0:
-        pd.DataFrame(t.state.log).to_csv(out / "train.csv", index=False)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        with STOP.writing():
+            runfolder.write_atomic(out / "train.csv", pd.DataFrame(t.state.log).to_csv(index=False))
+            runfolder.write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -207,13 +212,15 @@ def _restore(t: _Trainer, path: Path) -> None:
 
 
 def _save(t: _Trainer, out: Path) -> None:
-    """The epoch's log line, then the checkpoint (each written whole or not at all)."""
-    recipe.write_log(out, t.state.log)
-    recipe.save_checkpoint(
-        out / CHECKPOINT, model=t.model.state_dict(), optimizer=t.optimizer.state_dict(),
-        scheduler=t.scheduler.state_dict(), scaler=t.scaler.state_dict(), rng=recipe.rng_state(t.gen),
-        state=asdict(t.state), config=asdict(t.cfg),
-    )  # fmt: skip
+    """The checkpoint, then the epoch's log line: each written whole or not at all, and a stop
+    waits for both, so train.jsonl never names an epoch the checkpoint lacks."""
+    with STOP.writing():
+        recipe.save_checkpoint(
+            out / CHECKPOINT, model=t.model.state_dict(), optimizer=t.optimizer.state_dict(),
+            scheduler=t.scheduler.state_dict(), scaler=t.scaler.state_dict(), rng=recipe.rng_state(t.gen),
+            state=asdict(t.state), config=asdict(t.cfg),
+        )  # fmt: skip
+        recipe.write_log(out, t.state.log)
 
 
 def _loaders(t: _Trainer, cifar: data.Cifar):
@@ -316,7 +323,20 @@ def _compile_warmup(model, runner, cifar, cfg, device, amp) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return cli.run_cli("resbench.train", lambda: _main(build_parser().parse_args(argv), argv))
+    with STOP.installed():  # SIGTERM ends a run as Ctrl-C does
+        try:
+            return cli.run_cli(
+                "resbench.train", lambda: _main(build_parser().parse_args(argv), argv)
+            )
+        except KeyboardInterrupt:  # before the first epoch began (start_folder is never cut)
+            if _dist_rank() == 0:
+                print("\ninterrupted before training began; no checkpoint was written",
+                      file=sys.stderr)  # fmt: skip
+            return flags.EXIT_INTERRUPTED
+
+
+def _dist_rank() -> int:
+    return int(os.environ.get("RANK", "0"))
 
 
 def _main(args, argv) -> int:
@@ -328,20 +348,25 @@ def _main(args, argv) -> int:
             "--resume continues the run in --out, --overwrite replaces it: give one"
         )
     rank, world, _ = _dist()
+    out = args.out or Path("results") / f"train-{cli.timestamp()}"
+    runs = args.runs or 1
+    if rank == 0 and args.resume:  # the recorded recipe, with the flags given in its place
+        base, runs = folder.resume_recipe(out, base, args.runs, flags.given_flags(argv))
+        flags.check_config(base)
+    if world > 1:
+        import torch.distributed as dist
+
+        box = [str(out), asdict(base), runs]
+        dist.broadcast_object_list(box, src=0)
+        out, runs = Path(box[0]), box[2]
+        base = TrainConfig(**box[1])
     if world > 1 and base.data_loader != "device":
         raise cli.UsageError(
             "under torchrun use --data-loader device (it gives each rank its slice)"
         )
-    out = args.out or Path("results") / f"train-{cli.timestamp()}"
-    if world > 1:
-        import torch.distributed as dist
-
-        box = [str(out)]
-        dist.broadcast_object_list(box, src=0)
-        out = Path(box[0])
-    run_dirs = [out if args.runs == 1 else out / f"seed{base.seed + i}" for i in range(args.runs)]
+    run_dirs = folder.run_dirs_of(out, base, runs)
     if rank == 0:
-        recipe.check_folder(out, run_dirs, args, base)
+        folder.check_folder(out, run_dirs, args, base)
     with runfolder.locked(out) if rank == 0 else contextlib.nullcontext():
         cifar = _load_data(args, rank, world)
         if base.batch_size > len(cifar.train_x):
@@ -353,8 +378,9 @@ def _main(args, argv) -> int:
         command = f"python -m resbench.train {argv_text}"
         env = collect_env() | {"command": command, "world_size": world}
         if rank == 0:
-            recipe.start_folder(out, run_dirs, args, base, command, env)
-        return _train_all(args, base, cifar, run_dirs, out, env, rank, world, argv_text)
+            with STOP.writing():  # an old run is removed whole, or not at all
+                folder.start_folder(out, run_dirs, args, base, runs, command, env)
+        return _train_all(args, base, cifar, run_dirs, out, env, rank, world)
 
 
 def _load_data(args, rank: int, world: int) -> data.Cifar:
@@ -371,7 +397,7 @@ def _load_data(args, rank: int, world: int) -> data.Cifar:
     return cifar
 
 
-def _train_all(args, base, cifar, run_dirs, out, env, rank, world, argv_text) -> int:
+def _train_all(args, base, cifar, run_dirs, out, env, rank, world) -> int:
     runs = []
     try:
         for i, run_dir in enumerate(run_dirs):
@@ -380,17 +406,18 @@ def _train_all(args, base, cifar, run_dirs, out, env, rank, world, argv_text) ->
             runs.append(
                 (run_dir, train_run(cfg, cifar, run_dir, args.resume, not args.no_progress))
             )
+        if rank == 0:
+            with STOP.writing():
+                recipe.write_summary(out, base, runs, env)
     except NonFiniteLoss as exc:
         print(f"resbench.train: {exc}", file=sys.stderr)
-        return 1
+        return flags.EXIT_DIVERGED
     except KeyboardInterrupt:
-        print(
-            f"\ninterrupted; resume with: python -m resbench.train {argv_text} --resume --out {out}",
-            file=sys.stderr,
-        )
-        return 130
+        if rank == 0:
+            print(f"\ninterrupted; {folder.kept_text(out, run_dirs, base.epochs)}; resume with: "
+                  f"{folder.resume_command(out, args, world)}", file=sys.stderr)  # fmt: skip
+        return flags.EXIT_INTERRUPTED
     if rank == 0:
-        recipe.write_summary(out, base, runs, env)
         finals = [s["final_test_acc"] for _, s in runs]
         print(
             f"final test accuracy {recipe.mean_std(finals)} over {len(runs)} run(s); wrote {out / 'summary.md'}"
