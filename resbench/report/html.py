@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from resbench.report.analysis import ceilings, finite, roof_bandwidth, roofline, setting_order
+from resbench.report.analysis import (
+    by_input,
+    ceilings,
+    finite,
+    roof_bandwidth,
+    roofline,
+    setting_order,
+)
 from resbench.report.plots import colours
 from resbench.report.tables import flags
 
@@ -119,7 +126,7 @@ TABLE_COLUMNS = [
 
 def results_table_html(frame: pd.DataFrame, columns=TABLE_COLUMNS) -> str:
     """A sortable, filterable HTML table of every row of ``frame``."""
-    frame = frame.copy()
+    frame = by_input(frame).copy()
     if "latency_ms_iqr" in frame:
         frame["iqr_fraction"] = frame["latency_ms_iqr"] / frame["latency_ms_median"]
     columns = [c for c in columns if c[1] in frame and frame[c[1]].notna().any()]
@@ -207,6 +214,7 @@ def throughput_figure(part: pd.DataFrame, colour: dict[str, str], title: str):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    part = by_input(part)
     models = list(dict.fromkeys(part["model"]))
     cols = min(4, len(models))
     rows = math.ceil(len(models) / cols)

@@ -15,6 +15,7 @@ import pandas as pd
 from resbench.report.analysis import (
     BASELINE_SETTING,
     OVERHEAD_FRACTION,
+    by_input,
     ceilings,
     roof_bandwidth,
     roofline,
@@ -89,6 +90,7 @@ def _iqr_ips(line: pd.DataFrame) -> np.ndarray:
 
 
 def throughput_plot(plt, part: pd.DataFrame, colour: dict[str, str], title: str):
+    part = by_input(part)
     models = list(dict.fromkeys(part["model"]))
     cols = min(4, len(models))
     rows = math.ceil(len(models) / cols)
