@@ -87,7 +87,7 @@ def test_flags_narrow_a_preset():
     configs, _ = sweep.build_grid(
         args_for("--preset", "quick", "--device", "cpu", "--models", "cifar", "--modes", "train")
     )
-    assert configs and all(c.mode == "train" and c.model.startswith("small") for c in configs)
+    assert configs and all(c.mode == "train" and c.model in list_models("cifar") for c in configs)
 
 
 def test_gpu_preset_runs_resnet50_first_and_the_costly_or_minor_configs_last():

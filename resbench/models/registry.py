@@ -54,6 +54,7 @@ class Spec:
         }
 
 
+# blocks per stage (ResNet-34 and ResNet-50 share theirs: basic blocks against bottlenecks)
 _R18, _R34, _R50, _R101 = (2, 2, 2, 2), (3, 4, 6, 3), (3, 4, 6, 3), (3, 4, 23, 3)
 
 
