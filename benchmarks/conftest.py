@@ -1,7 +1,7 @@
 """pytest-benchmark options for resbench: which device, models, batch sizes, modes and settings.
 
 Every option can also be set by an environment variable (RB_DEVICE, RB_MODELS, RB_BATCH_SIZES,
-RB_MODES, RB_SETTINGS, RB_ALL=1), so CI jobs can choose without editing command lines. A setting is a
+RB_IMAGE_SIZE, RB_MODES, RB_SETTINGS, RB_ALL=1), so CI jobs can choose without editing command lines. A setting is a
 label as in resbench's tables: precision, then "+cl" for channels_last and "+compile" (or
 "+reduce-overhead", "+max-autotune") for torch.compile, e.g. "bf16+cl+compile".
 """
@@ -12,11 +12,17 @@ import os
 
 import pytest
 
-from resbench.cli import parse_models, parse_positive_ints, parse_settings, split_list
+from resbench.cli import (
+    check_image_size,
+    parse_models,
+    parse_positive_ints,
+    parse_settings,
+    split_list,
+)
 from resbench.devices import default_device, parse_device
 from resbench.env import collect_env
 from resbench.measure import Config, missing_package, unfaithful, validate_config
-from resbench.models import model_family
+from resbench.models import default_image_size, model_family
 from resbench.settings import BACKENDS, MODES, PRECISIONS
 
 DEFAULT_MODELS = "resnet18,small_resnet20"
@@ -37,6 +43,10 @@ OPTIONS = {
         f"models or groups all/imagenet/cifar (default: {DEFAULT_MODELS})",
     ),
     "--rb-batch-sizes": ("RB_BATCH_SIZES", "batch sizes (default: 1,8 ImageNet; 32,128 CIFAR)"),
+    "--rb-image-size": (
+        "RB_IMAGE_SIZE",
+        "input sides, e.g. 224,288, for every model (default: 224 ImageNet, 32 CIFAR)",
+    ),
     "--rb-modes": ("RB_MODES", "inference, train (default: both)"),
     "--rb-backends": (
         "RB_BACKENDS",
@@ -75,6 +85,11 @@ def benchmark_configs(config) -> list[Config]:
             opt("--rb-settings") or (",".join(ALL_SETTINGS) if run_all else DEFAULT_SETTINGS),
             "--rb-settings",
         )
+        sizes = [None]
+        if opt("--rb-image-size"):
+            sizes = parse_positive_ints(opt("--rb-image-size"), "--rb-image-size")
+            for model in models:
+                check_image_size(model, sizes[0], "--rb-image-size")
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     modes = split_list(opt("--rb-modes") or ",".join(MODES))
@@ -93,12 +108,20 @@ def benchmark_configs(config) -> list[Config]:
         ]
     table = ALL_BATCHES if run_all else DEFAULT_BATCHES
     return [
-        Config(model, b, device=device, mode=mode, **s)
+        Config(model, b, image_size=size, device=device, mode=mode, **s)
         for model in models
+        for size in sizes
         for mode in modes
         for s in settings
         for b in (batches or table[model_family(model)])
     ]
+
+
+def bench_id(c: Config) -> str:
+    """The benchmark's name; a size other than the model's default is appended, so names saved
+    before the image-size option still compare."""
+    size = f"-{c.image_size}px" if c.image_size != default_image_size(c.model) else ""
+    return f"{c.model}-b{c.batch_size}-{c.setting}{size}"
 
 
 def pytest_generate_tests(metafunc):
@@ -108,7 +131,7 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize(
             "rb_config",
             configs,
-            ids=[f"{c.model}-b{c.batch_size}-{c.setting}" for c in configs],
+            ids=[bench_id(c) for c in configs],
             indirect=True,  # through the rb_config fixture, which skips what cannot run here
         )
 

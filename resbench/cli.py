@@ -120,15 +120,10 @@ def min_image_size(model: str) -> int:
     """The smallest input side ``model`` takes whole: its total downsampling (last map 1x1)."""
     import torch
 
-    from resbench.models import build_model, default_image_size
+    from resbench.models import build_model
 
-    size = default_image_size(model)
-    with torch.device("meta"):
-        net = build_model(model)
-        seen = []
-        net.avgpool.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[-1]))
-        net(torch.empty(1, 3, size, size))
-    return size // seen[0]
+    with torch.device("meta"):  # shapes only: no weights drawn, no forward pass
+        return build_model(model).downsampling
 
 
 def check_image_size(model: str, size: int | None, flag: str = "--image-size") -> int | None:

@@ -20,3 +20,33 @@ def test_autosave_keeps_the_raw_timings(tmp_path):
     (saved,) = tmp_path.rglob("*.json")
     (bench,) = json.loads(saved.read_text())["benchmarks"]
     assert len(bench["stats"]["data"]) >= 3  # per-round times, not only their summary
+
+
+def _benchmarks_conftest():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "rb_conftest", ROOT / "benchmarks" / "conftest.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rb_image_size_is_an_axis_and_default_sizes_keep_their_names():
+    import pytest
+
+    conftest = _benchmarks_conftest()
+
+    def options(**given):
+        flags = {f"--rb-{k.replace('_', '-')}": v for k, v in given.items()}
+        return type("Config", (), {"getoption": staticmethod(lambda name: flags.get(name))})()
+
+    configs = conftest.benchmark_configs(
+        options(device="cpu", models="resnet50", batch_sizes="1", modes="inference",
+                settings="fp32", image_size="224,288")
+    )  # fmt: skip
+    assert [c.image_size for c in configs] == [224, 288]
+    assert [conftest.bench_id(c) for c in configs] == ["resnet50-b1-fp32", "resnet50-b1-fp32-288px"]
+    with pytest.raises(pytest.UsageError, match="--rb-image-size 16 is too small for resnet50"):
+        conftest.benchmark_configs(options(device="cpu", models="resnet50", image_size="16"))

@@ -21,9 +21,12 @@ def test_forward_flops_match_published_figures(name):
     assert gflops == pytest.approx(2 * PUBLISHED_GMACS[name], rel=0.01)
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "small_resnet20"])
+@pytest.mark.parametrize(
+    "name", ["resnet18", "resnet50", "small_resnet20", "resnext50_32x4d", "preact_resnet164"]
+)
 def test_train_step_is_about_three_forwards(name):
-    size = 32 if name.startswith("small") else 224
+    # grouped convolutions too: torch 2.14's formula counted their weight gradient `groups` times
+    size = 224 if name.startswith("res") else 32
     ratio = count_flops(name, size, "train").total / count_flops(name, size).total
     assert 2.5 <= ratio <= 3.5
 
@@ -36,11 +39,19 @@ def test_stage_breakdown_covers_the_total():
     small = count_flops("small_resnet20", 32)
     assert list(small.by_stage) == ["stem", "layer1", "layer2", "layer3", "head"]
     assert sum(small.by_stage.values()) == small.total
+    deep = count_flops("resnet50d", 224)  # the deep stem's three convolutions are the stem's
+    assert (
+        deep.by_stage["stem"] > count.by_stage["stem"] and sum(deep.by_stage.values()) == deep.total
+    )
 
 
 def test_flops_scale_with_image_size():
     assert count_flops("resnet18", 448).total == pytest.approx(
         4 * count_flops("resnet18", 224).total, rel=0.01
+    )
+    # ResNet strikes back evaluates at 288: (288/224)^2 = 1.65x the convolutions' work
+    assert count_flops("resnet50d", 288).total == pytest.approx(
+        (288 / 224) ** 2 * count_flops("resnet50d", 224).total, rel=0.02
     )
 
 

@@ -65,6 +65,39 @@ def test_command_writes_tables_plots_and_the_depth_comparison(tmp_path, capsys):
     assert "ratio residual" in capsys.readouterr().out
 
 
+def test_compare_original_and_preact_orders(tmp_path, capsys):
+    out = tmp_path / "ls"
+    rc = layerstats.main(["--model", "preact_resnet20", "--compare", "original,preact", "--device",
+                          "cpu", "--batch-size", "4", "--depths", "20", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    rows = [json.loads(line) for line in (out / "layerstats.jsonl").read_text().splitlines()]
+    assert {r["variant"] for r in rows if r["kind"] == "activation"} == {"original", "preact"}
+    depth = [r for r in rows if r["kind"] == "depth"]
+    assert [(r["model"], r["variant"]) for r in depth] == [
+        ("preact_resnet20", "original"),
+        ("preact_resnet20", "preact"),
+    ]
+    assert all(r["last_block_act_std"] > 0 and r["first_block_act_std"] > 0 for r in depth)
+    md = (out / "layerstats.md").read_text()
+    assert "original vs preact" in md and "gradient norm: original" in md
+    assert "ratio original" in capsys.readouterr().out
+
+
+def test_the_entry_is_the_variant_a_checkpoint_loads_into():
+    assert layerstats.is_entry("preact_resnet110", "preact")
+    assert not layerstats.is_entry("preact_resnet110", "original")
+    assert layerstats.is_entry("small_resnet110", "original")
+    assert layerstats.is_entry("small_resnet110", "residual")
+    assert not layerstats.is_entry("small_resnet110", "plain")
+    # the two orders of one entry differ only in where BN and ReLU sit: additions stay, the
+    # ReLU after each addition goes
+    original = build_model("preact_resnet20", **layerstats.VARIANTS["original"])
+    preact = build_model("preact_resnet20", **layerstats.VARIANTS["preact"])
+    assert count_additions(original) == count_additions(preact) == 9
+    assert not any(type(b).preact for b in original.blocks())
+    assert all(type(b).preact for b in preact.blocks())
+
+
 def test_checkpoint_from_the_trainer_loads(tmp_path):
     model = build_model("small_resnet20")
     torch.save({"model": model.state_dict()}, tmp_path / "checkpoint.pt")
@@ -79,8 +112,17 @@ def test_checkpoint_from_the_trainer_loads(tmp_path):
         (["--model", "resnet19"], "unknown model 'resnet19'"),
         (["--batch-size", "1"], "--batch-size must be at least 2"),
         (["--depths", "20,x"], "--depths takes positive integers"),
-        (["--depths", "21"], "no model 'small_resnet21'; cifar depths are 18, 20"),
+        (
+            ["--depths", "21"],
+            "no model 'small_resnet21'; cifar depths of small_resnet are 18, 20, 32",
+        ),
         (["--checkpoint", "/nonexistent.pt"], "is not a file"),
+        (["--compare", "residual"], "--compare takes two variants; got residual"),
+        (["--compare", "residual,sideways"], "unknown --compare value 'sideways'"),
+        (
+            ["--model", "preact_resnet20", "--depths", "18"],
+            "preact_resnet are 20, 32, 44, 56, 110, 164, 1001",
+        ),
         (["--device", "cuda:7"], "cuda"),
     ],
 )
@@ -88,3 +130,15 @@ def test_bad_flags_exit_2(argv, message, tmp_path, capsys):
     assert layerstats.main([*argv, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_checkpoint_needs_the_entry_among_the_compared(tmp_path, capsys):
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": build_model("small_resnet20").state_dict()}, path)
+    rc = layerstats.main(["--model", "small_resnet20", "--compare", "plain,preact", "--checkpoint",
+                          str(path), "--out", str(tmp_path / "o")])  # fmt: skip
+    assert rc == 2
+    assert (
+        "--checkpoint loads into small_resnet20 itself, which --compare plain,preact leaves out"
+        in (capsys.readouterr().err)
+    )

@@ -40,10 +40,25 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+# the variants added after the seed's (tests/test_model_variants.py covers them)
+NEW_IMAGENET = [
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
+    "resnet18d",
+    "resnet50d",
+    "preact_resnet18",
+    "preact_resnet50",
+]
+PREACT_CIFAR = [f"preact_resnet{d}" for d in (20, 32, 44, 56, 110, 164, 1001)]
+
+
 def test_registry_names():
-    assert list_models() == IMAGENET + CIFAR
-    assert list_models("imagenet") == IMAGENET
-    assert list_models("cifar") == CIFAR
+    assert list_models() == IMAGENET + NEW_IMAGENET + CIFAR + PREACT_CIFAR
+    assert list_models("imagenet") == IMAGENET + NEW_IMAGENET
+    assert list_models("cifar") == CIFAR + PREACT_CIFAR
 
 
 @pytest.mark.parametrize("name", IMAGENET)

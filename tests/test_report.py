@@ -131,6 +131,25 @@ def test_summary_opens_with_answers_and_speedups(tmp_path):
     assert any("|bf16|" in r.replace(" ", "") and "2.00x" in r for r in detail)
 
 
+def test_a_model_at_several_input_sizes_keeps_a_row_per_size(tmp_path):
+    results = [
+        result("resnet50", 8, precision=p, ms=ms * (2 if p == "fp32" else 1), image_size=size)
+        for size, ms in ((224, 10.0), (288, 16.5))
+        for p in ("fp32", "bf16")
+    ] + [result("resnet18", 8, ms=5.0)]  # one size only: named as before
+    write_run(tmp_path / "run", results)
+    assert report.main([str(tmp_path / "run")]) == 0
+    summary = (tmp_path / "run" / "summary.md").read_text().replace(" ", "")
+    answer = _lines_after(summary, "##Answers:inferenceoncpu(cpu)")
+    for size in ("224px", "288px"):
+        assert any(r.startswith(f"|resnet50{size}|8|bf16|") and "|2.00x|" in r for r in answer)
+    assert any(r.startswith("|resnet18|8|") for r in answer)
+    rows = [line for line in summary.splitlines() if line.startswith("|resnet50288px|8|")]
+    assert len(rows) == 4  # answer, throughput and two detail rows, apart from 224px
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "resnet50 288px" in page and "resnet50 224px" in page
+
+
 def test_speedups_use_only_batch_sizes_both_sides_have():
     results = [
         result(batch=1, ms=10),

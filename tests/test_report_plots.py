@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from resbench import layerstats, report
+from resbench.layerstats import plots as layerstats_plots
 from resbench.models import build_model
 from resbench.report import pyplot
 from resbench.train import recipe as trainrun
@@ -56,11 +57,11 @@ def test_layerstats_tables_have_flat_names_and_plots_name_layers(tmp_path, monke
     assert "layer1.2" in table
 
     saved = _capture_figures(monkeypatch)
-    layerstats._plot_pair(frame, "act_std", "std", tmp_path / "a.png", False, "t")
+    layerstats_plots.plot_pair(frame, "act_std", "std", tmp_path / "a.png", False, "t")
     ticks = [t.get_text() for t in saved[0].axes[0].get_xticklabels()]
     assert ticks == ["layer1.0", "layer1.1", "layer1.2"]
 
-    layerstats.feature_maps(
+    layerstats_plots.feature_maps(
         build_model("small_resnet20"), torch.randn(3, 32, 32), tmp_path / "f.png"
     )
     fig = saved[-1]

@@ -62,9 +62,12 @@ def args_for(*argv):
     return sweep.build_parser().parse_args(list(argv))
 
 
-def test_quick_preset_instantiates_every_variant():
+def test_quick_preset_instantiates_every_variant_but_the_costliest():
     configs, notes = sweep.build_grid(args_for("--preset", "quick", "--device", "cpu"))
-    assert {c.model for c in configs} == set(list_models())
+    assert {c.model for c in configs} == set(list_models()) - set(sweep.grid.QUICK_LEFT_OUT)
+    assert {
+        c.batch_size for c in configs if c.model in ("resnext50_32x4d", "preact_resnet1001")
+    } == {1}
     assert len({c.key() for c in configs}) == len(configs)
     assert {c.mode for c in configs} == {"inference", "train"}
     assert {c.precision for c in configs} == {"fp32", "bf16"}
@@ -84,7 +87,7 @@ def test_flags_narrow_a_preset():
     configs, _ = sweep.build_grid(
         args_for("--preset", "quick", "--device", "cpu", "--models", "cifar", "--modes", "train")
     )
-    assert configs and all(c.mode == "train" and c.model.startswith("small") for c in configs)
+    assert configs and all(c.mode == "train" and c.model in list_models("cifar") for c in configs)
 
 
 def test_gpu_preset_runs_resnet50_first_and_the_costly_or_minor_configs_last():
@@ -120,6 +123,33 @@ def test_settings_pick_exact_combinations_instead_of_a_product():
     assert narrowed and {c.setting for c in narrowed} == {"bf16+cl"}
 
 
+def test_image_size_is_an_axis_of_the_grid():
+    configs, _ = sweep.build_grid(
+        args_for("--device", "cpu", "--models", "resnet50,small_resnet20", "--batch-sizes", "1,8",
+                 "--image-size", "288,160")
+    )  # fmt: skip
+    assert [(c.model, c.image_size, c.batch_size) for c in configs] == [
+        ("resnet50", 160, 1), ("resnet50", 160, 8), ("resnet50", 288, 1), ("resnet50", 288, 8),
+        ("small_resnet20", 160, 1), ("small_resnet20", 160, 8),
+        ("small_resnet20", 288, 1), ("small_resnet20", 288, 8),
+    ]  # fmt: skip
+    default, _ = sweep.build_grid(
+        args_for("--device", "cpu", "--models", "resnet50,small_resnet20")
+    )
+    assert {(c.model, c.image_size) for c in default} == {("resnet50", 224), ("small_resnet20", 32)}
+
+
+def test_an_image_size_too_small_for_a_model_exits_2(capsys):
+    argv = ["--device", "cpu", "--models", "small_resnet20,resnet50d", "--image-size", "16,224"]
+    assert sweep.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        "--image-size 16 is too small for resnet50d" in err
+        and "smallest size it takes is 32" in err
+    )
+    assert len(err.splitlines()) == 1
+
+
 def run_main(tmp_path, *argv, monkeypatch=None, fake=None):
     if monkeypatch is not None:
         monkeypatch.setattr(sweep.runner, "measure", fake or fake_measure())
@@ -151,6 +181,21 @@ def test_resume_skips_finished_configs(tmp_path, monkeypatch):
     assert rc == 0
     assert [c.batch_size for c in calls] == [1, 2, 4]
     assert len(report.read_results(tmp_path / "run")) == 3
+
+
+def test_resume_keeps_the_recorded_image_sizes(tmp_path, monkeypatch):
+    calls: list = []
+    fake = fake_measure(calls=calls)
+    run_main(tmp_path, "--device", "cpu", "--models", "small_resnet20", "--batch-sizes", "1",
+             "--image-size", "40,48", monkeypatch=monkeypatch, fake=fake)  # fmt: skip
+    assert [c.image_size for c in calls] == [40, 48]
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert recorded["invocations"][-1]["options"]["image_size"] == "40,48"
+    (tmp_path / "run" / "results.jsonl").write_text(
+        (tmp_path / "run" / "results.jsonl").read_text().splitlines()[0] + "\n"
+    )  # the second Config was never finished
+    assert run_main(tmp_path, "--resume", monkeypatch=monkeypatch, fake=fake) == 0
+    assert [c.image_size for c in calls] == [40, 48, 48]
 
 
 def test_max_minutes_stops_early_with_exit_3_and_resume_finishes(tmp_path, monkeypatch, capsys):
@@ -414,7 +459,7 @@ def test_the_eta_counts_each_peak_probe_and_the_report():
         assert two_probes < one_probe
     else:
         assert two_probes - one_probe == pytest.approx(sweep.grid.PROBE_S / 60)
-    assert one_probe * 60 >= sweep.grid.PROBE_S + sweep.grid.FINISH_S + 2 * (2 * 1.0 + 1)
+    assert one_probe * 60 >= sweep.grid.PROBE_S + sweep.grid.FINISH_S + 2 * 1.0  # two budgets
 
 
 def test_the_quick_preset_fits_its_minutes_on_a_cpu_without_bf16(monkeypatch):

@@ -117,6 +117,17 @@ def test_torchvision_loader_baseline_runs(cifar_dir, tmp_path):
     )
 
 
+def test_the_pre_activated_cifar_models_train(tmp_path, capsys):
+    small = tmp_path / "data"
+    data.make_synthetic(small, n_train=128, n_test=64, seed=5)
+    assert run(small, tmp_path / "pre", "--epochs", "1", "--model", "preact_resnet20") == 0
+    state = torch.load(tmp_path / "pre" / train.CHECKPOINT, weights_only=True)["model"]
+    assert "final_bn.weight" in state and "bn1.weight" not in state  # the pre-activated network
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    assert "preact_resnet164" in capsys.readouterr().out  # the choices come from the registry
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -180,9 +180,19 @@ def answers(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def by_input(part: pd.DataFrame) -> pd.DataFrame:
+    """``part`` for display: a model measured at several input sides is named with each, e.g.
+    "resnet50 288px", so that its rows do not fold into one (the sweep's --image-size)."""
+    if part.empty or "image_size" not in part:
+        return part
+    sizes = part.groupby("model")["image_size"].transform("nunique")
+    named = part["model"] + " " + part["image_size"].astype("Int64").astype(str) + "px"
+    return part.assign(model=part["model"].where(sizes <= 1, named))
+
+
 def speedups_per_batch(part: pd.DataFrame) -> pd.DataFrame:
     """Rows (model, batch), a column per non-baseline setting: speed-up where both were measured."""
-    part = with_speedups(part[part["status"] == "ok"])
+    part = with_speedups(by_input(part[part["status"] == "ok"]))
     table = part.pivot_table(
         index=["model", "batch_size"], columns="setting", values="speedup", aggfunc="last"
     )

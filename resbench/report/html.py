@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from resbench.report.analysis import ceilings, finite, roof_bandwidth, roofline, setting_order
+from resbench.report.analysis import (
+    by_input,
+    ceilings,
+    finite,
+    roof_bandwidth,
+    roofline,
+    setting_order,
+)
 from resbench.report.plots import ERROR_BARS, colours, log_ticks, quartile_bars, tick_label
 from resbench.report.table_html import TABLE_SCRIPT
 from resbench.report.tables import flags
@@ -95,6 +102,7 @@ def throughput_figure(part: pd.DataFrame, colour: dict[str, str], title: str):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    part = by_input(part)
     models = list(dict.fromkeys(part["model"]))
     cols = min(4, len(models))
     rows = math.ceil(len(models) / cols)

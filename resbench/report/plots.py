@@ -15,6 +15,7 @@ import pandas as pd
 from resbench.report.analysis import (
     BASELINE_SETTING,
     OVERHEAD_FRACTION,
+    by_input,
     ceilings,
     ips_at_quartiles,
     roof_bandwidth,
@@ -131,6 +132,7 @@ def label_log_axis(axis, lo: float, hi: float) -> None:
 
 
 def throughput_plot(plt, part: pd.DataFrame, colour: dict[str, str], title: str):
+    part = by_input(part)
     models = list(dict.fromkeys(part["model"]))
     cols = min(4, len(models))
     rows = math.ceil(len(models) / cols)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from resbench.report.analysis import finite
+from resbench.report.analysis import by_input, finite
 from resbench.report.tables import diff_text, flags
 
 FILTER_COLUMNS = ("model", "batch", "device", "mode", "setting", "status")
@@ -158,7 +158,7 @@ def _filter_select(header: str, i: int, frame: pd.DataFrame, col: str, form) -> 
 
 def results_table_html(frame: pd.DataFrame, columns=TABLE_COLUMNS) -> str:
     """A sortable, filterable HTML table of every row of ``frame``."""
-    frame = frame.copy()
+    frame = by_input(frame).copy()  # a model at several input sizes: a row per size
     if "latency_ms_iqr" in frame:
         frame["iqr_fraction"] = frame["latency_ms_iqr"] / frame["latency_ms_median"]
     if "quiet" in frame:

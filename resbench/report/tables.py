@@ -11,6 +11,7 @@ from resbench.report.analysis import (
     BASELINE_SETTING,
     LOAD_MEDIAN_CORES,
     answers,
+    by_input,
     finite,
     headline,
     load_warning,
@@ -167,7 +168,7 @@ def warnings_for(results: Sequence[Result]) -> list[str]:
 
 def answers_rows(part: pd.DataFrame) -> pd.DataFrame:
     """Per model and batch: the fastest setting, its images/s, speed-up, MFU and agreement."""
-    best = answers(part)
+    best = answers(by_input(part))
     rows = []
     for _, r in best.iterrows():
         only = r["candidates"] == 1
@@ -204,7 +205,7 @@ def answers_table(part: pd.DataFrame) -> str:
 
 def throughput_table(part: pd.DataFrame) -> str:
     """Rows model x batch, a column of images/s per setting; the fastest setting per row in bold."""
-    part = part.copy()
+    part = by_input(part).copy()
     part["cell"] = [
         (fmt(r["throughput_ips"]) + flags(r)) if r["status"] == "ok" else str(r["status"])
         for _, r in part.iterrows()
@@ -262,7 +263,7 @@ def detail_table(part: pd.DataFrame) -> str:
     }  # fmt: skip
     has["max_abs_diff"] = has["max_abs_diff"] or bool(part["diff_not_finite"].any())
     rows = []
-    for _, r in part.iterrows():
+    for _, r in by_input(part).iterrows():
         ok = r["status"] == "ok"
         row = {
             "model": r["model"],

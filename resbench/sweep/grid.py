@@ -12,8 +12,10 @@ import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from resbench import cli
-from resbench.devices import default_device, parse_device
+from resbench.devices import default_device
 from resbench.flops import PROBE_SIZING_S
 from resbench.measure import Config, unfaithful, validate_config
 from resbench.models import list_models
@@ -23,7 +25,7 @@ IMAGENET, CIFAR = list_models("imagenet"), list_models("cifar")
 # the flags that choose the Configs, and those that choose how they are measured: both kept in
 # run.json; None in the parsed flags means "not given", so a resume takes the recorded value
 GRID_OPTIONS = ("device", "preset", "models", "batch_sizes", "modes", "precision",
-                "channels_last", "compile", "settings", "backends")  # fmt: skip
+                "channels_last", "compile", "settings", "backends", "image_size")  # fmt: skip
 RUN_OPTIONS = ("budget", "isolate", "timeout", "find_max_batch", "repeats", "wait_quiet",
                "weights", "allow_emulated")  # fmt: skip
 
@@ -32,12 +34,24 @@ def _settings(labels: str) -> list[dict]:
     return cli.parse_settings(labels, "settings")
 
 
+# Left out of the quick preset's first line, estimated from FLOPs (at batch 1 fp32 a Config costs
+# about 3 s of warm-up, budget and preparation, plus its iterations at roughly 110 GMAC/s here):
+# the 101-layer ResNeXt and Wide ResNet do 15.5-22.8 GMACs per image (4-6x resnet50's) with 83-127M
+# parameters to initialise per preparation, ~7 s a Config; preact_resnet32/44 repeat the units of
+# preact_resnet20/56 at depths in between. The eleven new variants kept add ~40 s.
+QUICK_LEFT_OUT = ("resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2", "preact_resnet32",
+                  "preact_resnet44",
+                  # He-initialised, in eval mode (BN's running statistics untouched), its identity
+                  # path overflows to NaN logits: an error row, which measures nothing
+                  "preact_resnet1001")  # fmt: skip
+
+
 # A preset is a union of grids; a grid is a product of these lists (settings: exact combinations
 # of precision, channels_last and compile, instead of their product).
 PRESETS: dict[str, list[dict]] = {
-    # ~3 minutes on a 2-core CPU: every variant once, then settings on a few
+    # ~3 minutes on a 2-core CPU: every variant once (but QUICK_LEFT_OUT), then settings on a few
     "quick": [
-        dict(models=IMAGENET + CIFAR, batch_sizes=[1]),
+        dict(models=[m for m in IMAGENET + CIFAR if m not in QUICK_LEFT_OUT], batch_sizes=[1]),
         dict(models=["resnet18", "resnet50"], batch_sizes=[1, 8], precision=["fp32", "bf16"],
              channels_last=[False, True]),
         dict(models=["small_resnet20", "small_resnet56"], batch_sizes=[32, 128],
@@ -96,8 +110,11 @@ def expand(
     compile: Sequence[str] = ("off",),
     settings: Sequence[dict] | None = None,
     backends: Sequence[str] | None = None,
+    image_sizes: Sequence[int | None] = (None,),
 ) -> list[Config]:
     """The product of the lists, ordered so that batch sizes of one setting ascend together.
+
+    ``image_sizes`` (None: each model's default) runs every model at each input side.
 
     ``settings`` (dicts of precision, channels_last, backend, compile) replaces the product of
     those three; ``backends`` runs each setting on each backend, with ``compile``'s modes for the
@@ -113,8 +130,10 @@ def expand(
     if backends:
         settings = with_backends(list(settings), list(backends), list(compile))
     return [
-        Config(model=m, batch_size=b, device=d, mode=mo, **s)
-        for d, m, mo, s, b in itertools.product(devices, models, modes, settings, batch_sizes)
+        Config(model=m, batch_size=b, image_size=size, device=d, mode=mo, **s)
+        for d, m, size, mo, s, b in itertools.product(
+            devices, models, image_sizes, modes, settings, batch_sizes
+        )
     ]
 
 
@@ -176,6 +195,8 @@ def build_grid(args) -> tuple[list[Config], list[str]]:
         "compile": given["compile"] and cli.parse_choices(args.compile, "--compile", COMPILE_MODES),
         "settings": given["settings"] and cli.parse_settings(args.settings, "--settings"),
         "backends": given["backends"] and cli.parse_choices(args.backends, "--backends", BACKENDS),
+        "image_sizes": given["image_size"]
+        and cli.parse_positive_ints(args.image_size, "--image-size"),
     }
     if given["settings"] and (given["precision"] or given["channels_last"] or given["compile"]):
         raise cli.UsageError(
@@ -196,6 +217,9 @@ def build_grid(args) -> tuple[list[Config], list[str]]:
             grid.pop("settings", None)  # the three flags replace a preset's settings
         configs += expand(devices, **grid)
     configs = list({c.key(): c for c in configs}.values())
+    if explicit["image_sizes"]:  # a size too small for a model is the user's mistake, not a drop
+        for model in dict.fromkeys(c.model for c in configs):
+            cli.check_image_size(model, min(explicit["image_sizes"]))
     kept, dropped = [], {}
     for config in configs:
         try:
@@ -220,7 +244,10 @@ FINISH_S = 10.0
 
 def will_skip(config: Config, allow_emulated: bool = False) -> bool:
     """Whether measure() will skip this Config at once: its label would be false here."""
-    refused = unfaithful(parse_device(config.device), config)
+    try:
+        refused = unfaithful(torch.device(config.device), config)
+    except (RuntimeError, AssertionError):  # a device that cannot be asked here: it will run
+        return False
     return refused is not None and not (allow_emulated and refused[1].endswith("-emulated"))
 
 
@@ -235,8 +262,9 @@ def estimate_minutes(
     that will be skipped), each device and precision's peak probe, the worker's start-up and the
     report."""
     run = [c for c in configs if not will_skip(c, allow_emulated)]
-    # warm-up settles in about one budget; an isolated worker adds one Python + torch start-up
-    per = 2 * budget_s + repeats
+    # the budget, warm-up (0.7 s a Config in results/quick-cpu, within its 2 s cap) and ~0.5 s per
+    # repeat to build the model and count it; an isolated worker adds one Python + torch start-up
+    per = 1.75 * budget_s + 0.5 * repeats
     start = 5.0 if isolate and run else 0.0
     probes = {(c.device, c.precision) for c in run if PRECISIONS[c.precision].probe is not None}
     total = start + PROBE_S * len(probes) + (FINISH_S if configs else 0.0)
@@ -266,6 +294,11 @@ def build_parser(epilog: str = "") -> cli.Parser:
         help="names, or groups all, imagenet, cifar (default: resnet18,resnet50,small_resnet20)",
     )
     what.add_argument("--batch-sizes", help="positive integers (default: 1,32)")
+    what.add_argument(
+        "--image-size",
+        help="input sides, e.g. 160,224,288: every model of the grid at each "
+        "(default: 224 ImageNet, 32 CIFAR)",
+    )
     what.add_argument("--modes", help="inference, train (default: inference)")
     what.add_argument("--precision", help=f"{', '.join(PRECISIONS)} (default: fp32)")
     what.add_argument("--channels-last", help="off, on (default: off)")

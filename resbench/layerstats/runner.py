@@ -1,12 +1,15 @@
-"""`python -m resbench.layerstats`: why residuals work, measured on a network and its plain twin.
+"""`python -m resbench.layerstats`: why residuals work, measured on a network and its twin.
 
 For a registry model (freshly initialised, or from a trainer checkpoint) and the same network built
-without skip connections (``residual=False``): activation mean, std and fraction of zeros after each
-block; the gradient norm of every convolution (and relative to its weight norm) after one backward
+another way (``--compare``): without skip connections (``residual,plain``, the default), or with its
+blocks in the original and the pre-activated order (``original,preact``, He et al. 2016): activation
+mean, std and fraction of zeros after each block (for pre-activated blocks, the identity path
+itself); the gradient norm of every convolution (and relative to its weight norm) after one backward
 pass; plots with both networks on the same axes; and feature maps. Usage::
 
     python -m resbench.layerstats --model small_resnet56 --device cpu --out results/layerstats
     python -m resbench.layerstats --model small_resnet20 --depths 20,56,110 --train-steps 50
+    python -m resbench.layerstats --model preact_resnet110 --compare original,preact --depths 20,164
 
 "First layer" is the stem convolution and "last layer" the last convolution of the last block, so the
 ratio of their gradient norms says how much of the loss's signal reaches the bottom of the network.
@@ -28,14 +31,19 @@ from torch import nn
 
 from resbench import cli, data, runfolder
 from resbench.devices import parse_device
+from resbench.layerstats import plots
 from resbench.models import build_model, default_image_size, list_models, model_family
-from resbench.report import pyplot
+from resbench.models.registry import spec
+
+# how each variant is built from the registry entry (build_model's overrides)
+VARIANTS = {"residual": {"residual": True}, "plain": {"residual": False},
+            "original": {"preact": False}, "preact": {"preact": True}}  # fmt: skip
 
 
 @dataclass
 class BlockStats:
     model: str
-    variant: str  # "residual" or "plain"
+    variant: str  # a VARIANTS name: "residual", "plain", "original" or "preact"
     index: int  # depth order of the block
     block: str
     act_mean: float
@@ -139,80 +147,10 @@ def wide_table(frame: pd.DataFrame, name: str, values: Sequence[str], fmt: str) 
     return table.map(lambda v: format(v, fmt)).reset_index().to_markdown(index=False)
 
 
-def _plot_pair(frame: pd.DataFrame, y: str, ylabel: str, path: Path, log: bool, title: str) -> None:
-    from matplotlib.ticker import FixedLocator
-
-    plt = pyplot()
-
-    name = "block" if "block" in frame else "layer"
-    names = frame.drop_duplicates("index").set_index("index")[name].sort_index()
-    fig, ax = plt.subplots(figsize=(max(7, 0.14 * len(names)), 4.5))
-    for (model, variant), part in frame.groupby(["model", "variant"], sort=False):
-        ax.plot(part["index"], part[y], marker=".", label=f"{model} {variant}")
-    if log:
-        ax.set_yscale("log")
-    step = max(1, math.ceil(len(names) / 40))  # at most ~40 names fit under the axis
-    shown = names.index[::step]
-    ax.xaxis.set_major_locator(FixedLocator(shown))
-    ax.set_xticks(shown, [names[k] for k in shown], rotation=90, fontsize=7)
-    ax.set_xlabel(f"{name} (input side first)" + (f"; one name in {step}" if step > 1 else ""))
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def feature_maps(model: nn.Module, image: torch.Tensor, path: Path, channels: int = 6) -> None:
-    """The stem's filters, and a few channels of the activation after each stage, for one image."""
-    plt = pyplot()
-
-    model.eval()
-    stages = [n for n in model.stage_names if n.startswith("layer")]
-    maps = {}
-    hooks = [getattr(model, s).register_forward_hook(lambda m, i, o, s=s: maps.__setitem__(s, o[0].detach()))
-             for s in stages]  # fmt: skip
-    with torch.no_grad():
-        model(image[None])
-    for h in hooks:
-        h.remove()
-    filters = model.conv1.weight.detach().cpu()
-    n_filters = min(16, filters.shape[0])
-    cols = max(n_filters, channels)
-    fig, axes = plt.subplots(
-        1 + len(stages), cols, figsize=(cols * 0.95, (1 + len(stages)) * 1.35), squeeze=False
-    )
-    for ax in axes.flat:
-        ax.axis("off")
-    for k in range(n_filters):
-        f = filters[k]
-        f = (f - f.min()) / (f.max() - f.min() + 1e-12)
-        axes[0, k].imshow(
-            f.permute(1, 2, 0).numpy() if f.shape[0] == 3 else f[0].numpy(), interpolation="nearest"
-        )
-        axes[0, k].set_title(f"filter {k}", fontsize=6)
-    axes[0, 0].text(0, 1.35, "stem conv1 filters (RGB, each scaled to its own range)",
-                    transform=axes[0, 0].transAxes, fontsize=8)  # fmt: skip
-    for r, s in enumerate(stages, start=1):
-        shown = maps[s][: min(channels, maps[s].shape[0])].cpu()
-        low, high = float(shown.min()), float(shown.max())
-        for c in range(len(shown)):
-            image_ = axes[r, c].imshow(shown[c].numpy(), cmap="viridis", vmin=low, vmax=high)
-            axes[r, c].set_title(f"channel {c}", fontsize=6)
-        axes[r, 0].text(0, 1.3, f"after {s} ({maps[s].shape[0]} channels, "
-                        f"{maps[s].shape[1]}x{maps[s].shape[2]})", transform=axes[r, 0].transAxes,
-                        fontsize=8)  # fmt: skip
-        if len(shown) < cols:  # the colour bar in the first free column of the row
-            cax = axes[r, len(shown)].inset_axes([0.0, 0.0, 0.15, 1.0])
-            fig.colorbar(image_, cax=cax, label="activation")
-    fig.suptitle(
-        f"Feature maps of one input image, {type(model).__name__} (eval mode)", fontsize=10
-    )
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.86, hspace=0.75)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+def is_entry(name: str, variant: str) -> bool:
+    """Whether ``variant`` of ``name`` is the registry's network itself (a checkpoint's)."""
+    own = {"residual": True, "preact": spec(name).preact}
+    return all(own[k] == v for k, v in VARIANTS[variant].items())
 
 
 def analyse(
@@ -223,17 +161,19 @@ def analyse(
     train_steps: int = 0,
     seed: int = 0,
     train_pool=None,
+    variants: Sequence[str] = ("residual", "plain"),
 ):
-    """Stats of the residual network and its plain twin; returns (block rows, grad rows, models).
+    """Stats of the network in each variant; returns (block rows, grad rows, models).
 
-    With ``train_steps``, each network first takes that many SGD steps on ``train_pool``.
+    With ``train_steps``, each network first takes that many SGD steps on ``train_pool``; a
+    ``checkpoint`` loads into the variant that is the registry's network itself.
     """
     x, y = (t.to(device) for t in batch)
     blocks, grads, models = [], [], {}
-    for variant in ("residual", "plain"):
+    for variant in variants:
         torch.manual_seed(seed)  # the same initial weights for both where their shapes agree
-        model = build_model(name, residual=variant == "residual").to(device)
-        if checkpoint is not None and variant == "residual":
+        model = build_model(name, **VARIANTS[variant]).to(device)
+        if checkpoint is not None and is_entry(name, variant):
             runfolder.load_weights(model, name, checkpoint, device)
         if train_steps:
             briefly_train(model, train_steps, *(t.to(device) for t in train_pool))
@@ -256,8 +196,10 @@ def run(args) -> int:
         if args.train_steps
         else None
     )
+    variants = args.compare
+    pair = " vs ".join(variants)
     blocks, grads, models = analyse(
-        args.model, device, batch, args.checkpoint, args.train_steps, args.seed, pool
+        args.model, device, batch, args.checkpoint, args.train_steps, args.seed, pool, variants
     )
     with (out / "layerstats.jsonl").open("w") as f:
         for row in blocks:
@@ -268,32 +210,39 @@ def run(args) -> int:
     when = f"after {args.train_steps} SGD steps" if args.train_steps else "at initialisation"
     if args.checkpoint:
         when = f"from {args.checkpoint}"
-    _plot_pair(bf, "act_std", "activation std after each block", out / "activations.png", False,
-               f"{args.model}: activations, residual vs plain ({when})")  # fmt: skip
-    _plot_pair(gf, "grad_norm", "gradient norm of each convolution", out / "gradients.png", True,
-               f"{args.model}: gradient norms, residual vs plain ({when})")  # fmt: skip
-    feature_maps(models["residual"], batch[0][0].to(device), out / "feature_maps.png")
-    ratios = {
-        v: first_last_ratio([g for g in grads if g.variant == v]) for v in ("residual", "plain")
-    }
+    plots.plot_pair(bf, "act_std", "activation std after each block", out / "activations.png", False,
+               f"{args.model}: activations, {pair} ({when})")  # fmt: skip
+    plots.plot_pair(gf, "grad_norm", "gradient norm of each convolution", out / "gradients.png", True,
+               f"{args.model}: gradient norms, {pair} ({when})")  # fmt: skip
+    shown = next((v for v in variants if is_entry(args.model, v)), variants[0])
+    plots.feature_maps(models[shown], batch[0][0].to(device), out / "feature_maps.png")
+    ratios = {v: first_last_ratio([g for g in grads if g.variant == v]) for v in variants}
     losses = {g.variant: g.batch_loss for g in grads}
     depth_rows = []
     for depth in args.depths:
         name = _depth_model(args.model, depth)
-        _, dgrads, _ = analyse(name, device, batch, None, args.train_steps, args.seed, pool)
-        for v in ("residual", "plain"):
+        dblocks, dgrads, _ = analyse(
+            name, device, batch, None, args.train_steps, args.seed, pool, variants
+        )
+        for v in variants:
             vg = [g for g in dgrads if g.variant == v]
-            depth_rows.append({"depth": depth, "variant": v, "first_layer_grad_norm": vg[0].grad_norm,
-                               "first_to_last_ratio": first_last_ratio(vg)})  # fmt: skip
+            vb = [b for b in dblocks if b.variant == v]
+            depth_rows.append({"depth": depth, "model": name, "variant": v,
+                               "first_layer_grad_norm": vg[0].grad_norm,
+                               "first_to_last_ratio": first_last_ratio(vg),
+                               "first_block_act_std": vb[0].act_std,
+                               "last_block_act_std": vb[-1].act_std})  # fmt: skip
     md = [
-        f"# Layer statistics: {args.model}, residual vs plain ({when})",
+        f"# Layer statistics: {args.model}, {pair} ({when})",
         "",
         f"Batch of {args.batch_size} {'CIFAR-10 images' if args.data_dir else 'random normal images'}, "
         f"train-mode BatchNorm, one cross-entropy backward pass, seed {args.seed}, on {device}.",
         "",
-        f"**First-layer / last-layer gradient norm: residual {ratios['residual']:.3g}, "
-        f"plain {ratios['plain']:.3g}.** Loss on the measured batch: residual "
-        f"{losses['residual']:.4g}, plain {losses['plain']:.4g}.",
+        "**First-layer / last-layer gradient norm: "
+        + ", ".join(f"{v} {ratios[v]:.3g}" for v in variants)
+        + ".** Loss on the measured batch: "
+        + ", ".join(f"{v} {losses[v]:.4g}" for v in variants)
+        + ".",
         "",
         "## Activations after each block",
         "",
@@ -308,45 +257,35 @@ def run(args) -> int:
     ]
     if depth_rows:
         df = pd.DataFrame(depth_rows)
-        _depth_plot(df, out / "depth_gradients.png")
+        plots.depth_plot(df, out / "depth_gradients.png", pair)
         md += ["## Across depths", "", df.to_markdown(index=False, floatfmt=".3g"), "",
                "![depth](depth_gradients.png)", ""]  # fmt: skip
         with (out / "layerstats.jsonl").open("a") as f:
             for row in depth_rows:
                 f.write(json.dumps({"kind": "depth", **row}) + "\n")
     (out / "layerstats.md").write_text("\n".join(md))
-    print(
-        f"{args.model} ({when}): first/last-layer gradient norm ratio residual {ratios['residual']:.3g}, "
-        f"plain {ratios['plain']:.3g}"
-    )
+    print(f"{args.model} ({when}): first/last-layer gradient norm ratio "
+          + ", ".join(f"{v} {ratios[v]:.3g}" for v in variants))  # fmt: skip
     for row in depth_rows:
-        print(f"  depth {row['depth']:>3} {row['variant']:<8} first-layer grad norm {row['first_layer_grad_norm']:.3g}, "
-              f"first/last {row['first_to_last_ratio']:.3g}")  # fmt: skip
+        print(f"  depth {row['depth']:>4} {row['variant']:<8} first-layer grad norm "
+              f"{row['first_layer_grad_norm']:.3g}, first/last {row['first_to_last_ratio']:.3g}, "
+              f"last block act std {row['last_block_act_std']:.3g}")  # fmt: skip
     print(
         f"wrote {out}/layerstats.md, layerstats.jsonl, activations.png, gradients.png, feature_maps.png"
     )
     return 0
 
 
+def _depth_prefix(model: str) -> str:
+    """The name a depth completes: "preact_resnet" for preact_resnet110, "resnet" for resnet18d."""
+    prefix = model.rstrip("0123456789")
+    if prefix != model:
+        return prefix
+    return "small_resnet" if model_family(model) == "cifar" else "resnet"
+
+
 def _depth_model(model: str, depth: int) -> str:
-    return f"small_resnet{depth}" if model_family(model) == "cifar" else f"resnet{depth}"
-
-
-def _depth_plot(df: pd.DataFrame, path: Path) -> None:
-    plt = pyplot()
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for variant, part in df.groupby("variant", sort=False):
-        ax.plot(part["depth"], part["first_layer_grad_norm"], marker="o", label=variant)
-    ax.set_yscale("log")
-    ax.set_xlabel("depth (layers)")
-    ax.set_ylabel("first-layer gradient norm")
-    ax.set_title("Gradient reaching the first layer, residual vs plain", fontsize=10)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return f"{_depth_prefix(model)}{depth}"
 
 
 def build_parser() -> cli.Parser:
@@ -364,7 +303,15 @@ def build_parser() -> cli.Parser:
     )
     p.add_argument("--no-verify", action="store_true", help="skip the md5 check of --data-dir")
     p.add_argument(
-        "--depths", default="", help="CIFAR depths to compare, e.g. 20,56,110 (default: none)"
+        "--depths",
+        default="",
+        help="depths of the same family to compare, e.g. 20,56,110 (default: none)",
+    )
+    p.add_argument(
+        "--compare",
+        default="residual,plain",
+        help=f"the two variants to compare, of: {', '.join(VARIANTS)} (residual,plain: with and "
+        "without skip connections; original,preact: the two block orders) (default: %(default)s)",
     )
     p.add_argument(
         "--train-steps", type=int, default=0, help="SGD steps before measuring (default: 0)"
@@ -393,14 +340,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli.not_empty(args.device, "--device")
         if args.checkpoint is not None and not args.checkpoint.is_file():
             raise cli.UsageError(f"--checkpoint {args.checkpoint} is not a file")
+        args.compare = cli.parse_choices(args.compare, "--compare", tuple(VARIANTS))
+        if len(args.compare) != 2:
+            raise cli.UsageError(f"--compare takes two variants; got {','.join(args.compare)}")
+        if args.checkpoint is not None and not any(is_entry(args.model, v) for v in args.compare):
+            raise cli.UsageError(
+                f"--checkpoint loads into {args.model} itself, which --compare "
+                f"{','.join(args.compare)} leaves out"
+            )
         args.depths = cli.parse_positive_ints(args.depths, "--depths") if args.depths else []
-        family = model_family(args.model)
+        prefix, family = _depth_prefix(args.model), model_family(args.model)
+        same = list_models(family)  # one batch of images serves every depth
         for depth in args.depths:
-            if _depth_model(args.model, depth) not in list_models():
-                valid = [m.rsplit("resnet", 1)[1] for m in list_models(family)]
+            if _depth_model(args.model, depth) not in same:
+                valid = [m[len(prefix) :] for m in same if m.startswith(prefix)]
                 raise cli.UsageError(
-                    f"--depths: no model {_depth_model(args.model, depth)!r}; {family} depths are "
-                    f"{', '.join(valid)}"
+                    f"--depths: no model {_depth_model(args.model, depth)!r}; {family} depths of "
+                    f"{prefix} are {', '.join(d for d in valid if d.isdigit())}"
                 )
         return run(args)
 
