@@ -369,17 +369,12 @@ def config_from_args(args) -> TrainConfig:
         raise cli.UsageError(
             f"--model must be a CIFAR-family model; choose one of: {', '.join(list_models('cifar'))}"
         )
-    for flag in ("epochs", "batch_size", "runs"):
-        if getattr(args, flag) < 1:
-            raise cli.UsageError(
-                f"--{flag.replace('_', '-')} must be at least 1; got {getattr(args, flag)}"
-            )
+    for name in ("epochs", "batch_size", "runs", "seed", "workers"):
+        cli.bounded(getattr(args, name), f"--{name.replace('_', '-')}")
     cli.positive(args.lr, "--lr")
     cli.positive(args.gamma, "--gamma")
     cli.at_least(args.weight_decay, "--weight-decay", 0)
     cli.in_range(args.momentum, "--momentum", 0, 1)
-    cli.at_least(args.seed, "--seed", 0)
-    cli.at_least(args.workers, "--workers", 0)
     cli.not_empty(args.device, "--device")
     milestones = (
         tuple(cli.parse_positive_ints(args.milestones, "--milestones")) if args.milestones else ()
