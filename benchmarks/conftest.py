@@ -1,9 +1,12 @@
 """pytest-benchmark options for resbench: which device, models, batch sizes, modes and settings.
 
 Every option can also be set by an environment variable (RB_DEVICE, RB_MODELS, RB_BATCH_SIZES,
-RB_IMAGE_SIZE, RB_MODES, RB_SETTINGS, RB_ALL=1), so CI jobs can choose without editing command lines. A setting is a
-label as in resbench's tables: precision, then "+cl" for channels_last and "+compile" (or
-"+reduce-overhead", "+max-autotune") for torch.compile, e.g. "bf16+cl+compile".
+RB_IMAGE_SIZE, RB_MODES, RB_BACKENDS, RB_SETTINGS, RB_ALL=1), so CI jobs can choose without editing
+command lines. A setting is a label as in resbench's tables (``settings.parse_label``): precision,
+then "+cl" for channels_last, then at most one backend: "+compile" (or "+reduce-overhead",
+"+max-autotune") for torch.compile, "+onnxruntime", "+openvino", ..., e.g. "bf16+cl+compile". A
+value that names nothing (a typo in a model, mode, backend or setting) stops the run before
+collection, as one line.
 """
 
 from __future__ import annotations
@@ -11,37 +14,36 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 from resbench.cli import (
     check_image_size,
+    models_help,
+    parse_choices,
     parse_models,
     parse_positive_ints,
     parse_settings,
-    split_list,
 )
 from resbench.devices import default_device, parse_device
 from resbench.env import collect_env
 from resbench.measure import Config, missing_package, unfaithful, validate_config
 from resbench.models import default_image_size, model_family
-from resbench.settings import BACKENDS, MODES, PRECISIONS
+from resbench.settings import ALL_DEVICES, BACKENDS, MODES, PRECISIONS, label, with_backends
 
 DEFAULT_MODELS = "resnet18,small_resnet20"
 DEFAULT_SETTINGS = "fp32,fp32+cl"
 DEFAULT_BATCHES = {"imagenet": [1, 8], "cifar": [32, 128]}  # ~2 minutes on a 2-core CPU
 ALL_BATCHES = {"imagenet": [1, 32, 128], "cifar": [32, 128, 512]}
 ALL_SETTINGS = [
-    f"{p}{cl}{co}"
+    label(p, cl, backend, "default" if backend == "compile" else "off")
     for p in PRECISIONS
-    for cl in ("", "+cl")
-    for co in ("", "+compile")
+    for cl in (False, True)
+    for backend in ("eager", "compile")
 ]  # fmt: skip
 
 OPTIONS = {
     "--rb-device": ("RB_DEVICE", "device to benchmark on (default: the best available)"),
-    "--rb-models": (
-        "RB_MODELS",
-        f"models or groups all/imagenet/cifar (default: {DEFAULT_MODELS})",
-    ),
+    "--rb-models": ("RB_MODELS", models_help(DEFAULT_MODELS)),
     "--rb-batch-sizes": ("RB_BATCH_SIZES", "batch sizes (default: 1,8 ImageNet; 32,128 CIFAR)"),
     "--rb-image-size": (
         "RB_IMAGE_SIZE",
@@ -50,8 +52,8 @@ OPTIONS = {
     "--rb-modes": ("RB_MODES", "inference, train (default: both)"),
     "--rb-backends": (
         "RB_BACKENDS",
-        "backends each setting runs on: eager, compile, aotinductor, onnxruntime, openvino, "
-        "cudagraphs (default: as the settings say, eager unless they name one)",
+        f"backends each setting runs on: {', '.join(BACKENDS)}; a setting that names one keeps "
+        "it (default: as the settings say, eager unless they name one)",
     ),
     "--rb-settings": (
         "RB_SETTINGS",
@@ -73,9 +75,18 @@ def pytest_addoption(parser):
 
 
 def benchmark_configs(config) -> list[Config]:
+    """The grid the options ask for; pytest.UsageError (one line) for a value that names nothing."""
     opt = config.getoption
     run_all = opt("--rb-all")
     device = opt("--rb-device") or default_device()
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        kind = None
+    if kind not in ALL_DEVICES:  # a device this machine lacks is skipped below, with the reason
+        raise pytest.UsageError(
+            f"--rb-device: unknown device {device!r}; choose one of: cpu, cuda, cuda:N, mps"
+        )
     try:
         models = parse_models(opt("--rb-models") or ("all" if run_all else DEFAULT_MODELS))
         batches = opt("--rb-batch-sizes") and parse_positive_ints(
@@ -90,22 +101,12 @@ def benchmark_configs(config) -> list[Config]:
             sizes = parse_positive_ints(opt("--rb-image-size"), "--rb-image-size")
             for model in models:
                 check_image_size(model, sizes[0], "--rb-image-size")
+        modes = parse_choices(opt("--rb-modes") or ",".join(MODES), "--rb-modes", MODES)
+        if opt("--rb-backends"):  # as the sweep's --backends: a label that names one keeps it
+            backends = parse_choices(opt("--rb-backends"), "--rb-backends", BACKENDS)
+            settings = with_backends(settings, backends)
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
-    modes = split_list(opt("--rb-modes") or ",".join(MODES))
-    if opt("--rb-backends"):
-        backends = split_list(opt("--rb-backends"))
-        unknown = [b for b in backends if b not in BACKENDS]
-        if unknown or not backends:
-            raise pytest.UsageError(
-                f"--rb-backends: unknown {', '.join(unknown) or 'empty list'}; choose from: "
-                f"{', '.join(BACKENDS)}"
-            )
-        settings = [
-            s | {"backend": b, "compile": "default" if b == "compile" else "off"}
-            for s in settings
-            for b in backends
-        ]
     table = ALL_BATCHES if run_all else DEFAULT_BATCHES
     return [
         Config(model, b, image_size=size, device=device, mode=mode, **s)
@@ -127,7 +128,7 @@ def bench_id(c: Config) -> str:
 def pytest_generate_tests(metafunc):
     if "rb_config" in metafunc.fixturenames:
         mode = metafunc.function.__name__.removeprefix("test_")
-        configs = [c for c in benchmark_configs(metafunc.config) if c.mode == mode]
+        configs = [c for c in metafunc.config.rb_configs if c.mode == mode]
         metafunc.parametrize(
             "rb_config",
             configs,
@@ -154,6 +155,8 @@ def rb_config(request) -> Config:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
+    # the grid is read once, here: a typo is one line and exit 4 before anything is collected
+    config.rb_configs = benchmark_configs(config)
     # a saved run keeps its raw timings: without them `report --compare` can test no significance
     if config.getoption("benchmark_autosave", False) or config.getoption("benchmark_save", None):
         config.option.benchmark_save_data = True

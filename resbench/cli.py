@@ -13,6 +13,7 @@ import math
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 from resbench import settings
 from resbench.devices import default_device, parse_device
@@ -110,6 +111,53 @@ def in_range(value: float, flag: str, low: float, high: float) -> float:
     return value
 
 
+class Bound(NamedTuple):
+    """The values a count flag takes: what can finish, so a typo is refused instead of run for ever."""
+
+    low: float
+    high: float
+    above: bool = False  # low itself is refused: the value must be above it (a 0-second budget)
+
+
+MAX_BATCH = 1 << 16  # the largest batch any tool takes, and where the max-batch search stops
+# every count flag of every tool, one entry per flag name (a name means the same in every tool)
+BOUNDS: dict[str, Bound] = {
+    "--repeats": Bound(1, 100),  # preparations per Config
+    "--budget": Bound(0, 3600, above=True),  # seconds of measuring per Config
+    "--timeout": Bound(0, 24 * 3600, above=True),  # seconds per Config in an isolated worker
+    "--max-minutes": Bound(0, 7 * 24 * 60, above=True),  # a week
+    "--wait-quiet": Bound(0, 3600),  # seconds to wait for a quiet machine, per preparation
+    "--batch-size": Bound(1, MAX_BATCH),
+    "--batch-sizes": Bound(1, MAX_BATCH),
+    "--rb-batch-sizes": Bound(1, MAX_BATCH),
+    "--image-size": Bound(1, 4096),
+    "--steps": Bound(1, 100),  # profiled steps: each one's trace is kept
+    "--wait": Bound(0, 100),
+    "--warmup": Bound(0, 100),
+    "--top-k": Bound(1, 10_000),
+    "--train-steps": Bound(0, 100_000),
+    "--epochs": Bound(1, 1000),
+    "--runs": Bound(1, 100),
+    "--workers": Bound(0, 256),
+    "--seed": Bound(
+        0, 2**31 - 1
+    ),  # the trainer's run i seeds with seed + i; numpy's end at 2**32-1
+}
+
+
+def bounded(value: float, flag: str) -> float:
+    """``value`` if it lies within ``flag``'s Bound, else a UsageError naming the bound."""
+    low, high, above = BOUNDS[flag]
+    if isinstance(value, float):  # an int of any size compares; inf and NaN are no count
+        finite(value, flag)
+    if (value <= low if above else value < low) or value > high:
+        lowest = (
+            "positive" if above and low == 0 else f"above {low}" if above else f"at least {low}"
+        )
+        raise UsageError(f"{flag} must be {lowest} and at most {high}; got {value}")
+    return value
+
+
 def not_empty(text: str, flag: str) -> str:
     if not text.strip():
         raise UsageError(f"{flag} is empty")
@@ -139,6 +187,13 @@ def check_image_size(model: str, size: int | None, flag: str = "--image-size") -
     return size
 
 
+def models_help(default: str | None = None, many: bool = True) -> str:
+    """--models (or --model) help that lists the registry's names as they are now."""
+    names = ", ".join(list_models())
+    what = f"names or groups {', '.join(MODEL_GROUPS)}; the names: " if many else "one of: "
+    return what + names + (f" (default: {default})" if default else "")
+
+
 def parse_models(text: str) -> list[str]:
     names: list[str] = []
     for item in split_list(text, "--models"):
@@ -156,6 +211,7 @@ def parse_models(text: str) -> list[str]:
 
 
 def parse_positive_ints(text: str, flag: str) -> list[int]:
+    """Sorted distinct positive integers, each within ``flag``'s Bound where it has one."""
     values = []
     for item in split_list(text, flag):
         try:
@@ -164,6 +220,8 @@ def parse_positive_ints(text: str, flag: str) -> list[int]:
             raise UsageError(f"{flag} takes positive integers; got {item!r}") from None
         if value < 1:
             raise UsageError(f"{flag} takes positive integers; got {value}")
+        if flag in BOUNDS:
+            bounded(value, flag)
         values.append(value)
     if not values:
         raise UsageError(f"{flag} is empty")

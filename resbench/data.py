@@ -18,6 +18,7 @@ bytes (the official files) or str (folders written from Python 3), as torchvisio
 from __future__ import annotations
 
 import pickle
+import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -84,6 +85,12 @@ def download(data_dir: Path) -> None:
     )
 
 
+def fetch_command(data_dir: Path) -> str:
+    """The command that fetches CIFAR-10 into ``data_dir``, for messages shown by any tool (not
+    every tool that reads CIFAR-10 can download it, so none is told to pass a flag it lacks)."""
+    return f"python -m resbench.data --data-dir {shlex.quote(str(data_dir))} --download"
+
+
 def verify(folder: Path) -> None:
     """Check every file against torchvision's md5 list of the official release."""
     from torchvision.datasets.utils import check_integrity
@@ -92,7 +99,8 @@ def verify(folder: Path) -> None:
         if not check_integrity(str(folder / name), md5):
             raise DataError(
                 f"{folder / name} does not match the official CIFAR-10 release (md5 {md5}); "
-                "delete the folder and use --download, or pass --no-verify for data you made yourself"
+                f"delete the folder and fetch it again ({fetch_command(folder.parent)}), or pass "
+                "--no-verify for data you made yourself"
             )
 
 
@@ -182,8 +190,8 @@ def load(data_dir: Path | str, download_if_missing: bool = False, check: bool = 
             download(data_dir)
         else:
             raise DataError(
-                f"no CIFAR-10 at {folder}: pass --download to fetch it (170 MB) into --data-dir {data_dir}, "
-                "or point --data-dir at a folder that holds cifar-10-batches-py/"
+                f"no CIFAR-10 at {folder}: fetch it (170 MB) with {fetch_command(data_dir)}, or "
+                "point --data-dir at a folder that holds cifar-10-batches-py/"
             )
     if check:
         verify(folder)

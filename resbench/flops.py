@@ -330,13 +330,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             description="Parameters and FLOPs of the registry's models (built on the meta device, "
             "no weights or data): 1 FLOP = one operation, a multiply-add counts 2.",
         )
-        p.add_argument("--models", help="names, or groups all, imagenet, cifar (default: all)")
+        p.add_argument("--models", help=cli.models_help("all"))
         p.add_argument(
             "--image-size", type=int, help="input side (default: 224 ImageNet, 32 CIFAR)"
         )
         args = p.parse_args(argv)
         models = cli.parse_models(args.models) if args.models is not None else None
         if args.image_size is not None:
+            cli.bounded(args.image_size, "--image-size")
             for name in models or list_models():
                 cli.check_image_size(name, args.image_size)
         print(registry_table(models, args.image_size))

@@ -8,7 +8,8 @@ brings it), and how it turns a model and its inputs into the one call that is ti
 
 A setting's label is its precision, then "+cl" for channels_last, then the backend ("+compile" or the
 torch.compile mode for torch.compile, "+onnxruntime", "+openvino", ...): "bf16+cl+compile",
-"int8+openvino". Eager PyTorch adds nothing.
+"int8+openvino". Eager PyTorch adds nothing. Every tool reads labels through ``parse_label``, which
+takes that grammar only: at most one "cl" and one backend.
 """
 
 from __future__ import annotations
@@ -129,26 +130,47 @@ def label(precision: str, channels_last: bool, backend: str, compile_mode: str) 
     return "+".join(parts)
 
 
+def _backend_parts() -> dict[str, tuple[str, str]]:
+    """Each label part that names a backend -> (backend, compile mode)."""
+    parts = {"compile": ("compile", "default")}
+    parts |= {mode: ("compile", mode) for mode in COMPILE_MODES[1:]}
+    parts |= {name: (name, "off") for name in BACKENDS if name not in ("eager", "compile")}
+    return parts
+
+
 def parse_label(text: str) -> dict:
-    """A label -> precision, channels_last, backend and compile; ValueError names the choices."""
+    """A label -> precision, channels_last, backend and compile; ValueError says what is wrong.
+
+    The grammar is ``label()``'s: a precision, then at most one "cl", then at most one backend
+    ("compile" or a torch.compile mode for the compile backend). Nothing else is accepted, so one
+    label means one setting: "int8+onnxruntime+openvino" or "fp32+cl+cl" is an error, not a guess.
+    """
     precision, *rest = text.split("+")
     if precision not in PRECISIONS:
         raise ValueError(
             f"unknown precision {precision!r} in {text!r}; choose one of: {', '.join(PRECISIONS)}"
         )
     fields = {"precision": precision, "channels_last": False, "backend": "eager", "compile": "off"}
+    named = ""  # the part that named the backend
+    backend_parts = _backend_parts()
     for part in rest:
         if part == "cl":
+            if fields["channels_last"]:
+                raise ValueError(f"{text!r} has 'cl' twice; a label has at most one")
+            if named:
+                spelled = label(precision, True, fields["backend"], fields["compile"])
+                raise ValueError(f"in {text!r}, 'cl' comes before the backend: {spelled!r}")
             fields["channels_last"] = True
-        elif part == "compile" or part in COMPILE_MODES[1:]:
-            fields["backend"], fields["compile"] = (
-                "compile",
-                "default" if part == "compile" else part,
-            )
-        elif part in BACKENDS and part not in ("eager", "compile"):
-            fields["backend"] = part
+        elif part in backend_parts:
+            if named:
+                twice = (
+                    f"{part!r} twice" if part == named else f"two backends, {named!r} and {part!r}"
+                )
+                raise ValueError(f"{text!r} names {twice}; a label names at most one backend")
+            named = part
+            fields["backend"], fields["compile"] = backend_parts[part]
         else:
-            choices = ["cl", "compile", *COMPILE_MODES[2:], *list(BACKENDS)[2:]]
+            choices = ["cl", *(p for p in backend_parts if p != "default")]
             raise ValueError(f"unknown part {part!r} in {text!r}; use one of: {', '.join(choices)}")
     return fields
 
@@ -174,7 +196,8 @@ def check(device_type: str, mode: str, precision: str, backend: str, channels_la
         on = [
             n for n, e in BACKENDS.items() if precision in e.precisions and device_type in e.devices
         ]
-        hint = f" (precision {precision} runs on: {', '.join(on)}; see --backends)" if on else ""
+        # no flag named: each tool spells its backend flag its own way (or has none)
+        hint = f" (precision {precision} runs on backends: {', '.join(on)})" if on else ""
         raise ValueError(
             f"backend {backend} runs {', '.join(b.precisions)}; got precision {precision}{hint}"
         )

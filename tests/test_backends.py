@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 import pytest
 import torch
@@ -51,6 +52,27 @@ def test_labels_round_trip_for_every_backend_and_precision():
     ]
     with pytest.raises(cli.UsageError, match="--settings: unknown part 'trt'"):
         cli.parse_settings("fp32+trt", "--settings")
+
+
+@pytest.mark.parametrize(
+    ("label", "message"),
+    [
+        ("int8+onnxruntime+openvino", "names two backends, 'onnxruntime' and 'openvino'"),
+        ("bf16+openvino+compile", "names two backends, 'openvino' and 'compile'"),
+        ("fp32+cudagraphs+compile", "names two backends, 'cudagraphs' and 'compile'"),
+        ("fp32+compile+onnxruntime", "names two backends, 'compile' and 'onnxruntime'"),
+        ("fp32+compile+max-autotune", "names two backends, 'compile' and 'max-autotune'"),
+        ("fp32+compile+compile", "names 'compile' twice"),
+        ("fp32+cl+cl", "has 'cl' twice"),
+        ("bf16+compile+cl", "'cl' comes before the backend: 'bf16+cl+compile'"),
+        ("fp32+cl+", "unknown part '' in 'fp32+cl+'"),
+    ],
+)
+def test_a_label_is_a_precision_then_at_most_one_cl_then_at_most_one_backend(label, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        settings.parse_label(label)
+    with pytest.raises(cli.UsageError, match=f"--settings: .*{re.escape(message)}"):
+        cli.parse_settings(f"fp32,{label}", "--settings")
 
 
 def test_a_result_written_before_backends_loads_as_eager_or_compile():

@@ -45,7 +45,7 @@ def test_real_files_are_checked_against_the_official_md5s(synthetic):
 
 
 def test_missing_data_says_how_to_get_it(tmp_path):
-    with pytest.raises(data.DataError, match="pass --download"):
+    with pytest.raises(data.DataError, match=r"python -m resbench\.data --data-dir .* --download"):
         data.load(tmp_path)
 
 

@@ -309,6 +309,59 @@ def test_resume_continues_the_recorded_grid_and_says_when_flags_differ(
     assert "--batch-sizes 1,8 (recorded: 1,2,4)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("first", "change", "said"),
+    [
+        ((), ("--repeats", "1"), "--repeats 1 (recorded: 2, the default)"),
+        (("--budget", "0.2"), ("--budget", "0.5"), "--budget 0.5 (recorded: 0.2)"),
+        ((), ("--wait-quiet", "1"), "--wait-quiet 1.0 (recorded: 0.0, the default)"),
+        ((), ("--weights", "WEIGHTS"), "--weights WEIGHTS (recorded: none, the default)"),
+    ],
+)
+def test_resume_refuses_a_flag_that_changes_how_numbers_are_measured(
+    first, change, said, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "run"
+    weights = tmp_path / "r18.pth"
+    weights.write_bytes(b"")
+    change = tuple(str(weights) if c == "WEIGHTS" else c for c in change)
+    said = said.replace("WEIGHTS", str(weights))
+    assert sweep_main(monkeypatch, out, *GRID, *first) == 0
+    capsys.readouterr()
+    calls: list = []
+    rc = sweep_main(monkeypatch, out, "--resume", "--batch-sizes", "1,8", *change,
+                    fake=fake_measure(calls))  # fmt: skip
+    assert rc == 2 and not calls
+    err = one_line(capsys)
+    assert said in err and "3 finished Result(s)" in err and "another --out" in err
+    assert len(report.read_results(out)) == 3  # nothing was added beside them
+
+
+def test_resume_may_change_the_grid_and_flags_that_measure_nothing(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert sweep_main(monkeypatch, out, *GRID) == 0
+    capsys.readouterr()
+    calls: list = []
+    rc = sweep_main(monkeypatch, out, "--resume", "--batch-sizes", "1,2,4,8", "--timeout", "60",
+                    "--max-minutes", "10", "--repeats", "2", "--keep-errors",
+                    fake=fake_measure(calls))  # fmt: skip
+    assert rc == 0 and [c.batch_size for c in calls] == [8]
+    err = capsys.readouterr().err
+    assert "--timeout 60.0 (recorded: 900.0, the default)" in err
+    assert "--repeats" not in err  # given as it was: the default, recorded as not given
+
+
+def test_resume_may_change_how_numbers_are_measured_while_none_is_finished(
+    tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "run"
+    assert sweep_main(monkeypatch, out, *GRID, fake=fake_measure(fail={1, 2, 4})) == 4
+    calls: list = []
+    rc = sweep_main(monkeypatch, out, "--resume", "--repeats", "1", fake=fake_measure(calls))
+    assert rc == 0 and len(calls) == 3
+    assert "--repeats 1 (recorded: 2, the default)" in capsys.readouterr().err
+
+
 def test_errors_exit_4_and_resume_retries_them_keeping_the_old_line(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     fake = fake_measure(fail={2})
@@ -562,7 +615,7 @@ def test_trainer_numbers_and_resume_are_checked(tiny_cifar, tmp_path, capsys):
     out = tmp_path / "t"
     assert train_main(tiny_cifar, out, "--resume") == 2
     assert "nothing to continue" in one_line(capsys)
-    assert train_main(tiny_cifar, out, "--batch-size", "100000") == 2
+    assert train_main(tiny_cifar, out, "--batch-size", "1000") == 2
     assert "larger than the 64 training images" in one_line(capsys)
     assert not (out / train.LOG_FILE).exists()
     assert train_main(tiny_cifar, out) == 0

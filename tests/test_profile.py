@@ -76,7 +76,7 @@ def test_stage_split_against_the_profiled_step():
     "argv, message",
     [
         (["--model", "resnet19"], "unknown model 'resnet19'"),
-        (["--model", "resnet18", "--batch-size", "0"], "batch_size must be a positive integer"),
+        (["--model", "resnet18", "--batch-size", "0"], "--batch-size must be at least 1"),
         (["--model", "resnet18", "--precision", "fp8"], "unknown precision 'fp8'"),
         (["--model", "resnet18", "--channels-last", "maybe"], "--channels-last"),
         (["--model", "resnet18", "--mode", "eval"], "unknown --mode value 'eval'"),

@@ -263,7 +263,15 @@ def test_oom_skips_larger_batches_of_the_same_setting(tmp_path, monkeypatch):
         (["--precision", "fp16"], "fp16 needs a CUDA or MPS device"),
         (["--preset", "huge"], "invalid choice: 'huge'"),
         (["--budget", "0"], "--budget must be positive"),
-        (["--max-minutes", "0"], "--max-minutes must be positive; got 0.0"),
+        (["--max-minutes", "0"], "--max-minutes must be positive and at most 10080; got 0.0"),
+        (
+            ["--repeats", "1000000000"],
+            "--repeats must be at least 1 and at most 100; got 1000000000",
+        ),
+        (["--budget", "1e9"], "--budget must be positive and at most 3600"),
+        (["--wait-quiet", "1e9"], "--wait-quiet must be at least 0 and at most 3600"),
+        (["--batch-sizes", "1,100000"], "--batch-sizes must be at least 1 and at most 65536"),
+        (["--keep-errors"], "--keep-errors keeps a resumed run's errors, so it needs --resume"),
         (["--resume"], "--resume needs --out"),
         (
             ["--settings", "bf16+nhwc"],
@@ -272,6 +280,17 @@ def test_oom_skips_larger_batches_of_the_same_setting(tmp_path, monkeypatch):
         (["--settings", "fp8"], "--settings: unknown precision 'fp8' in 'fp8'; choose one of"),
         (["--settings", "int8"], "backend eager runs fp32, tf32, bf16, fp16; got precision int8"),
         (["--settings", "bf16", "--precision", "fp32"], "--settings replaces --precision"),
+        # one label grammar: a precision, at most one "cl", at most one backend
+        (["--settings", "int8+onnxruntime+openvino"], "names two backends, 'onnxruntime' and"),
+        (["--settings", "bf16+openvino+compile"], "names two backends, 'openvino' and 'compile'"),
+        (["--settings", "fp32+cudagraphs+compile"], "names two backends, 'cudagraphs' and"),
+        (["--settings", "fp32+cl+cl"], "'fp32+cl+cl' has 'cl' twice"),
+        # a compile mode is refused, not dropped, where --backends leaves the compile backend out
+        (
+            ["--compile", "default", "--backends", "onnxruntime"],
+            "--compile default is a mode of the compile backend, which --backends onnxruntime "
+            "leaves out",
+        ),
     ],
 )
 def test_bad_flags_give_one_line_and_exit_2(argv, message, capsys):
@@ -281,6 +300,14 @@ def test_bad_flags_give_one_line_and_exit_2(argv, message, capsys):
     err = capsys.readouterr().err.strip()
     assert message in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_compile_modes_go_to_the_compile_backend_when_backends_name_it():
+    configs, _ = sweep.build_grid(
+        args_for("--device", "cpu", "--models", "small_resnet20", "--batch-sizes", "1",
+                 "--compile", "default,max-autotune", "--backends", "eager,compile")
+    )  # fmt: skip
+    assert [c.setting for c in configs] == ["fp32", "fp32+compile", "fp32+max-autotune"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when CUDA is absent")

@@ -132,7 +132,7 @@ def test_the_pre_activated_cifar_models_train(tmp_path, capsys):
     "argv, message",
     [
         (["--model", "resnet50"], "--model must be a CIFAR-family model"),
-        (["--epochs", "0"], "--epochs must be between 1 and 1000"),
+        (["--epochs", "0"], "--epochs must be at least 1 and at most 1000"),
         (["--precision", "fp16"], "fp16 needs a CUDA or MPS device"),
         (["--lr", "-1"], "--lr must be positive"),
         (["--target-acc", "93"], "--target-acc takes accuracies in (0, 1]"),
@@ -149,10 +149,13 @@ def test_bad_flags_exit_2(cifar_dir, tmp_path, argv, message, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--epochs", "1000000000"], "--epochs must be between 1 and 1000; got 1000000000"),
-        (["--runs", "1000000000"], "--runs must be between 1 and 100; got 1000000000"),
-        (["--workers", "1000000000"], "--workers must be between 0 and 256"),
-        (["--seed", "1000000000000"], "--seed must be between 0 and 2147483647"),
+        (
+            ["--epochs", "1000000000"],
+            "--epochs must be at least 1 and at most 1000; got 1000000000",
+        ),
+        (["--runs", "1000000000"], "--runs must be at least 1 and at most 100; got 1000000000"),
+        (["--workers", "1000000000"], "--workers must be at least 0 and at most 256"),
+        (["--seed", "1000000000000"], "--seed must be at least 0 and at most 2147483647"),
     ],
 )
 def test_count_flags_are_bounded_before_any_data_is_read(tmp_path, argv, message, capsys):
@@ -175,7 +178,7 @@ def test_precision_offers_only_what_trains_and_its_error_names_real_flags(
 
 def test_missing_and_corrupt_data_exit_2(tmp_path, capsys):
     assert run(tmp_path / "nothing", tmp_path / "out") == 2
-    assert "pass --download" in capsys.readouterr().err
+    assert "python -m resbench.data --data-dir" in capsys.readouterr().err
     data.make_synthetic(tmp_path / "bad", n_train=50, n_test=10)
     (tmp_path / "bad" / data.FOLDER / "test_batch").write_bytes(b"\x80\x02}q")
     assert run(tmp_path / "bad", tmp_path / "out") == 2

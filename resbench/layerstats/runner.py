@@ -291,7 +291,7 @@ def _depth_model(model: str, depth: int) -> str:
 def build_parser() -> cli.Parser:
     p = cli.Parser(prog="python -m resbench.layerstats", description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--model", default="small_resnet56", help="a registry name (default: %(default)s)"
+        "--model", default="small_resnet56", help=cli.models_help("small_resnet56", many=False)
     )
     cli.add_device(p)
     p.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
@@ -334,9 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise cli.UsageError(
                 f"--batch-size must be at least 2 (train-mode BatchNorm); got {args.batch_size}"
             )
-        if args.train_steps < 0:
-            raise cli.UsageError("--train-steps must be 0 or more")
-        cli.at_least(args.seed, "--seed", 0)
+        for name in ("batch_size", "train_steps", "seed"):
+            cli.bounded(getattr(args, name), f"--{name.replace('_', '-')}")
         cli.not_empty(args.device, "--device")
         if args.checkpoint is not None and not args.checkpoint.is_file():
             raise cli.UsageError(f"--checkpoint {args.checkpoint} is not a file")

@@ -318,7 +318,7 @@ def build_parser() -> cli.Parser:
         prog="python -m resbench.profile",
         description="torch.profiler over one Config: trace.json.gz, ops.md, stages.md/png.",
     )
-    p.add_argument("--model", required=True, help="a registry name, e.g. resnet50")
+    p.add_argument("--model", required=True, help=cli.models_help(many=False))
     p.add_argument("--batch-size", type=int, default=8, help="(default: %(default)s)")
     p.add_argument("--image-size", type=int, help="(default: 224 ImageNet, 32 CIFAR)")
     cli.add_device(p)
@@ -354,11 +354,10 @@ def build_parser() -> cli.Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         args = build_parser().parse_args(argv)
-        for flag in ("steps", "top_k"):
-            if getattr(args, flag) < 1:
-                raise cli.UsageError(f"--{flag.replace('_', '-')} must be at least 1")
-        if args.wait < 0 or args.warmup < 0:
-            raise cli.UsageError("--wait and --warmup must be 0 or more")
+        for name in ("batch_size", "steps", "wait", "warmup", "top_k"):
+            cli.bounded(getattr(args, name), f"--{name.replace('_', '-')}")
+        if args.image_size is not None:
+            cli.bounded(args.image_size, "--image-size")
         cli.not_empty(args.device, "--device")
         if args.model in list_models():  # an unknown name is refused below, naming the choices
             cli.check_image_size(args.model, args.image_size)

@@ -28,6 +28,12 @@ GRID_OPTIONS = ("device", "preset", "models", "batch_sizes", "modes", "precision
                 "channels_last", "compile", "settings", "backends", "image_size")  # fmt: skip
 RUN_OPTIONS = ("budget", "isolate", "timeout", "find_max_batch", "repeats", "wait_quiet",
                "weights", "allow_emulated")  # fmt: skip
+# the run options that change how a number is measured: a resume must not change them under
+# finished Results, or one table would hold numbers measured two ways (--isolate runs the same
+# measure() in another process; --timeout and --find-max-batch change no number)
+MEASURING = ("budget", "repeats", "wait_quiet", "weights")
+DEFAULT_MODELS = "resnet18,resnet50,small_resnet20"  # without a preset
+DEFAULT_BATCH_SIZES = "1,32"
 
 
 def _settings(labels: str) -> list[dict]:
@@ -139,30 +145,61 @@ def expand(
 
 DEFAULTS = {"budget": DEFAULT_BUDGET_S, "isolate": "auto", "timeout": CUDA_TIMEOUT_S,
             "find_max_batch": False, "repeats": DEFAULT_REPEATS, "wait_quiet": 0.0,
-            "allow_emulated": False}  # fmt: skip
+            "weights": None, "allow_emulated": False}  # fmt: skip
+# what a grid flag not given means without a preset (with one, the preset's own lists)
+GRID_DEFAULTS = {"preset": None, "models": DEFAULT_MODELS, "batch_sizes": DEFAULT_BATCH_SIZES,
+                 "modes": "inference", "precision": "fp32", "channels_last": "off",
+                 "compile": "off", "settings": None, "backends": "eager"}  # fmt: skip
 
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def resume_options(args, recorded: dict) -> list[str]:
+def _recorded(name: str, recorded: dict) -> tuple[object, str]:
+    """What a run recorded for an option, and how to say it: "2, the default" when not given."""
+    value = recorded.get(name)
+    if value is not None:
+        return value, str(value)
+    if name in GRID_DEFAULTS and recorded.get("preset"):
+        return None, "not given: the preset's"
+    default = DEFAULTS[name] if name in DEFAULTS else GRID_DEFAULTS.get(name)
+    if name == "device":
+        default = default_device()
+    return default, f"{'none' if default is None else default}, the default"
+
+
+def resume_options(args, recorded: dict, measured: int = 0) -> list[str]:
     """Fill the flags not given from a run's recorded options (in place); notes saying what the
-    resumed grid is, and which flags given differ from the record."""
+    resumed grid is, and which flags given differ from the record.
+
+    ``measured``: the run's finished Results. While there are any, a flag that changes how a number
+    is measured (``MEASURING``) may not change: a UsageError names it, its recorded value and the
+    way out. Flags that narrow or extend the grid may change: each row carries its own Config.
+    """
     options = GRID_OPTIONS + RUN_OPTIONS
     if not recorded:
         return ["--resume: this run has no run.json; the grid comes from the flags given"]
-    differ = [
-        f"{_flag(n)} {getattr(args, n)} (recorded: {recorded.get(n)})"
-        for n in options
-        if getattr(args, n) is not None and getattr(args, n) != recorded.get(n)
-    ]
+    differ = {}
+    for name in options:
+        given = getattr(args, name)
+        value, said = _recorded(name, recorded)
+        if given is not None and given != value:
+            differ[name] = f"{_flag(name)} {given} (recorded: {said})"
+    changed = [differ[n] for n in MEASURING if n in differ]
+    if changed and measured:
+        raise cli.UsageError(
+            f"--resume: {'; '.join(changed)}: the run's {measured} finished Result(s) were measured "
+            "the recorded way, and one table would mix both; resume without "
+            f"{'that flag' if len(changed) == 1 else 'those flags'}, or start a new run in another "
+            "--out"
+        )
     for name in options:
         if getattr(args, name) is None:
             setattr(args, name, recorded.get(name))
     if differ:
         return [f"--resume: the flags given differ from the recorded run, and they win: "
-                f"{'; '.join(differ)}"]  # fmt: skip
+                f"{'; '.join(differ.values())}"]  # fmt: skip
     shown = " ".join(f"{_flag(n)} {recorded[n]}" for n in GRID_OPTIONS if recorded.get(n))
     return [f"--resume: continuing the recorded grid ({shown})"]
 
@@ -202,11 +239,17 @@ def build_grid(args) -> tuple[list[Config], list[str]]:
         raise cli.UsageError(
             "--settings replaces --precision, --channels-last and --compile; give one or the other"
         )
-    if not args.preset:
-        explicit["models"] = explicit["models"] or cli.parse_models(
-            "resnet18,resnet50,small_resnet20"
+    modes = [m for m in explicit["compile"] or [] if m != "off"]
+    if modes and explicit["backends"] and "compile" not in explicit["backends"]:
+        raise cli.UsageError(
+            f"--compile {','.join(modes)} is a mode of the compile backend, which --backends "
+            f"{args.backends} leaves out; add compile to --backends, or drop --compile"
         )
-        explicit["batch_sizes"] = explicit["batch_sizes"] or [1, 32]
+    if not args.preset:
+        explicit["models"] = explicit["models"] or cli.parse_models(DEFAULT_MODELS)
+        explicit["batch_sizes"] = explicit["batch_sizes"] or cli.parse_positive_ints(
+            DEFAULT_BATCH_SIZES, "--batch-sizes"
+        )
     configs: list[Config] = []
     for grid in grids:
         grid.update({k: v for k, v in explicit.items() if v})  # flags narrow or override a preset
@@ -289,11 +332,11 @@ def build_parser(epilog: str = "") -> cli.Parser:
     what.add_argument(
         "--preset", choices=sorted(PRESETS), help="a named grid; flags below narrow it"
     )
+    what.add_argument("--models", help=cli.models_help(DEFAULT_MODELS))
     what.add_argument(
-        "--models",
-        help="names, or groups all, imagenet, cifar (default: resnet18,resnet50,small_resnet20)",
+        "--batch-sizes",
+        help=f"integers 1..{cli.MAX_BATCH} (default: {DEFAULT_BATCH_SIZES})",
     )
-    what.add_argument("--batch-sizes", help="positive integers (default: 1,32)")
     what.add_argument(
         "--image-size",
         help="input sides, e.g. 160,224,288: every model of the grid at each "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 
+from resbench.cli import MAX_BATCH
 from resbench.measure import Config, Result
 from resbench.runfolder import ResultLog
 
@@ -19,7 +20,7 @@ def _series(config: Config) -> tuple:
 
 
 def find_max_batch(
-    config: Config, run: Callable[[Config], Result], cap: int = 1 << 16, tolerance: float = 1 / 16
+    config: Config, run: Callable[[Config], Result], cap: int = MAX_BATCH, tolerance: float = 1 / 16
 ) -> tuple[int | None, list[Result]]:
     """The largest batch size of ``config``'s setting that runs: doubling from its batch, then bisecting.
 

@@ -16,12 +16,12 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import json
-import math
 import os
 import shlex
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -188,14 +188,12 @@ def _run(args, argv) -> int:
 
 def _check_args(args) -> list[str]:
     """Refuse nonsense flags; with --resume, take the flags not given from the run's record."""
-    for name in ("budget", "timeout", "max_minutes"):
+    for name in ("budget", "timeout", "max_minutes", "repeats", "wait_quiet"):
         if getattr(args, name) is not None:
-            cli.positive(getattr(args, name), "--" + name.replace("_", "-"))
-    if args.repeats is not None and args.repeats < 1:
-        raise cli.UsageError(f"--repeats must be at least 1; got {args.repeats}")
-    if args.wait_quiet is not None and not 0 <= args.wait_quiet < math.inf:
+            cli.bounded(getattr(args, name), "--" + name.replace("_", "-"))
+    if args.keep_errors and not args.resume:
         raise cli.UsageError(
-            f"--wait-quiet must be a finite number of seconds >= 0; got {args.wait_quiet}"
+            "--keep-errors keeps a resumed run's errors, so it needs --resume (a new run has none)"
         )
     if args.weights is not None and not Path(args.weights).is_file():
         raise cli.UsageError(f"--weights: no such file {args.weights!r}")
@@ -210,13 +208,22 @@ def _check_args(args) -> list[str]:
                 f"--resume: {args.out} has no {runfolder.RESULTS_FILE} or {runfolder.RUN_FILE} to "
                 "continue"
             )
-        notes += grid.resume_options(args, runfolder.recorded_options(args.out))
+        notes += grid.resume_options(
+            args, runfolder.recorded_options(args.out), _measured(args.out)
+        )
     elif args.out is not None and runfolder.holds_run(args.out):
         raise cli.UsageError(
             f"{args.out} already holds a run; continue it with --resume --out {args.out}, or "
             "choose another --out"
         )
     return notes
+
+
+def _measured(out: Path) -> int:
+    """How many Results in ``out`` hold a measured number (status ok)."""
+    with warnings.catch_warnings():  # a damaged line is reported once, when the log opens
+        warnings.simplefilter("ignore")
+        return sum(r.status == "ok" for r in runfolder.read_results(out))
 
 
 def _plan(args, argv, notes: list[str]) -> _Plan:

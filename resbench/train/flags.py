@@ -19,11 +19,9 @@ from resbench.train.recipe import TrainConfig
 
 # the precisions that train (int8 is quantised inference only)
 TRAIN_PRECISIONS = tuple(name for name, p in PRECISIONS.items() if "train" in p.modes)
-# count flags are bounded by what can finish
-MAX_EPOCHS = 1000  # the recipe is 30; 1000 epochs of small_resnet18 take a day on one GPU
-MAX_RUNS = 100  # seeds back to back
-MAX_WORKERS = 256  # DataLoader worker processes
-MAX_SEED = 2**31 - 1  # run i seeds with seed + i; numpy's seeds end at 2**32 - 1
+# count flags are bounded by what can finish (the bounds live in cli.BOUNDS, beside every tool's)
+MAX_EPOCHS, MAX_RUNS = cli.BOUNDS["--epochs"].high, cli.BOUNDS["--runs"].high
+MAX_WORKERS, MAX_SEED = cli.BOUNDS["--workers"].high, cli.BOUNDS["--seed"].high
 
 EXIT_DIVERGED = 3  # a non-finite loss stopped training (2 is a usage error)
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: every finished epoch's checkpoint is kept
@@ -159,15 +157,11 @@ def config_from_args(args) -> TrainConfig:
         raise cli.UsageError(
             f"--model must be a CIFAR-family model; choose one of: {', '.join(list_models('cifar'))}"
         )
-    for flag, value, high in (
-        ("--epochs", args.epochs, MAX_EPOCHS),
-        ("--runs", args.runs, MAX_RUNS),
-    ):
-        if value is not None:
-            cli.in_range(value, flag, 1, high)
-    cli.at_least(args.batch_size, "--batch-size", 1)  # at most the training images: once loaded
-    cli.in_range(args.workers, "--workers", 0, MAX_WORKERS)
-    cli.in_range(args.seed, "--seed", 0, MAX_SEED)
+    for flag in ("--epochs", "--runs", "--workers", "--seed"):
+        value = getattr(args, flag[2:])
+        if value is not None:  # unset --epochs and --runs: the recipe's, or the run's on --resume
+            cli.bounded(value, flag)
+    cli.bounded(args.batch_size, "--batch-size")  # and at most the training images: once loaded
     cli.positive(args.lr, "--lr")
     cli.positive(args.gamma, "--gamma")
     cli.at_least(args.weight_decay, "--weight-decay", 0)
