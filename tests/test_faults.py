@@ -429,6 +429,7 @@ def _alive(p: psutil.Process) -> bool:
 
 _SIGNAL_IN_REPORT = """
 import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a shell's background job ignores it
 from resbench import report, sweep
 from resbench.measure import Result
 sweep.runner.measure = lambda c, *a, **k: Result.for_config(c, latency_ms_median=1.0, throughput_ips=1.0)
