@@ -38,11 +38,9 @@ from resbench.settings import PRECISIONS, autocast, numerics
 from resbench.timing import synchronize
 from resbench.train import flags, folder, recipe
 from resbench.train.flags import build_parser, config_from_args
-from resbench.train.recipe import (  # noqa: F401 (the trainer's API)
+from resbench.train.recipe import (
     CHECKPOINT,
     LOG_COLUMNS,
-    LOG_FILE,
-    RUN_FILES,
     RunState,
     TrainConfig,
 )
