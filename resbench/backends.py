@@ -24,9 +24,21 @@ from torch.profiler import record_function
 
 # record_function labels inside a train step, so the profiler can split the step (~1 us each)
 LOSS_LABEL, OPTIMIZER_LABEL = "stage:loss", "stage:optimizer"
-# int8 calibration: the same seeded generated images at every batch size (fed in batches of the
-# exported model's batch size), recorded in every int8 Result
+# int8 calibration without labelled images: the same seeded generated images at every batch size
+# (fed in batches of the exported model's batch size), recorded in every int8 Result
 CALIBRATION_SEED, CALIBRATION_IMAGES = 1234, 32
+# onnxruntime's calibrators, by the name the sweep's --calibration takes (MinMax is its default)
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass
+class Calibration:
+    """What int8's activation scales are calibrated on: the model's inputs (preprocessed labelled
+    images), in words for the Result, and the calibrator."""
+
+    images: torch.Tensor  # N, C, H, W float32, on the CPU
+    description: str
+    method: str = "minmax"
 
 
 class Unfaithful(ValueError):
@@ -65,6 +77,7 @@ class Target:
     workdir: Path | None = None  # where exported files go
     lr: float = 1e-3
     notes: dict = field(default_factory=dict)  # what the Result should record (calibration)
+    calibration: Calibration | None = None  # int8: labelled images; None: generated N(0,1) ones
 
 
 def amp(device: torch.device, dtype: torch.dtype | None):
@@ -183,23 +196,34 @@ def export_onnx(t: Target) -> Path:
 
 
 def calibration_batches(t: Target) -> list[np.ndarray]:
-    """Generated N(0, 1) images from a fixed seed, the same at every batch size: what int8 scales
-    are calibrated on (at least CALIBRATION_IMAGES; more only for a larger batch)."""
+    """What int8 scales are calibrated on, in batches of the exported model's batch size: the
+    Target's labelled images (the last batch filled up from the first images), or, without any,
+    generated N(0, 1) images from a fixed seed, the same at every batch size (at least
+    CALIBRATION_IMAGES; more only for a larger batch)."""
     batch, *image = t.inputs.shape
-    count = -(-max(CALIBRATION_IMAGES, batch) // batch)  # batches, rounded up
-    gen = torch.Generator().manual_seed(CALIBRATION_SEED)
-    images = torch.randn(count * batch, *image, generator=gen)
-    t.notes["calibration"] = (
-        f"{count * batch} generated N(0,1) images, seed {CALIBRATION_SEED}, in {count} batch(es) "
-        f"of {batch}"
-    )
-    return [b.numpy() for b in images.split(batch)]
+    cal = t.calibration
+    method = cal.method if cal is not None else "minmax"
+    if cal is not None:
+        count = -(-len(cal.images) // batch)
+        images = cal.images.float().cpu()
+        images = torch.cat([images, images[: count * batch - len(images)]])  # whole batches
+        said = cal.description
+    else:
+        count = -(-max(CALIBRATION_IMAGES, batch) // batch)  # batches, rounded up
+        gen = torch.Generator().manual_seed(CALIBRATION_SEED)
+        images = torch.randn(count * batch, *image, generator=gen)
+        said = f"{count * batch} generated N(0,1) images, seed {CALIBRATION_SEED}"
+    t.notes["calibration"] = f"{said}, in {count} batch(es) of {batch}, {method}"
+    t.notes["calibration_method"] = method
+    t.notes["calibration_images"] = len(images)
+    return [b.contiguous().numpy() for b in images.split(batch)]
 
 
 def quantise_onnx(t: Target, fp32_path: Path) -> Path:
     """Post-training static int8 quantisation (QDQ, per-channel weights) with onnxruntime's tools."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
+        CalibrationMethod,
         QuantFormat,
         QuantType,
         quantize_static,
@@ -218,10 +242,13 @@ def quantise_onnx(t: Target, fp32_path: Path) -> Path:
     name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
     ready, out = t.workdir / "model.pre.onnx", t.workdir / "model.int8.onnx"
     quant_pre_process(str(fp32_path), str(ready))
+    batches = calibration_batches(t)
+    methods = dict(zip(CALIBRATION_METHODS, ("MinMax", "Entropy", "Percentile"), strict=True))
     quantize_static(
         str(ready),
         str(out),
-        Reader(name, calibration_batches(t)),
+        Reader(name, batches),
+        calibrate_method=getattr(CalibrationMethod, methods[t.notes["calibration_method"]]),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         activation_type=QuantType.QUInt8,

@@ -139,6 +139,9 @@ BOUNDS: dict[str, Bound] = {
     "--epochs": Bound(1, 1000),
     "--runs": Bound(1, 100),
     "--workers": Bound(0, 256),
+    "--eval-images": Bound(1, 10_000_000),  # labelled images scored per row
+    "--calibration-images": Bound(1, 100_000),  # int8's calibration images
+    "--max-accuracy-drop": Bound(0, 100),  # points of top-1
     "--seed": Bound(
         0, 2**31 - 1
     ),  # the trainer's run i seeds with seed + i; numpy's end at 2**32-1

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from resbench import backends, env, flops, power, settings, timing
+from resbench import backends, env, evaluate, flops, power, settings, timing
 from resbench.devices import (
     PeakMemory,
     default_device,
@@ -58,6 +58,9 @@ class Config:
     channels_last: bool = False  # NHWC: tensor cores and oneDNN prefer it
     compile: str = "off"  # torch.compile mode, or "off"; set means backend "compile"
     backend: str | None = None  # settings.BACKENDS; None: "compile" if compile is set, else "eager"
+    # int8: what the scales are calibrated on ("train", "noise", a folder; settings.calibration_mark);
+    # None for every other precision, and for int8 without labelled data (N(0,1) images)
+    calibration_data: str | None = None
 
     def __post_init__(self) -> None:
         if self.image_size is None and self.model in list_models():
@@ -78,7 +81,9 @@ class Config:
     @property
     def setting(self) -> str:
         """Short label of the non-default settings, e.g. "bf16+cl+compile"; "fp32" for the baseline."""
-        return settings.label(self.precision, self.channels_last, self.backend, self.compile)
+        return settings.label(
+            self.precision, self.channels_last, self.backend, self.compile, self.calibration_data
+        )
 
     @property
     def is_baseline(self) -> bool:
@@ -113,7 +118,24 @@ class Result(Config):
     prepare_s: float | None = None  # the backend's export, compilation, quantisation, session
     max_abs_diff: float | None = None  # largest |logit - fp32 eager logit|, same weights and batch
     top1_agreement: float | None = None  # fraction of the batch whose top-1 class fp32 eager shares
-    calibration: str | None = None  # int8: the batches the scales were calibrated on
+    calibration: str | None = None  # int8: what the scales were calibrated on, in words, with the count
+    calibration_method: str | None = None  # int8: "minmax" | "entropy" | "percentile"
+    calibration_images: int | None = None  # int8: how many images the scales saw
+    # accuracy on labelled images (--eval-data; resbench/evaluate.py), inference rows only: scored
+    # through the row's own prepared call, outside the timed region, against fp32 eager at the same
+    # batch size with the same weights and images
+    top1_accuracy: float | None = None  # fraction of the eval images whose top-1 class is right
+    top5_accuracy: float | None = None  # the same for the top 5 (only with more than 5 classes)
+    accuracy_drop: float | None = None  # points: fp32 eager top-1 minus this row's (0.0 for fp32 eager)
+    flips_lost: int | None = None  # images right in fp32 eager and wrong here
+    flips_gained: int | None = None  # images wrong in fp32 eager and right here
+    accuracy_drop_p: float | None = None  # exact McNemar p of the flips (1.0 with none)
+    accuracy_drop_ci: list[float] | None = None  # [low, high] 95% interval of the drop, points
+    kl_divergence: float | None = None  # mean KL(fp32 eager softmax || this row's), nats an image
+    logit_rel_error: float | None = None  # ||logits - fp32 logits|| / ||fp32 logits||
+    eval_images: int | None = None  # how many labelled images were scored
+    eval_data: str | None = None  # where they came from (the --eval-data path)
+    eval_s: float | None = None  # seconds the scoring took (not in any timed figure)
     # what the arithmetic really was, read back from the runtime (OpenVINO's compiled model,
     # onnxruntime's session graph) or from PyTorch's switches and the hardware: "fp32", "tf32",
     # "bf16", "int8", ..., "bf16-emulated" where the device has no units for it
@@ -250,6 +272,7 @@ class Prepared:
     optimizer: torch.optim.Optimizer | None = None
     reference: torch.Tensor | None = None  # fp32 eager logits on the same inputs (agreement)
     notes: dict = field(default_factory=dict)  # what the backend recorded (calibration)
+    scoring: evaluate.Scoring | None = None  # the labelled images this row is scored on
 
     def output(self) -> torch.Tensor:
         """One more step's output (the logits; the loss in train) as a CPU tensor, refused with
@@ -284,6 +307,7 @@ def prepare(
     reference: bool = False,
     weights: str | None = None,
     allow_emulated: bool = False,
+    evaluation: evaluate.Spec | None = None,
 ) -> Iterator[Prepared]:
     """Build and place the model for ``config`` and wrap it in its backend; restore global flags after.
 
@@ -292,7 +316,9 @@ def prepare(
     the same inputs, for the agreement; with ``weights`` (a torchvision state dict) the model has
     real weights instead of He-initialised ones. A setting whose arithmetic is not what its label
     says raises ``backends.Unfaithful`` (an emulated precision only without ``allow_emulated``);
-    ``notes`` records ``effective_precision`` and ``compute_kernel``.
+    ``notes`` records ``effective_precision`` and ``compute_kernel``. With ``evaluation`` (labelled
+    images) the Prepared carries their ``scoring``, and int8 calibrates on the Config's
+    ``calibration_data`` from them.
     """
     device = validate_config(config)
     steady_allocator()
@@ -303,7 +329,11 @@ def prepare(
             load_torchvision_weights(model, weights)
         model = model.to(device)
         size = config.image_size
-        inputs = torch.randn(config.batch_size, 3, size, size, device=device)
+        channels = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
+        inputs = torch.randn(config.batch_size, channels, size, size, device=device)
+        scoring = None
+        if evaluation is not None and config.mode == "inference":
+            scoring = evaluate.Scoring(evaluation, size, channels)
         labels = torch.randint(0, model.fc.out_features, (config.batch_size,), device=device)
         model.train(config.mode == "train")
         ref = None
@@ -317,6 +347,10 @@ def prepare(
             model, inputs, labels, device, config.mode, settings.PRECISIONS[config.precision].autocast,
             config.precision, config.compile, Path(workdir), TRAIN_LR,
         )  # fmt: skip
+        if scoring is not None and settings.PRECISIONS[config.precision].quantised:
+            target.calibration = scoring.calibration(
+                config.calibration_data, evaluation.calibration_method
+            )
         step, prepare_s = settings.BACKENDS[config.backend].wrap(target)
         optimizer = target.notes.pop("optimizer", None)
         if "effective_precision" not in target.notes:  # PyTorch's own arithmetic
@@ -326,8 +360,9 @@ def prepare(
             target.notes["compute_kernel"] = kernel
         check_faithful(config, target.notes["effective_precision"], allow_emulated)
         yield Prepared(
-            config, device, model, inputs, labels, step, prepare_s, optimizer, ref, target.notes
-        )
+            config, device, model, inputs, labels, step, prepare_s, optimizer, ref, target.notes,
+            scoring,
+        )  # fmt: skip
 
 
 @dataclass
@@ -359,11 +394,18 @@ def _measure_once(
     weights: str | None = None,
     agree: bool = False,
     allow_emulated: bool = False,
+    evaluation: evaluate.Spec | None = None,
+    score: bool = False,
 ) -> _Run:
-    """Prepare ``config`` afresh, warm it up and sample it; exceptions propagate."""
+    """Prepare ``config`` afresh, warm it up and sample it, then (``score``) score it on the
+    labelled images; exceptions propagate."""
     memory = PeakMemory(device)
     with prepare(
-        config, reference=agree, weights=weights, allow_emulated=allow_emulated
+        config,
+        reference=agree,
+        weights=weights,
+        allow_emulated=allow_emulated,
+        evaluation=evaluation,
     ) as prepared:
         flags = {
             "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
@@ -387,6 +429,9 @@ def _measure_once(
         peak_mb = memory.peak_mb()
         out = prepared.output()  # after the timed region: a NaN or Inf fails the row
         agreement = prepared.agreement(out) if agree else {}
+        if score and prepared.scoring is not None:  # outside every timed figure (eval_s)
+            key = (config.model, weights, config.image_size, config.batch_size, str(device))
+            agreement |= evaluate.score(prepared, prepared.scoring, key + (evaluation,))
     return _Run(
         samples, first_s, warm_s, peak_mb, memory.method, foreign.cores, flags,
         prepared.prepare_s, agreement, prepared.notes, meter.reading,
@@ -403,6 +448,7 @@ def measure(
     wait_quiet_s: float = 0.0,
     weights: str | None = None,
     allow_emulated: bool = False,
+    evaluation: dict | None = None,
 ) -> Result:
     """Measure one Config: warm up until settled, then sample until the median is known to ~1%.
 
@@ -417,8 +463,12 @@ def measure(
         weights: a torchvision state dict to load, so agreement and calibration see real weights.
         allow_emulated: measure a precision the device only emulates (marked "-emulated" in
             effective_precision) instead of skipping it.
+        evaluation: an ``evaluate.Spec`` as a dict (labelled images): an inference row is then
+            scored on them after its first preparation's timed region, and int8 calibrates on
+            them (``config.calibration_data``).
     """
     device = validate_config(config)
+    spec = evaluate.Spec(**evaluation) if evaluation is not None else None
     missing = missing_package(config)
     if (
         missing is not None
@@ -458,8 +508,9 @@ def measure(
             agree = not config.is_baseline and config.mode == "inference" and not runs
             runs.append(
                 _measure_once(
-                    config, device, per_repeat_s, max_warmup_s, weights, agree, allow_emulated
-                )
+                    config, device, per_repeat_s, max_warmup_s, weights, agree, allow_emulated,
+                    spec, score=not runs,
+                )  # fmt: skip
             )
     except backends.Unfaithful as exc:  # what ran is not what the label says: skipped, with why
         free_memory(device)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -120,9 +121,30 @@ def backend_of(compile_mode: str) -> str:
     return "eager" if compile_mode == "off" else "compile"
 
 
-def label(precision: str, channels_last: bool, backend: str, compile_mode: str) -> str:
-    """The tables' label of a setting: "fp32", "bf16+cl+compile", "int8+openvino"."""
-    parts = [precision] + (["cl"] if channels_last else [])
+# what int8 calibrates on (Config.calibration_data): labelled images, the default whenever there are
+# any ("train": the eval data's training split, or an ImageFolder's images outside the eval subset),
+# "noise" (generated N(0,1) images), or a folder's path; None: N(0,1), all there is without data
+CALIBRATION_DEFAULT = "train"
+
+
+def calibration_mark(calibration: str | None) -> str:
+    """The label's mark of a non-default calibration: "" (labelled images, or the N(0,1) of a run
+    without data), "[noise]" when noise is asked for beside real images, "[<folder>]" for a path."""
+    if calibration in (None, CALIBRATION_DEFAULT):
+        return ""
+    return "[noise]" if calibration == "noise" else f"[{Path(calibration).name or calibration}]"
+
+
+def label(
+    precision: str,
+    channels_last: bool,
+    backend: str,
+    compile_mode: str,
+    calibration: str | None = None,
+) -> str:
+    """The tables' label of a setting: "fp32", "bf16+cl+compile", "int8+openvino",
+    "int8[noise]+onnxruntime" (int8 calibrated on N(0,1) images beside labelled ones)."""
+    parts = [precision + calibration_mark(calibration)] + (["cl"] if channels_last else [])
     if backend == "compile":
         parts.append("compile" if compile_mode == "default" else compile_mode)
     elif backend != "eager":
@@ -146,11 +168,21 @@ def parse_label(text: str) -> dict:
     label means one setting: "int8+onnxruntime+openvino" or "fp32+cl+cl" is an error, not a guess.
     """
     precision, *rest = text.split("+")
+    calibration = None
+    if precision.endswith("]") and "[" in precision:  # int8[noise]: what int8 calibrated on
+        precision, calibration = precision[:-1].split("[", 1)
+        if not PRECISIONS.get(precision, PRECISIONS["fp32"]).quantised or not calibration:
+            raise ValueError(
+                f"{text!r}: only a quantised precision takes a calibration mark, as in "
+                "'int8[noise]+openvino'"
+            )
     if precision not in PRECISIONS:
         raise ValueError(
             f"unknown precision {precision!r} in {text!r}; choose one of: {', '.join(PRECISIONS)}"
         )
     fields = {"precision": precision, "channels_last": False, "backend": "eager", "compile": "off"}
+    if calibration is not None:
+        fields["calibration_data"] = calibration
     named = ""  # the part that named the backend
     backend_parts = _backend_parts()
     for part in rest:

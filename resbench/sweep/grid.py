@@ -8,14 +8,17 @@ folder records in run.json, so ``--resume`` continues the same grid without them
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from resbench import cli
+from resbench import cli, settings
+from resbench.backends import CALIBRATION_METHODS
 from resbench.devices import default_device
+from resbench.evaluate import CALIBRATION_IMAGES
 from resbench.flops import PROBE_SIZING_S
 from resbench.measure import Config, unfaithful, validate_config
 from resbench.models import list_models
@@ -25,13 +28,16 @@ IMAGENET, CIFAR = list_models("imagenet"), list_models("cifar")
 # the flags that choose the Configs, and those that choose how they are measured: both kept in
 # run.json; None in the parsed flags means "not given", so a resume takes the recorded value
 GRID_OPTIONS = ("device", "preset", "models", "batch_sizes", "modes", "precision",
-                "channels_last", "compile", "settings", "backends", "image_size")  # fmt: skip
+                "channels_last", "compile", "settings", "backends", "image_size",
+                "calibration_data")  # fmt: skip
 RUN_OPTIONS = ("budget", "isolate", "timeout", "find_max_batch", "repeats", "wait_quiet",
-               "weights", "allow_emulated")  # fmt: skip
+               "weights", "allow_emulated", "eval_data", "eval_images", "calibration",
+               "calibration_images", "max_accuracy_drop")  # fmt: skip
 # the run options that change how a number is measured: a resume must not change them under
 # finished Results, or one table would hold numbers measured two ways (--isolate runs the same
 # measure() in another process; --timeout and --find-max-batch change no number)
-MEASURING = ("budget", "repeats", "wait_quiet", "weights")
+MEASURING = ("budget", "repeats", "wait_quiet", "weights", "eval_data", "eval_images",
+             "calibration", "calibration_images")  # fmt: skip
 DEFAULT_MODELS = "resnet18,resnet50,small_resnet20"  # without a preset
 DEFAULT_BATCH_SIZES = "1,32"
 
@@ -145,11 +151,16 @@ def expand(
 
 DEFAULTS = {"budget": DEFAULT_BUDGET_S, "isolate": "auto", "timeout": CUDA_TIMEOUT_S,
             "find_max_batch": False, "repeats": DEFAULT_REPEATS, "wait_quiet": 0.0,
-            "weights": None, "allow_emulated": False}  # fmt: skip
+            "weights": None, "allow_emulated": False, "eval_data": None, "eval_images": None,
+            "calibration": "minmax", "calibration_images": CALIBRATION_IMAGES,
+            "max_accuracy_drop": MAX_ACCURACY_DROP}  # fmt: skip
 # what a grid flag not given means without a preset (with one, the preset's own lists)
 GRID_DEFAULTS = {"preset": None, "models": DEFAULT_MODELS, "batch_sizes": DEFAULT_BATCH_SIZES,
                  "modes": "inference", "precision": "fp32", "channels_last": "off",
-                 "compile": "off", "settings": None, "backends": "eager"}  # fmt: skip
+                 "compile": "off", "settings": None, "backends": "eager",
+                 "calibration_data": None}  # fmt: skip
+# the fastest setting the answers name is the fastest within this many points of fp32's top-1
+MAX_ACCURACY_DROP = 1.0
 
 
 def _flag(name: str) -> str:
@@ -259,7 +270,7 @@ def build_grid(args) -> tuple[list[Config], list[str]]:
         elif any(explicit[axis] for axis in ("precision", "channels_last", "compile")):
             grid.pop("settings", None)  # the three flags replace a preset's settings
         configs += expand(devices, **grid)
-    configs = list({c.key(): c for c in configs}.values())
+    configs = list({c.key(): c for c in _calibrated(configs, args)}.values())
     if explicit["image_sizes"]:  # a size too small for a model is the user's mistake, not a drop
         for model in dict.fromkeys(c.model for c in configs):
             cli.check_image_size(model, min(explicit["image_sizes"]))
@@ -275,6 +286,40 @@ def build_grid(args) -> tuple[list[Config], list[str]]:
         raise cli.UsageError(next(iter(dropped)))
     notes = [f"dropped {n} Config(s): {why}" for why, n in dropped.items()]
     return kept, notes
+
+
+def calibration_sources(args) -> list[str | None]:
+    """What int8 calibrates on (--calibration-data: train, noise, or folders): labelled images
+    whenever the run has any, never noise unless asked for; N(0,1) without labelled data."""
+    if args.calibration_data is None:
+        return [settings.CALIBRATION_DEFAULT] if args.eval_data is not None else [None]
+    if args.eval_data is None:
+        raise cli.UsageError(
+            "--calibration-data needs --eval-data (the labelled images int8 is scored on, and "
+            "whose preprocessing the calibration images share)"
+        )
+    sources = [s.strip() for s in str(args.calibration_data).split(",") if s.strip()]
+    for source in sources:
+        if source not in ("train", "noise") and not Path(source).is_dir():
+            raise cli.UsageError(
+                f"--calibration-data: {source!r} is neither train, noise nor a folder"
+            )
+    if not sources:
+        raise cli.UsageError("--calibration-data: give train, noise or a folder (a list is fine)")
+    return list(dict.fromkeys(sources))
+
+
+def _calibrated(configs: list[Config], args) -> list[Config]:
+    """Each int8 Config once per calibration source; one whose --settings label names its own
+    (int8[noise]+openvino) keeps it."""
+    sources = calibration_sources(args)
+    out = []
+    for c in configs:
+        if not PRECISIONS[c.precision].quantised or c.calibration_data is not None:
+            out.append(c)
+            continue
+        out += [dataclasses.replace(c, calibration_data=s) for s in sources]
+    return out
 
 
 # a backend's preparation per repeat on a 2-core CPU (export, compilation, session), roughly
@@ -382,6 +427,48 @@ def build_parser(epilog: str = "") -> cli.Parser:
         "--weights",
         help="a torchvision state dict (e.g. resnet50-11ad3fa6.pth) for every model it fits, so "
         "agreement and int8 calibration see real weights (default: He initialisation)",
+    )
+    acc = p.add_argument_group("accuracy on labelled images")
+    acc.add_argument(
+        "--eval-data",
+        metavar="PATH",
+        help="score every inference row on labelled images: a CIFAR-10 folder, MNIST or "
+        "Fashion-MNIST idx files (flat, or torchvision's layout), or an ImageFolder of class "
+        "folders (resize 256, centre crop 224, ImageNet mean/std); top-1, top-5, the drop "
+        "against fp32 eager, the flips (default: not scored)",
+    )
+    acc.add_argument(
+        "--eval-images",
+        type=int,
+        metavar="N",
+        help="a seeded subset of N images of the test split (the indices go to eval.json) "
+        "(default: all of them)",
+    )
+    acc.add_argument(
+        "--calibration-data",
+        metavar="SOURCES",
+        help="what int8 calibrates on, a list: train (the eval data's training split, or an "
+        "ImageFolder's images outside the eval subset), noise (generated N(0,1) images), or a "
+        "folder; each is its own row, noise labelled int8[noise] (default: train with "
+        "--eval-data, else noise)",
+    )
+    acc.add_argument(
+        "--calibration",
+        choices=CALIBRATION_METHODS,
+        help="onnxruntime's calibrator for int8's activation ranges (default: minmax)",
+    )
+    acc.add_argument(
+        "--calibration-images",
+        type=int,
+        metavar="N",
+        help=f"real images int8 calibrates on (default: {CALIBRATION_IMAGES})",
+    )
+    acc.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        metavar="POINTS",
+        help="the answers name the fastest setting within this many points of fp32 eager's "
+        f"top-1, and the fastest overall with its drop (default: {MAX_ACCURACY_DROP})",
     )
     how.add_argument(
         "--allow-emulated",

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from resbench import cli, report, runfolder
+from resbench import cli, data, evaluate, report, runfolder, weights
 from resbench.env import collect_env
 from resbench.measure import (
     Config,
@@ -42,6 +42,7 @@ from resbench.sweep.grid import build_grid, estimate_minutes
 from resbench.sweep.isolate import Worker
 from resbench.sweep.maxbatch import max_batch_searches
 
+EVAL_FILE = "eval.json"  # --eval-data: the scored images' indices, classes and how they were chosen
 EXIT_INCOMPLETE = 3  # --max-minutes ended the run with Configs left (2 is a usage error)
 EXIT_ERRORS = 4  # the grid ran to its end, but some Configs ended in error (--resume retries them)
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: finished Results are kept
@@ -169,6 +170,7 @@ class _Plan:
     command: str
     options: dict  # the grid and run flags as given (after a resume's merge), for run.json
     resume: bool
+    evaluation: evaluate.Spec | None = None  # --eval-data: what every inference row is scored on
     started: float = dataclasses.field(default_factory=time.monotonic)
 
 
@@ -188,7 +190,8 @@ def _run(args, argv) -> int:
 
 def _check_args(args) -> list[str]:
     """Refuse nonsense flags; with --resume, take the flags not given from the run's record."""
-    for name in ("budget", "timeout", "max_minutes", "repeats", "wait_quiet"):
+    for name in ("budget", "timeout", "max_minutes", "repeats", "wait_quiet", "eval_images",
+                 "calibration_images", "max_accuracy_drop"):  # fmt: skip
         if getattr(args, name) is not None:
             cli.bounded(getattr(args, name), "--" + name.replace("_", "-"))
     if args.keep_errors and not args.resume:
@@ -256,12 +259,39 @@ def _plan(args, argv, notes: list[str]) -> _Plan:
         args.isolate == "auto" and any(d.startswith("cuda") for d in devices)
     )
     command = "python -m resbench.sweep " + shlex.join(sys.argv[1:] if argv is None else argv)
-    return _Plan(configs, out, rank, world, isolate, command, options, args.resume)
+    evaluation = _evaluation(args, configs)
+    return _Plan(configs, out, rank, world, isolate, command, options, args.resume, evaluation)
+
+
+def _evaluation(args, configs: list[Config]) -> evaluate.Spec | None:
+    """--eval-data read and checked once, before the first Config, against every model of the
+    grid: a folder it cannot score them on is one line and exit 2."""
+    if args.eval_data is None:
+        return None
+    if not Path(args.eval_data).exists():
+        raise cli.UsageError(f"--eval-data: no such folder {args.eval_data!r}")
+    w = weights.read(args.weights) if args.weights is not None else None
+    try:
+        spec = evaluate.plan(
+            args.eval_data, args.eval_images, w, args.calibration, args.calibration_images
+        )
+        for model, size in dict.fromkeys((c.model, c.image_size) for c in configs):
+            fits = w is not None and w.fits(model) is None
+            evaluate.check(spec, model, size, w.overrides() if fits else None)
+    except data.DataError as exc:
+        raise cli.UsageError(f"--eval-data: {exc}") from None
+    return spec
 
 
 def _record(plan: _Plan) -> None:
     """Append this invocation to run.json; the environment is written once, at the start."""
     runfolder.record_invocation(plan.out, plan.command, plan.options, plan.resume)
+    if plan.evaluation is not None:  # which images were scored, and how they were chosen
+        spec = plan.evaluation
+        ds = evaluate.dataset(spec.path, spec.dataset, plan.configs[0].image_size)
+        chosen = evaluate.choose(ds.count("test"), spec.images, spec.seed).tolist()
+        record = {"spec": spec.to_dict(), "classes": list(ds.classes), "indices": chosen}
+        runfolder.write_atomic(plan.out / EVAL_FILE, json.dumps(record) + "\n")
     if not (plan.out / runfolder.ENV_FILE).exists():
         env = collect_env() | {"command": plan.command, "world_size": plan.world}
         runfolder.write_atomic(plan.out / runfolder.ENV_FILE, json.dumps(env, indent=2) + "\n")
@@ -288,6 +318,7 @@ def _measure_grid(args, plan: _Plan, notes: list[str]) -> tuple[list[Result], in
                 "wait_quiet_s": args.wait_quiet,
                 "weights": args.weights,
                 "allow_emulated": args.allow_emulated,
+                "evaluation": plan.evaluation and plan.evaluation.to_dict(),
             }
             run_one = _measurer(args.budget, worker, options)
             new, left = run_grid(plan.configs, log, done, run_one, deadline, not args.no_progress)
