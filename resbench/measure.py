@@ -114,6 +114,21 @@ class Result(Config):
     max_abs_diff: float | None = None  # largest |logit - fp32 eager logit|, same weights and batch
     top1_agreement: float | None = None  # fraction of the batch whose top-1 class fp32 eager shares
     calibration: str | None = None  # int8: the batches the scales were calibrated on
+    # scored on labelled images (--eval-data; resbench.evaluate); None where a row was not scored
+    top1_accuracy: float | None = None  # fraction of the eval images whose top-1 class is right
+    top5_accuracy: float | None = None  # fraction right in the top 5 (only with over 5 classes)
+    accuracy_drop: float | None = None  # points: fp32 eager top-1 minus this row's (0.0 for it)
+    flips_lost: int | None = None  # images right in fp32 eager and wrong here
+    flips_gained: int | None = None  # images wrong in fp32 eager and right here
+    accuracy_drop_p: float | None = None  # exact McNemar p on the flips (1.0 with no flips)
+    accuracy_drop_ci: list[float] | None = None  # [low, high]: paired 95% interval of the drop
+    kl_divergence: float | None = None  # mean KL(fp32 eager softmax || this row's), nats per image
+    logit_rel_error: float | None = None  # ||logits - fp32 logits|| / ||fp32 logits||, eval images
+    eval_images: int | None = None  # how many labelled images were scored
+    eval_data: str | None = None  # the path of the labelled images (--eval-data)
+    eval_s: float | None = None  # seconds the scoring took, outside the timed region
+    calibration_method: str | None = None  # int8: "minmax" | "entropy" | "percentile"
+    calibration_images: int | None = None  # int8: how many images the scales were calibrated on
     # what the arithmetic really was, read back from the runtime (OpenVINO's compiled model,
     # onnxruntime's session graph) or from PyTorch's switches and the hardware: "fp32", "tf32",
     # "bf16", "int8", ..., "bf16-emulated" where the device has no units for it
