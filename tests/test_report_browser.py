@@ -270,3 +270,24 @@ def test_filters_match_a_column_exactly_and_errors_sit_under_a_header(tmp_path, 
     )
     assert set(layout["cells"]) == {layout["heads"]}
     assert f"error: {error}" in layout["status"]
+
+
+def test_the_accuracy_tradeoff_draws_on_the_page(tmp_path, browser):
+    from test_report_accuracy import trade_run
+
+    write_run(tmp_path / "run", trade_run())
+    assert report.main([str(tmp_path / "run")]) == 0
+    browser.events.clear()
+    browser.call("Page.navigate", session=True, url=(tmp_path / "run" / "report.html").as_uri())
+    browser.wait_for("Page.loadEventFired")
+    assert browser.js("window.__errors") == []
+    assert not [e for e in browser.events if e.get("method") == "Runtime.exceptionThrown"]
+    traces = browser.js(
+        "Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(p => p.data)"
+        ".map(t => ({name: t.name || '', text: t.text || [], hover: t.hovertext || []}))"
+    )
+    points = next(t for t in traces if "int8+openvino" in t["text"])
+    assert sorted(points["text"]) == ["bf16", "fp32", "int8+openvino"]
+    assert any("top-1 88.80%" in h and "McNemar p 1e-9" in h for h in points["hover"])
+    assert any(t["name"] == "Pareto front" for t in traces)
+    assert shown_cells(browser, "top-1") == ["92.00%", "91.70%", "88.80%"]

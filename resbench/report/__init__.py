@@ -1,10 +1,12 @@
 """A run folder -> answers, markdown tables, CSV, plots and report.html; two runs -> a comparison.
 
-Usage: ``python -m resbench.report RUN [--compare OLD]`` (see ``--help``). Modules, each importing
-only those before it: ``loading`` (runs and pytest-benchmark JSON -> Results), ``analysis``
-(speed-ups, answers, the load rule, the roofline), ``tables`` (markdown), ``plots`` (PNG),
-``table_html`` (the page's table of every result), ``html`` (report.html), ``compare`` (two runs),
-``cli`` (writing outputs, ``main``).
+Usage: ``python -m resbench.report RUN [--compare OLD] [--max-accuracy-drop POINTS]`` (see
+``--help``). Modules, each importing only those before it: ``loading`` (runs and pytest-benchmark
+JSON -> Results), ``analysis`` (speed-ups, answers, the load rule, the roofline, the accuracy
+picks and Pareto front), ``text`` (how numbers and rows are written), ``accuracy`` (the answers and
+table of rows scored on labelled images), ``tables`` (markdown), ``plots`` (PNG), ``tradeoff``
+(images/s against accuracy drop, PNG), ``table_html`` (the page's table of every result), ``html``
+(report.html), ``compare`` (two runs), ``cli`` (writing outputs, ``main``).
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from resbench.report.analysis import (
     BASELINE_SETTING,
     LOAD_ANY_CORES,
     LOAD_MEDIAN_CORES,
+    MAX_ACCURACY_DROP,
+    accuracy_picks,
     answers,
     headline,
     load_warning,
+    pareto_front,
     roofline,
     run_load,
     speedups_per_batch,
@@ -39,6 +44,7 @@ from resbench.report.loading import (
     load_run,
     read_env,
     read_jsonl,
+    read_max_accuracy_drop,
     read_results,
     read_results_file,
     results_frame,
@@ -51,8 +57,10 @@ __all__ = [
     "ENV_FILE",
     "LOAD_ANY_CORES",
     "LOAD_MEDIAN_CORES",
+    "MAX_ACCURACY_DROP",
     "MAX_BATCH_FILE",
     "RESULTS_FILE",
+    "accuracy_picks",
     "answers",
     "build_parser",
     "colours",
@@ -66,9 +74,11 @@ __all__ = [
     "load_run",
     "load_warning",
     "main",
+    "pareto_front",
     "pyplot",
     "read_env",
     "read_jsonl",
+    "read_max_accuracy_drop",
     "read_results",
     "read_results_file",
     "results_frame",

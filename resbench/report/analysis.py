@@ -23,6 +23,10 @@ ROW_KEY = ["device", "mode", "model", "image_size", "batch_size"]
 # a row far under both roofline ceilings is bound by overhead (launches, Python, small kernels)
 OVERHEAD_FRACTION = 0.2
 PRECISION_ORDER = ("fp32", "tf32", "bf16", "fp16", "int8")
+# points of top-1 a setting may lose against fp32 eager and still be an answer (--max-accuracy-drop;
+# MLPerf's ResNet-50 bound, 99% of fp32, is 0.76 points); the sweep and the report share it
+MAX_ACCURACY_DROP = 1.0
+DROP_TOLERANCE = 1e-9  # points: (0.92 - 0.91) * 100 is 1.0000000000000009, not past a bound of 1
 
 
 def finite(value) -> float | None:
@@ -301,3 +305,63 @@ def ceilings(roof: pd.DataFrame, xs: np.ndarray) -> list[tuple[str, float, np.nd
             ceiling = np.minimum(peak, bw * xs) if math.isfinite(bw) else np.full_like(xs, peak)
             out.append((precision, float(peak), ceiling))
     return out
+
+
+def pareto_front(throughput, drop) -> np.ndarray:
+    """Per point, whether no other point beats it: as many images/s or more at as low an accuracy
+    drop or lower, and better in one. A point missing either number is never on the front."""
+    ips, drop = np.asarray(throughput, float), np.asarray(drop, float)
+    front = np.zeros(len(ips), bool)
+    known = np.flatnonzero(np.isfinite(ips) & np.isfinite(drop))
+    lowest = math.inf  # the lowest drop among points of strictly more images/s
+    for speed in sorted(set(ips[known]), reverse=True):  # fastest first; ties of speed together
+        tied = known[ips[known] == speed]
+        least = drop[tied].min()
+        if least < lowest:
+            front[tied[drop[tied] == least]] = True
+            lowest = least
+    return front
+
+
+def accuracy_picks(frame: pd.DataFrame, max_drop: float = MAX_ACCURACY_DROP) -> pd.DataFrame:
+    """The accuracy answer, in one place: the ok rows of every (device, mode, model, batch) of which
+    any row was scored on labelled images, fastest first, each marked with
+
+    - ``measured``: its top-1 was scored; ``within``: its drop is known and at most ``max_drop``;
+    - ``uncertain``: within by its drop, but its 95% interval reaches past ``max_drop``;
+    - ``pareto``: on its row's front of images/s against drop (``pareto_front``);
+    - ``fastest_within`` / ``fastest_overall``: the answer's two rows (one row may be both).
+
+    A row whose accuracy was not measured is never within: it can only be the fastest overall.
+    Empty when no row was scored.
+    """
+    ok = frame[frame["status"] == "ok"].dropna(subset=["throughput_ips"])
+    if "top1_accuracy" not in ok or ok["top1_accuracy"].isna().all():
+        return ok.iloc[0:0]
+    scored = ok.groupby(ROW_KEY, dropna=False)["top1_accuracy"].transform(lambda s: s.notna().any())
+    ok = ok[scored.astype(bool)].sort_values("throughput_ips", ascending=False, kind="stable")
+    drop = pd.to_numeric(ok["accuracy_drop"], errors="coerce")
+    high = pd.Series([_ci_high(v) for v in ok["accuracy_drop_ci"]], index=ok.index, dtype=float)
+    ok = ok.assign(
+        measured=ok["top1_accuracy"].notna(),
+        within=ok["top1_accuracy"].notna() & (drop <= max_drop + DROP_TOLERANCE),
+    )
+    ok = ok.assign(uncertain=ok["within"] & (high > max_drop + DROP_TOLERANCE))
+    ok["pareto"] = False
+    ok["fastest_within"] = False
+    ok["fastest_overall"] = False
+    for _, part in ok.groupby(ROW_KEY, sort=False, dropna=False):
+        front = pareto_front(part["throughput_ips"], pd.to_numeric(part["accuracy_drop"]))
+        ok.loc[part.index, "pareto"] = front
+        ok.loc[part.index[0], "fastest_overall"] = True
+        within = part.index[part["within"].to_numpy()]
+        if len(within):
+            ok.loc[within[0], "fastest_within"] = True
+    return ok
+
+
+def _ci_high(ci) -> float:
+    """The upper end of a recorded [low, high] interval, or NaN."""
+    if isinstance(ci, list | tuple | np.ndarray) and len(ci) == 2:
+        return finite(ci[1]) if finite(ci[1]) is not None else math.nan
+    return math.nan

@@ -7,13 +7,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from resbench.measure import Result
+from resbench.report import accuracy, table_html
 from resbench.report import html as page_html
-from resbench.report import table_html
-from resbench.report.analysis import headline, results_table
+from resbench.report.analysis import MAX_ACCURACY_DROP, headline, results_table
 from resbench.report.compare import compare_markdown, compare_report, shown_table
-from resbench.report.loading import ENV_FILE, load, load_run, read_max_batch, results_frame
+from resbench.report.loading import (
+    ENV_FILE,
+    load,
+    load_run,
+    read_max_accuracy_drop,
+    read_max_batch,
+    results_frame,
+)
 from resbench.report.plots import write_plots
 from resbench.report.tables import answers_rows, errors, summary_markdown, warnings_for
+from resbench.report.tradeoff import PNG as TRADEOFF_PNG
+from resbench.report.tradeoff import write_tradeoff
 
 USAGE = """Usage::
 
@@ -23,11 +32,32 @@ USAGE = """Usage::
 """
 
 
-def write_report(run_dir: Path, title: str | None = None) -> dict[str, Path]:
-    """results.csv, summary.md, plots/*.png and report.html for a run folder; the paths written."""
+def write_report(
+    run_dir: Path, title: str | None = None, max_accuracy_drop: float | None = None
+) -> dict[str, Path]:
+    """results.csv, summary.md, plots/*.png and report.html for a run folder; the paths written.
+
+    ``max_accuracy_drop`` (points): None takes the run's recorded one (``max_accuracy_drop`` in
+    run.json's options), else MAX_ACCURACY_DROP.
+    """
     run_dir = Path(run_dir)
     env, results, max_batch = load_run(run_dir)
-    return write_outputs(run_dir, env, results, title or f"resbench run {run_dir.name}", max_batch)
+    if max_accuracy_drop is None:
+        max_accuracy_drop = accuracy_drop_of(run_dir, results)
+    title = title or f"resbench run {run_dir.name}"
+    return write_outputs(run_dir, env, results, title, max_batch, max_accuracy_drop)
+
+
+def accuracy_drop_of(source: Path, results: Sequence[Result]) -> float:
+    """The allowed accuracy drop a run folder recorded, else the default (also for a JSON file).
+
+    run.json is read only where a Result was scored on labelled images: elsewhere the bound changes
+    nothing, and a report that never needed run.json does not start to fail on it.
+    """
+    if not any(getattr(r, "top1_accuracy", None) is not None for r in results):
+        return MAX_ACCURACY_DROP
+    recorded = read_max_accuracy_drop(source) if Path(source).is_dir() else None
+    return MAX_ACCURACY_DROP if recorded is None else recorded
 
 
 def finish_run(run_dir: Path, devices: Sequence[str], budget_s: float = 0.5) -> dict[str, Path]:
@@ -50,29 +80,46 @@ def finish_run(run_dir: Path, devices: Sequence[str], budget_s: float = 0.5) -> 
 
 
 def write_outputs(
-    out_dir: Path, env: dict, results: Sequence[Result], title: str, max_batch: Sequence[dict] = ()
+    out_dir: Path,
+    env: dict,
+    results: Sequence[Result],
+    title: str,
+    max_batch: Sequence[dict] = (),
+    max_accuracy_drop: float = MAX_ACCURACY_DROP,
 ) -> dict[str, Path]:
+    """Every output of a run; ``max_accuracy_drop`` (points) bounds the answers of scored rows."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "results.csv", "summary": out_dir / "summary.md"}
     results_frame(results).drop(columns=["samples_ms"]).to_csv(paths["csv"], index=False)
     frame = results_table(results, env)
-    summary = summary_markdown(env, results, title, max_batch)
+    summary = summary_markdown(env, results, title, max_batch, max_accuracy_drop)
     plots = write_plots(frame, env, out_dir / "plots")
+    plots += write_tradeoff(frame, out_dir / "plots", max_accuracy_drop)
     if plots:
         summary += (
             "\n## Plots\n\n" + "\n".join(f"![{p.stem}](plots/{p.name})" for p in plots) + "\n"
         )
     paths["summary"].write_text(summary)
+    groups = list(frame.groupby(["device", "mode"], sort=False))
     sections = [
-        (f"Answers: {mode} on {device}", answers_rows(part).to_html(index=False, border=0))
-        for (device, mode), part in frame.groupby(["device", "mode"], sort=False)
+        (
+            f"Answers: {mode} on {device}",
+            answers_rows(part, max_accuracy_drop).to_html(index=False, border=0),
+        )
+        for (device, mode), part in groups
     ]
-    sections += [("Interactive plots", "\n".join(page_html.figures_html(frame, env)))]
+    for (device, mode), part in groups:
+        scored = accuracy.accuracy_rows(part, max_accuracy_drop)
+        if not scored.empty:
+            heading = f"Accuracy: {mode} on {device}, on {accuracy.scored_on(part)}"
+            sections.append((heading, scored.to_html(index=False, border=0)))
+    figures = page_html.figures_html(frame, env, max_accuracy_drop)
+    sections += [("Interactive plots", "\n".join(figures))]
     images = "".join(
         f'<div><img src="plots/{p.name}" alt="{p.stem}"></div>'
         for p in plots
-        if not p.name.startswith("throughput_")  # drawn interactively above
+        if not p.name.startswith("throughput_") and p.name != TRADEOFF_PNG  # drawn above
     )
     if images:
         sections.append(("Speed-ups and rooflines", f'<div class="plots">{images}</div>'))
@@ -93,14 +140,20 @@ def write_comparison(
     old: tuple[dict, list[Result]],
     threshold: float,
     names: tuple[str, str] = ("the new run", "the old run"),
+    max_accuracy_drop: float = MAX_ACCURACY_DROP,
 ) -> dict[str, Path]:
-    """compare.md and compare.html for two loaded runs, named ``names`` (new, old)."""
+    """compare.md and compare.html for two loaded runs, named ``names`` (new, old); a row whose
+    top-1 fell by more than ``max_accuracy_drop`` points, or significantly, is "less accurate"."""
     out_dir = Path(out_dir)
     (new_env, new_results), (old_env, old_results) = new, old
-    text = compare_markdown(new_env, new_results, old_env, old_results, threshold, names)
+    text = compare_markdown(
+        new_env, new_results, old_env, old_results, threshold, names, max_accuracy_drop
+    )
     md = out_dir / "compare.md"
     md.write_text(text)
-    warns, verdict, table = compare_report(new_env, new_results, old_env, old_results, threshold)
+    warns, verdict, table = compare_report(
+        new_env, new_results, old_env, old_results, threshold, max_accuracy_drop
+    )
     columns = [(c, c, None) for c in table.columns]
     body = table_html.results_table_html(shown_table(table), columns) if not table.empty else ""
     title = f"Comparison: {names[0]} against {names[1]}"
@@ -129,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.05,
         help="smallest relative change --compare flags (default: %(default)s)",
     )
+    parser.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        metavar="POINTS",
+        help="points of top-1 a setting may lose against fp32 eager and still be the answer, "
+        "where rows were scored on labelled images (default: the run's recorded "
+        f"--max-accuracy-drop, else {MAX_ACCURACY_DROP})",
+    )
     parser.add_argument("--out", type=Path, help="where to write (default: the run folder)")
     return parser
 
@@ -147,15 +208,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli.finite(args.threshold, "--threshold")
         if args.threshold < 0:
             raise UsageError(f"--threshold must be 0 or more; got {args.threshold}")
+        if args.max_accuracy_drop is not None:
+            cli.at_least(args.max_accuracy_drop, "--max-accuracy-drop", 0)
         out = Path(args.out or (source if source.is_dir() else source.with_suffix("")))
         env, results = load(source)
         old = load(args.compare) if args.compare else None  # every input read before any write
         max_batch = read_max_batch(source) if source.is_dir() else ()
-        paths = write_outputs(out, env, results, f"resbench results: {source.name}", max_batch)
+        drop = args.max_accuracy_drop
+        drop = accuracy_drop_of(source, results) if drop is None else drop
+        title = f"resbench results: {source.name}"
+        paths = write_outputs(out, env, results, title, max_batch, drop)
         print(f"wrote {paths['summary']}, {paths['html']} and {len(paths) - 3} plot(s)")
         if old is not None:
             names = (source.name, args.compare.name)
-            written = write_comparison(out, (env, results), old, args.threshold, names)
+            written = write_comparison(out, (env, results), old, args.threshold, names, drop)
             print(written["compare"].read_text())
             print(f"wrote {written['compare']} and {written['compare_html']}")
         return 0

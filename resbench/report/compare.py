@@ -4,7 +4,9 @@ A change is "faster"/"slower" when it exceeds the threshold and a Mann-Whitney U
 samples rejects "same distribution". Without raw samples on both sides (pytest-benchmark keeps
 them only with ``--benchmark-save-data``; a sweep run older than ``samples_ms`` has none) no test is
 possible: a change beyond the threshold is still reported, with that reason, never hidden as
-"unchanged". A row measured under load says so.
+"unchanged". A row measured under load says so. A Config scored on labelled images in both runs
+shows its top-1 change beside the speed verdict, and is "less accurate" when it fell by more than
+the allowed drop, or when its drop against fp32 eager became significant.
 """
 
 from __future__ import annotations
@@ -16,9 +18,17 @@ import numpy as np
 import pandas as pd
 
 from resbench.measure import Result
-from resbench.report.analysis import LOAD_MEDIAN_CORES, load_warning, row_loaded, run_load
+from resbench.report.analysis import (
+    DROP_TOLERANCE,
+    LOAD_MEDIAN_CORES,
+    MAX_ACCURACY_DROP,
+    finite,
+    load_warning,
+    row_loaded,
+    run_load,
+)
 from resbench.report.loading import setting_label
-from resbench.report.tables import fmt
+from resbench.report.text import fmt, p_text, points
 
 MIN_SAMPLES = 3  # fewer raw samples than this on either side: no significance test
 _ENV_KEYS_THAT_MATTER = (
@@ -58,8 +68,14 @@ def compare(
     old: Sequence[Result],
     threshold: float = 0.05,
     alpha: float = 0.01,
+    max_accuracy_drop: float = MAX_ACCURACY_DROP,
 ) -> pd.DataFrame:
-    """Match Results by Config; speedup = old median / new median; a verdict and a note per row."""
+    """Match Results by Config; speedup = old median / new median; a verdict and a note per row.
+
+    Where both sides of any row were scored on labelled images, two more columns beside the
+    verdict: ``accuracy change`` (points of top-1, new minus old) and ``accuracy``
+    (``accuracy_verdict``).
+    """
     from scipy.stats import mannwhitneyu
 
     old_by_key = {_key(r): r for r in old if r.status == "ok"}
@@ -89,6 +105,8 @@ def compare(
             notes.append("measured under load (" + "; ".join(loaded) + "): not trustworthy")
             if verdict != "unchanged":
                 verdict += ", under load"
+        change, accurate, why = accuracy_verdict(r, base, max_accuracy_drop, alpha)
+        notes += [why] if why else []
         rows.append(
             {
                 "model": r.model,
@@ -101,10 +119,76 @@ def compare(
                 "speedup": speedup,
                 "p": p,
                 "verdict": verdict,
+                "accuracy change": change,
+                "accuracy": accurate,
                 "note": "; ".join(notes),
             }
         )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if table.empty or table["accuracy change"].isna().all():  # no accuracy: the speed table alone
+        return table.drop(columns=["accuracy change", "accuracy"], errors="ignore")
+    return table
+
+
+def significant_drop(r: Result, alpha: float) -> bool:
+    """Whether a row lost top-1 against fp32 eager of its own run by more than chance (McNemar)."""
+    p, drop = finite(getattr(r, "accuracy_drop_p", None)), finite(getattr(r, "accuracy_drop", None))
+    return p is not None and drop is not None and p < alpha and drop > 0
+
+
+def accuracy_verdict(
+    new: Result, old: Result, max_drop: float, alpha: float
+) -> tuple[float, str, str]:
+    """(change in points, "less accurate" or "", why) for one Config scored in both runs.
+
+    Less accurate: its top-1 fell by more than ``max_drop`` points, or it fell and its drop against
+    its own run's fp32 eager is now significant (McNemar p < ``alpha``) where it was not. NaN and
+    no verdict where either side was not scored.
+    """
+    a, b = finite(getattr(new, "top1_accuracy", None)), finite(getattr(old, "top1_accuracy", None))
+    if a is None or b is None:
+        return math.nan, "", ""
+    change = (a - b) * 100
+    notes = []
+    seen = {side: (getattr(x, "eval_images", None), getattr(x, "eval_data", None))
+            for side, x in (("new", new), ("old", old))}  # fmt: skip
+    if seen["new"] != seen["old"]:
+        said = "; ".join(f"{side}: {n} images of {d}" for side, (n, d) in seen.items())
+        notes.append(f"scored on other images than the old run's ({said}): not like for like")
+    if change < -(max_drop + DROP_TOLERANCE):
+        notes.insert(
+            0, f"top-1 fell {-change:.2f} points, more than the allowed {points(max_drop)}"
+        )
+        return change, "less accurate", "; ".join(notes)
+    if change < 0 and significant_drop(new, alpha) and not significant_drop(old, alpha):
+        notes.insert(
+            0,
+            f"top-1 fell {-change:.2f} points and its drop against fp32 eager is now significant "
+            f"(McNemar p {p_text(new.accuracy_drop_p)}; the old run's "
+            f"{p_text(getattr(old, 'accuracy_drop_p', None)) or 'not recorded'})",
+        )
+        return change, "less accurate", "; ".join(notes)
+    return change, "", "; ".join(notes)
+
+
+def accuracy_line(table: pd.DataFrame, max_drop: float) -> str:
+    """The verdict's sentence on accuracy: how many scored Configs became less accurate, named."""
+    if "accuracy" not in table:
+        return ""
+    scored = table[table["accuracy change"].notna()]
+    worse = scored[scored["accuracy"] == "less accurate"]
+    text = (
+        f" Accuracy compared on {len(scored)} Configs scored in both runs: {len(worse)} less "
+        f"accurate (top-1 fell by more than {points(max_drop)}, or its drop against fp32 eager "
+        "became significant)"
+    )
+    if len(worse):
+        names = [
+            f"{r['model']} b{r['batch']} {r['mode']} {r['setting']} ({r['accuracy change']:+.2f})"
+            for _, r in worse.iterrows()
+        ]
+        text += ": " + ", ".join(names)
+    return text + "."
 
 
 def env_differences(a: dict, b: dict) -> list[str]:
@@ -152,7 +236,7 @@ def _verdict_line(table: pd.DataFrame, threshold: float, hints: Sequence[str] = 
 
 
 def shown_table(table: pd.DataFrame) -> pd.DataFrame:
-    return table.assign(
+    shown = table.assign(
         **{
             "old ms": table["old ms"].map(lambda v: fmt(v, 3)),
             "new ms": table["new ms"].map(lambda v: fmt(v, 3)),
@@ -160,13 +244,24 @@ def shown_table(table: pd.DataFrame) -> pd.DataFrame:
             "p": table["p"].map(lambda v: "" if math.isnan(v) else f"{v:.2g}"),
         }
     )
+    if "accuracy change" in table:
+        change = table["accuracy change"].map(lambda v: "" if math.isnan(v) else f"{v:+.2f}")
+        shown = shown.assign(**{"accuracy change": change}).rename(
+            columns={"accuracy change": "top-1 change, points"}
+        )
+    return shown
 
 
 def compare_report(
-    new_env: dict, new: Sequence[Result], old_env: dict, old: Sequence[Result], threshold: float
+    new_env: dict,
+    new: Sequence[Result],
+    old_env: dict,
+    old: Sequence[Result],
+    threshold: float,
+    max_accuracy_drop: float = MAX_ACCURACY_DROP,
 ) -> tuple[list[str], str, pd.DataFrame]:
     """(warnings, verdict line, table) of a comparison, shared by the markdown and the page."""
-    table = compare(new, old, threshold)
+    table = compare(new, old, threshold, max_accuracy_drop=max_accuracy_drop)
     warns = []
     diffs = env_differences(new_env, old_env)
     if diffs:
@@ -189,7 +284,8 @@ def compare_report(
         for h in (samples_hint("new", new_env, new), samples_hint("old", old_env, old))
         if h is not None
     ]
-    return warns, _verdict_line(table, threshold, hints) + unmatched, table
+    verdict = _verdict_line(table, threshold, hints) + accuracy_line(table, max_accuracy_drop)
+    return warns, verdict + unmatched, table
 
 
 def compare_markdown(
@@ -199,8 +295,9 @@ def compare_markdown(
     old: Sequence[Result],
     threshold: float,
     names: tuple[str, str] = ("new", "old"),
+    max_accuracy_drop: float = MAX_ACCURACY_DROP,
 ) -> str:
-    warns, verdict, table = compare_report(new_env, new, old_env, old, threshold)
+    warns, verdict, table = compare_report(new_env, new, old_env, old, threshold, max_accuracy_drop)
     out = [f"# Comparison: {names[0]} (new) against {names[1]} (old)", ""]
     out += [f"- **Warning:** {w}" for w in warns]
     if warns:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from resbench.report.analysis import (
+    MAX_ACCURACY_DROP,
     by_input,
     ceilings,
     finite,
@@ -27,7 +28,8 @@ from resbench.report.analysis import (
 )
 from resbench.report.plots import ERROR_BARS, colours, log_ticks, quartile_bars, tick_label
 from resbench.report.table_html import TABLE_SCRIPT
-from resbench.report.tables import flags
+from resbench.report.text import flags, p_text, points
+from resbench.report.tradeoff import FRONT_COLOUR, ci_bars, panels, step_line
 
 PLOTLY_JS = "plotly.min.js"
 
@@ -199,13 +201,75 @@ def roofline_figure(roof: pd.DataFrame, colour: dict[str, str], title: str):
     return fig
 
 
+def tradeoff_figure(shown, colour: dict[str, str], max_drop: float):
+    """plots/accuracy_tradeoff.png's panels (``tradeoff.panels``) as one interactive figure."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    cols = min(3, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p.title for p in shown],
+                        vertical_spacing=0.5 / rows)  # fmt: skip
+    for i, panel in enumerate(shown):
+        row, col = i // cols + 1, i % cols + 1
+        data = panel.rows
+        below, above = ci_bars(data)
+        fig.add_trace(
+            go.Scatter(
+                x=data["accuracy_drop"],
+                y=data["throughput_ips"],
+                mode="markers+text",
+                text=[r["setting"] + flags(r) for _, r in data.iterrows()],
+                textposition="top right",
+                marker={
+                    "color": [colour[s] for s in data["setting"]],
+                    "symbol": ["circle-open" if flags(r) else "circle" for _, r in data.iterrows()],
+                    "size": 10,
+                },
+                error_x={"type": "data", "array": above, "arrayminus": below},
+                hovertext=[_hover(r) + "<br>" + _accuracy_hover(r) for _, r in data.iterrows()],
+                hoverinfo="text",
+                showlegend=False,
+            ),
+            row=row,
+            col=col,
+        )
+        xs, ys = step_line(panel.front)
+        fig.add_trace(
+            go.Scatter(x=xs, y=ys, mode="lines+markers", name="Pareto front", showlegend=i == 0,
+                       line={"color": FRONT_COLOUR, "dash": "dash"},
+                       marker={"symbol": "circle-open", "size": 16, "color": FRONT_COLOUR}),
+            row=row, col=col,
+        )  # fmt: skip
+        fig.add_vline(x=max_drop, line={"color": "black", "width": 1.2, "dash": "dashdot"},
+                      row=row, col=col)  # fmt: skip
+        fig.update_xaxes(title_text="top-1 drop against fp32 eager (points)", row=row, col=col)
+        fig.update_yaxes(title_text="images/s", rangemode="tozero", row=row, col=col)
+    fig.update_layout(
+        title=f"Speed against accuracy (dash-dotted: the allowed drop, {points(max_drop)}; circled: "
+        "the Pareto front; bars: the drop's 95% interval)",
+        height=380 * rows + 120,
+        template="plotly_white",
+    )
+    return fig
+
+
+def _accuracy_hover(r) -> str:
+    bits = [f"top-1 {r['top1_accuracy']:.2%}", f"drop {r['accuracy_drop']:.2f} points"]
+    if finite(r.get("accuracy_drop_p")) is not None:
+        bits.append(f"McNemar p {p_text(r['accuracy_drop_p'])}")
+    if finite(r.get("flips_lost")) is not None and finite(r.get("flips_gained")) is not None:
+        bits.append(f"lost {r['flips_lost']:.0f}, gained {r['flips_gained']:.0f}")
+    return ", ".join(bits)
+
+
 def _log_ticks(lo: float, hi: float) -> dict:
     """Plotly log-axis ticks as the PNG has them (plots.log_ticks): labelled numbers, no bare digits."""
     ticks = log_ticks(lo, hi)
     return {"tickvals": ticks, "ticktext": [tick_label(t) for t in ticks]} if ticks else {}
 
 
-def figures_html(frame: pd.DataFrame, env: dict) -> list[str]:
+def figures_html(frame: pd.DataFrame, env: dict, max_drop: float = MAX_ACCURACY_DROP) -> list[str]:
     """The interactive plots of a run, as HTML fragments that use the page's plotly.min.js."""
     ok = frame[frame["status"] == "ok"].dropna(subset=["throughput_ips"])
     colour = colours(frame["setting"])
@@ -216,6 +280,9 @@ def figures_html(frame: pd.DataFrame, env: dict) -> list[str]:
         roof = roofline(part, env)
         if not roof.empty:
             figs.append(roofline_figure(roof, colour, f"Roofline, {device}"))
+    shown = [p for p in panels(frame, max_drop) if not p.rows.empty]
+    if shown:
+        figs.append(tradeoff_figure(shown, colour, max_drop))
     return [
         f.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot{i}")
         for i, f in enumerate(figs)

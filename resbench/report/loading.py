@@ -64,6 +64,21 @@ def read_max_batch(run_dir: Path) -> list[dict]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
+def read_max_accuracy_drop(run_dir: Path) -> float | None:
+    """The ``max_accuracy_drop`` (points) the sweep recorded in the run's options (run.json), or
+    None where it recorded none (not given, or a run from before the flag): the default then."""
+    value = runfolder.recorded_options(Path(run_dir)).get("max_accuracy_drop")
+    if value is None:
+        return None
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(
+            f"{Path(run_dir) / runfolder.RUN_FILE} records max_accuracy_drop {value!r}, not a "
+            "finite number of points of 0 or more; give the report --max-accuracy-drop POINTS"
+        )
+    return float(number)
+
+
 def load_run(run_dir: Path) -> tuple[dict, list[Result], list[dict]]:
     """A run folder's environment, Results and largest-batch searches: the one place runs are read."""
     return read_env(run_dir), read_results(run_dir), read_max_batch(run_dir)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from resbench.report.analysis import by_input, finite
-from resbench.report.tables import diff_text, flags
+from resbench.report.text import diff_text, flags
 
 FILTER_COLUMNS = ("model", "batch", "device", "mode", "setting", "status")
 
@@ -84,6 +84,12 @@ TABLE_COLUMNS = [
     ("iterations", "iterations", "{:.0f}"),
     ("max abs diff", "max_abs_diff", "{:.2g}"),
     ("top-1 agree", "top1_agreement", "{:.0%}"),
+    # scored on labelled images (--eval-data): shown only where a run has them
+    ("top-1", "top1_accuracy", "{:.2%}"),
+    ("top-5", "top5_accuracy", "{:.2%}"),
+    ("drop, points", "accuracy_drop", "{:.2f}"),
+    ("McNemar p", "accuracy_drop_p", "{:.2g}"),
+    ("KL, nats", "kl_divergence", "{:.2g}"),
     ("one-off s", "one_off_s", "{:.1f}"),
     ("computed in", "effective_precision", None),
     ("kernel", "compute_kernel", None),

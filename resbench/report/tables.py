@@ -7,9 +7,11 @@ from collections.abc import Sequence
 import pandas as pd
 
 from resbench.measure import Result
+from resbench.report import accuracy
 from resbench.report.analysis import (
     BASELINE_SETTING,
     LOAD_MEDIAN_CORES,
+    MAX_ACCURACY_DROP,
     answers,
     by_input,
     finite,
@@ -17,28 +19,19 @@ from resbench.report.analysis import (
     load_warning,
     nonfinite,
     results_table,
-    row_flagged,
     row_loaded,
 )
-
-
-def fmt(value, digits: int = 1) -> str:
-    value = finite(value)
-    if value is None:
-        return ""
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}f}"
-
-
-def pct(value) -> str:
-    value = finite(value)
-    return "" if value is None else f"{value:.0%}"
-
-
-def times(value) -> str:
-    value = finite(value)
-    return "" if value is None else f"{value:.2f}x"
+from resbench.report.text import (
+    agreement,
+    diff_text,
+    flags,
+    fmt,
+    named,
+    pct,
+    points,
+    row_name,
+    times,
+)
 
 
 def env_lines(env: dict) -> list[str]:
@@ -82,35 +75,6 @@ def cpu_arithmetic(env: dict) -> str:
         f"{env.get('torch_cpu_capability')}"
         + (f"; oneDNN's convolution kernels: {', '.join(kernels)}" if kernels else "")
     )
-
-
-def flags(row) -> str:
-    """Short marks for a row a reader should distrust: noisy/throttled (~), under load (!)."""
-    marks = ""
-    if row_flagged(row.get("noisy"), row.get("throttled")):
-        marks += "~"
-    if row_loaded(row.get("foreign_cpu")):
-        marks += "!"
-    return marks
-
-
-def row_name(r) -> str:
-    """A Result (or a row with its fields) as the warnings name it: "resnet18 b8 inference fp32"."""
-    get = r.get if isinstance(r, dict | pd.Series) else lambda k: getattr(r, k, None)
-    return f"{get('model')} b{get('batch_size')} {get('mode')} {get('setting')}"
-
-
-def named(rows: Sequence, detail=lambda r: "", most: int = 8) -> str:
-    """The first ``most`` rows by name (with ``detail``), then how many more."""
-    names = [row_name(r) + (f" ({detail(r)})" if detail(r) else "") for r in rows[:most]]
-    more = f" and {len(rows) - most} more" if len(rows) > most else ""
-    return ", ".join(names) + more
-
-
-def diff_text(value) -> str:
-    """A non-finite max_abs_diff as it is shown: "NaN", "inf" or "-inf"."""
-    value = float(value)
-    return "NaN" if value != value else ("inf" if value > 0 else "-inf")
 
 
 def warnings_for(results: Sequence[Result]) -> list[str]:
@@ -166,8 +130,12 @@ def warnings_for(results: Sequence[Result]) -> list[str]:
     return out
 
 
-def answers_rows(part: pd.DataFrame) -> pd.DataFrame:
-    """Per model and batch: the fastest setting, its images/s, speed-up, MFU and agreement."""
+def answers_rows(part: pd.DataFrame, max_drop: float = MAX_ACCURACY_DROP) -> pd.DataFrame:
+    """Per model and batch: the fastest setting, its images/s, speed-up, MFU and agreement; where
+    rows were scored on labelled images, the fastest within ``max_drop`` points and the fastest of
+    all with its drop (``accuracy.answer_rows``)."""
+    if accuracy.has_accuracy(part):
+        return accuracy.answer_rows(part, max_drop)
     best = answers(by_input(part))
     rows = []
     for _, r in best.iterrows():
@@ -186,21 +154,8 @@ def answers_rows(part: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def agreement(r) -> str:
-    """Agreement with fp32 eager logits, e.g. "max abs diff 0.1; top-1 100.0%", where recorded."""
-    if bool(r.get("diff_not_finite") or False):  # results_table decides it on the Results
-        # NaN/Inf outputs: no agreement at all; a top-1 over NaN logits means nothing
-        return f"max abs diff {diff_text(r['max_abs_diff'])}: outputs not finite"
-    agree = []
-    if finite(r.get("max_abs_diff")) is not None:
-        agree.append(f"max abs diff {r['max_abs_diff']:.2g}")
-    if finite(r.get("top1_agreement")) is not None:
-        agree.append(f"top-1 {r['top1_agreement']:.1%}")
-    return "; ".join(agree)
-
-
-def answers_table(part: pd.DataFrame) -> str:
-    return answers_rows(part).to_markdown(index=False, disable_numparse=True)
+def answers_table(part: pd.DataFrame, max_drop: float = MAX_ACCURACY_DROP) -> str:
+    return answers_rows(part, max_drop).to_markdown(index=False, disable_numparse=True)
 
 
 def throughput_table(part: pd.DataFrame) -> str:
@@ -314,8 +269,13 @@ LEGEND = (
 
 
 def summary_markdown(
-    env: dict, results: Sequence[Result], title: str, max_batch: Sequence[dict] = ()
+    env: dict,
+    results: Sequence[Result],
+    title: str,
+    max_batch: Sequence[dict] = (),
+    max_accuracy_drop: float = MAX_ACCURACY_DROP,
 ) -> str:
+    """summary.md; ``max_accuracy_drop`` (points) bounds the answers where rows were scored."""
     frame = results_table(results, env)
     out = [f"# {title}", "", f"**{headline(results)}**", ""]
     load = load_warning(results)
@@ -323,14 +283,21 @@ def summary_markdown(
         out += [f"**Warning: {load}.**", ""]
     for (device, mode), part in frame.groupby(["device", "mode"], sort=False):
         name = part["device_name"].dropna().iloc[0] if part["device_name"].notna().any() else device
-        out += [f"## Answers: {mode} on {device} ({name})", "", answers_table(part), ""]
+        table = answers_table(part, max_accuracy_drop)
+        out += [f"## Answers: {mode} on {device} ({name})", "", table, ""]
     warns = warnings_for(results)
     if warns:
         out += ["## Warnings", "", *[f"- {w}" for w in warns], ""]
     out += ["## Environment", "", *env_lines(env), "", LEGEND]
+    if accuracy.has_accuracy(frame):
+        out += ["", accuracy.LEGEND.format(bound=points(max_accuracy_drop))]
     for (device, mode), part in frame.groupby(["device", "mode"], sort=False):
         name = part["device_name"].dropna().iloc[0] if part["device_name"].notna().any() else device
         out += ["", f"## {mode} on {device} ({name})", "", throughput_table(part)]
+        scored = accuracy.accuracy_rows(part, max_accuracy_drop)
+        if not scored.empty:
+            heading = f"### {mode} on {device}: accuracy on {accuracy.scored_on(part)}"
+            out += ["", heading, "", scored.to_markdown(index=False, disable_numparse=True)]
         out += ["", f"### {mode} on {device}: details", "", detail_table(part)]
     if max_batch:
         out += ["", "## Largest batch that fits", ""]
