@@ -219,9 +219,8 @@ def plan(
     name = data.detect(path)
     record = getattr(weights, "data", None) or {}
     preprocess = record.get("preprocess")
-    if record.get("dataset") in data.DATASETS and data.DATASETS[record["dataset"]].kind == (
-        data.DATASETS[name].kind
-    ):
+    trained_on = data.DATASETS.get(record.get("dataset"))
+    if trained_on is not None and trained_on.reader is data.DATASETS[name].reader:
         name = record["dataset"]  # idx files are MNIST or Fashion-MNIST: the checkpoint knows
     elif preprocess is not None:
         raise data.DataError(

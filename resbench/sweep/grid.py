@@ -22,6 +22,7 @@ from resbench.evaluate import CALIBRATION_IMAGES
 from resbench.flops import PROBE_SIZING_S
 from resbench.measure import Config, unfaithful, validate_config
 from resbench.models import list_models
+from resbench.report.analysis import MAX_ACCURACY_DROP
 from resbench.settings import BACKENDS, COMPILE_MODES, MODES, PRECISIONS, with_backends
 
 IMAGENET, CIFAR = list_models("imagenet"), list_models("cifar")
@@ -159,8 +160,6 @@ GRID_DEFAULTS = {"preset": None, "models": DEFAULT_MODELS, "batch_sizes": DEFAUL
                  "modes": "inference", "precision": "fp32", "channels_last": "off",
                  "compile": "off", "settings": None, "backends": "eager",
                  "calibration_data": None}  # fmt: skip
-# the fastest setting the answers name is the fastest within this many points of fp32's top-1
-MAX_ACCURACY_DROP = 1.0
 
 
 def _flag(name: str) -> str:
