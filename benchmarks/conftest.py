@@ -1,12 +1,14 @@
 """pytest-benchmark options for resbench: which device, models, batch sizes, modes and settings.
 
 Every option can also be set by an environment variable (RB_DEVICE, RB_MODELS, RB_BATCH_SIZES,
-RB_IMAGE_SIZE, RB_MODES, RB_BACKENDS, RB_SETTINGS, RB_ALL=1), so CI jobs can choose without editing
-command lines. A setting is a label as in resbench's tables (``settings.parse_label``): precision,
-then "+cl" for channels_last, then at most one backend: "+compile" (or "+reduce-overhead",
-"+max-autotune") for torch.compile, "+onnxruntime", "+openvino", ..., e.g. "bf16+cl+compile". A
-value that names nothing (a typo in a model, mode, backend or setting) stops the run before
-collection, as one line.
+RB_IMAGE_SIZE, RB_MODES, RB_BACKENDS, RB_SETTINGS, RB_ALL=1, RB_WEIGHTS), so CI jobs can choose
+without editing command lines. A setting is a label as in resbench's tables
+(``settings.parse_label``): precision, then "+cl" for channels_last, then at most one backend:
+"+compile" (or "+reduce-overhead", "+max-autotune") for torch.compile, "+onnxruntime",
+"+openvino", ..., e.g. "bf16+cl+compile". A value that names nothing (a typo in a model, mode,
+backend or setting) stops the run before collection, as one line; so does a ``--weights`` file (a
+torchvision state dict or a resbench trainer checkpoint) that cannot be read or does not fit every
+model, read and checked once.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import pytest
 import torch
 
+from resbench import weights
 from resbench.cli import (
     check_image_size,
     models_help,
@@ -29,6 +32,7 @@ from resbench.env import collect_env
 from resbench.measure import Config, missing_package, unfaithful, validate_config
 from resbench.models import default_image_size, model_family
 from resbench.settings import ALL_DEVICES, BACKENDS, MODES, PRECISIONS, label, with_backends
+from resbench.weights import Weights
 
 DEFAULT_MODELS = "resnet18,small_resnet20"
 DEFAULT_SETTINGS = "fp32,fp32+cl"
@@ -71,6 +75,13 @@ def pytest_addoption(parser):
         action="store_true",
         default=os.environ.get("RB_ALL") == "1",
         help="the full grid: every model, more batch sizes, every setting; env RB_ALL=1",
+    )
+    group.addoption(
+        "--weights",
+        default=os.environ.get("RB_WEIGHTS"),
+        help="a torchvision state dict or a resbench trainer checkpoint, loaded into every model "
+        "(each must fit it) with the file's classes and input channels (default: He "
+        "initialisation); env RB_WEIGHTS",
     )
 
 
@@ -118,6 +129,25 @@ def benchmark_configs(config) -> list[Config]:
     ]
 
 
+def benchmark_weights(config) -> Weights | None:
+    """--weights read and checked against the grid's models; pytest.UsageError (one line) if not."""
+    path = config.getoption("--weights")
+    if not path:
+        return None
+    try:
+        w = weights.read(path)
+        weights.check(w, [c.model for c in config.rb_configs])
+    except ValueError as exc:
+        raise pytest.UsageError(f"--weights: {exc}") from None
+    return w
+
+
+@pytest.fixture
+def rb_weights(request) -> Weights | None:
+    """The --weights file, read once for the whole session (None: He initialisation)."""
+    return request.config.rb_weights
+
+
 def bench_id(c: Config) -> str:
     """The benchmark's name; a size other than the model's default is appended, so names saved
     before the image-size option still compare."""
@@ -157,6 +187,7 @@ def rb_config(request) -> Config:
 def pytest_configure(config):
     # the grid is read once, here: a typo is one line and exit 4 before anything is collected
     config.rb_configs = benchmark_configs(config)
+    config.rb_weights = benchmark_weights(config)
     # a saved run keeps its raw timings: without them `report --compare` can test no significance
     if config.getoption("benchmark_autosave", False) or config.getoption("benchmark_save", None):
         config.option.benchmark_save_data = True

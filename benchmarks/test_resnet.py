@@ -19,18 +19,19 @@ from resbench import flops, timing
 from resbench.backends import Unfaithful
 from resbench.devices import PeakMemory, device_name
 from resbench.measure import Config, prepare
+from resbench.weights import Weights
 
 ROUND_BUDGET_S = 1.0  # time spent in timed rounds per benchmark (at least MIN_ROUNDS rounds)
 MIN_ROUNDS = 5
 
 
-def run_benchmark(benchmark, config: Config) -> None:
+def run_benchmark(benchmark, config: Config, weights: Weights | None = None) -> None:
     import torch
 
     device = torch.device(config.device)
     memory = PeakMemory(device)
     try:
-        with prepare(config) as prepared:
+        with prepare(config, weights=weights) as prepared:
             # --benchmark-disable: one call as a smoke test
             if getattr(benchmark, "disabled", False):
                 benchmark(prepared.step)
@@ -62,6 +63,7 @@ def run_benchmark(benchmark, config: Config) -> None:
         "peak_memory_method": memory.method,
         "device_name": device_name(device),
         "effective_precision": effective,
+        "weights": weights.path if weights is not None else None,
     }
     stats = getattr(benchmark, "stats", None)
     if stats is not None and stats.stats.median > 0:  # absent under --benchmark-disable
@@ -71,9 +73,9 @@ def run_benchmark(benchmark, config: Config) -> None:
     benchmark.extra_info.update(info)
 
 
-def test_inference(benchmark, rb_config):
-    run_benchmark(benchmark, rb_config)
+def test_inference(benchmark, rb_config, rb_weights):
+    run_benchmark(benchmark, rb_config, rb_weights)
 
 
-def test_train(benchmark, rb_config):
-    run_benchmark(benchmark, rb_config)
+def test_train(benchmark, rb_config, rb_weights):
+    run_benchmark(benchmark, rb_config, rb_weights)

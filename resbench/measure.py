@@ -38,8 +38,10 @@ from resbench.devices import (
     steady_allocator,
     torch_precision,
 )
-from resbench.models import build_model, default_image_size, list_models, load_torchvision_weights
+from resbench.models import build_model, default_image_size, input_channels, list_models
 from resbench.settings import COMPILE_MODES, numerics
+from resbench.weights import Weights, load_into
+from resbench.weights import read as read_weights
 
 # the update's size does not change the work; a small one keeps random-label steps finite
 TRAIN_LR = 1e-3
@@ -143,7 +145,7 @@ class Result(Config):
     compute_kernel: str | None = (
         None  # the convolution kernel that ran (oneDNN's, OpenVINO's, ORT op)
     )
-    weights: str | None = None  # a torchvision state dict the model was loaded with (--weights)
+    weights: str | None = None  # the state dict or checkpoint the model was loaded from (--weights)
     warmup_s: float | None = None
     measure_s: float | None = None  # wall time of the measured region
     host_ms_per_iter: float | None = None  # host wall clock per iteration over whole blocks
@@ -305,7 +307,7 @@ def prepare(
     seed: int = 0,
     *,
     reference: bool = False,
-    weights: str | None = None,
+    weights: str | Weights | None = None,
     allow_emulated: bool = False,
     evaluation: evaluate.Spec | None = None,
 ) -> Iterator[Prepared]:
@@ -313,8 +315,9 @@ def prepare(
 
     The same preparation serves measure(), the pytest benchmarks and the profiler; its train step
     (``backends.TrainStep``) is the trainer's too. ``reference`` also keeps fp32 eager logits of
-    the same inputs, for the agreement; with ``weights`` (a torchvision state dict) the model has
-    real weights instead of He-initialised ones. A setting whose arithmetic is not what its label
+    the same inputs, for the agreement; with ``weights`` (a path, read here, or a read
+    ``weights.Weights``) the model is built with the file's classes and input channels and loaded
+    strictly, instead of He-initialised. A setting whose arithmetic is not what its label
     says raises ``backends.Unfaithful`` (an emulated precision only without ``allow_emulated``);
     ``notes`` records ``effective_precision`` and ``compute_kernel``. With ``evaluation`` (labelled
     images) the Prepared carries their ``scoring``, and int8 calibrates on the Config's
@@ -324,12 +327,13 @@ def prepare(
     steady_allocator()
     with numerics(config.precision, device), tempfile.TemporaryDirectory() as workdir:
         torch.manual_seed(seed)
-        model = build_model(config.model)
+        if weights is not None and not isinstance(weights, Weights):
+            weights = read_weights(weights)
+        model = build_model(config.model, **(weights.overrides() if weights else {}))
         if weights is not None:
-            load_torchvision_weights(model, weights)
+            load_into(model, weights)
         model = model.to(device)
-        size = config.image_size
-        channels = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
+        size, channels = config.image_size, input_channels(model)
         inputs = torch.randn(config.batch_size, channels, size, size, device=device)
         scoring = None
         if evaluation is not None and config.mode == "inference":
@@ -460,7 +464,8 @@ def measure(
         repeats: independent preparations; the Result's median is the median of their medians.
         wait_quiet_s: before each preparation, wait up to this long for other processes to leave
             the CPUs idle (timing.wait_quiet); 0 to start at once.
-        weights: a torchvision state dict to load, so agreement and calibration see real weights.
+        weights: the path of a torchvision state dict or trainer checkpoint to load (each
+            preparation reads it), so agreement and calibration see real weights.
         allow_emulated: measure a precision the device only emulates (marked "-emulated" in
             effective_precision) instead of skipping it.
         evaluation: an ``evaluate.Spec`` as a dict (labelled images): an inference row is then

@@ -5,7 +5,7 @@ the first). ``run.json`` keeps the grid and options of every invocation, start o
 and never rewritten. ``results.jsonl`` is one Result a line, appended, flushed and fsynced; a line
 that is not a Result (truncated, not JSON, bad UTF-8, wrong field types) is skipped with one warning
 naming the file and line, and when a Config has several Results (a retried error) the latest wins.
-Checkpoints load with ``weights_only=True``, so a crafted file cannot run code.
+Checkpoints load through ``resbench.weights.load_checkpoint`` (``weights_only=True``).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import errno
 import fcntl
 import json
 import os
-import pickle
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from resbench.measure import Result
+from resbench.weights import load_checkpoint as load_checkpoint  # the trainer's checkpoints too
 
 RESULTS_FILE = "results.jsonl"
 ENV_FILE = "env.json"
@@ -280,62 +280,6 @@ def _end_on_a_line(path: Path) -> None:
         return
     with path.open("ab") as f:  # whole, only its newline is missing: keep it
         f.write(b"\n")
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def load_checkpoint(path: Path, map_location=None) -> dict:
-    """A checkpoint written by ``torch.save`` of tensors and plain data, loaded with
-    ``weights_only=True``; anything else (code, a corrupt file) is a ValueError of one line."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path} is not a file")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if "global" in ln.lower()]
-        why = lines[0] if lines else str(exc).splitlines()[0]
-        raise ValueError(
-            f"{path} holds more than tensors and plain data, so it is not loaded (it could run "
-            f"code): {why}"
-        ) from None
-    except Exception as exc:  # truncated zip, wrong magic number, EOF
-        first = (str(exc).splitlines() or [""])[0]
-        raise ValueError(
-            f"{path} is not a readable checkpoint ({type(exc).__name__}: {first})"
-        ) from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} is not a checkpoint: it holds a {type(state).__name__}")
-    return state
-
-
-def load_weights(model, name: str, checkpoint: Path, device) -> None:
-    """A trainer checkpoint (or a bare state dict) into ``model``, loaded safely (weights_only);
-    a ValueError of one line when it is damaged, unsafe, or of another network."""
-    state = load_checkpoint(checkpoint, map_location=device)
-    config = state.get("config")
-    saved = config.get("model") if isinstance(config, dict) else None
-    if saved is not None and saved != name:
-        raise ValueError(
-            f"--checkpoint {checkpoint} holds {saved}, not {name}; pass --model {saved}"
-        )
-    weights = state.get("model", state)
-    try:
-        model.load_state_dict(weights)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        first = (str(exc).splitlines() or [""])[0]
-        missing = ""
-        if isinstance(weights, dict):
-            theirs, ours = set(weights), set(model.state_dict())
-            missing = (
-                f" ({len(ours - theirs)} of {name}'s tensors missing, {len(theirs - ours)} unknown)"
-            )
-        raise ValueError(
-            f"--checkpoint {checkpoint} does not fit {name}{missing}: {first}"
-        ) from None
 
 
 def merge_parts(out: Path, world: int) -> int:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resbench import cli, data, runfolder
+from resbench import cli, data, weights
 from resbench.devices import parse_device
 from resbench.layerstats import plots
 from resbench.models import build_model, default_image_size, list_models, model_family
@@ -153,6 +153,18 @@ def is_entry(name: str, variant: str) -> bool:
     return all(own[k] == v for k, v in VARIANTS[variant].items())
 
 
+def load_checkpoint(model: nn.Module, name: str, checkpoint: Path) -> None:
+    """A trainer checkpoint (or a bare state dict) into ``model``, read safely (``weights``); a
+    ValueError of one line when it is damaged, unsafe, or of another network."""
+    try:
+        w = weights.read(checkpoint)
+        if w.model not in (None, name):
+            raise ValueError(f"{checkpoint} holds {w.model}, not {name}; pass --model {w.model}")
+        weights.load_into(model, w)
+    except ValueError as exc:
+        raise ValueError(f"--checkpoint {exc}") from None
+
+
 def analyse(
     name: str,
     device: torch.device,
@@ -174,7 +186,7 @@ def analyse(
         torch.manual_seed(seed)  # the same initial weights for both where their shapes agree
         model = build_model(name, **VARIANTS[variant]).to(device)
         if checkpoint is not None and is_entry(name, variant):
-            runfolder.load_weights(model, name, checkpoint, device)
+            load_checkpoint(model, name, checkpoint)
         if train_steps:
             briefly_train(model, train_steps, *(t.to(device) for t in train_pool))
         b, g = collect(model, name, variant, x, y)

@@ -21,8 +21,8 @@ from resbench.models.registry import (
     Spec,
     build_model,
     default_image_size,
+    input_channels,
     list_models,
-    load_torchvision_weights,
     model_family,
 )
 
@@ -37,7 +37,7 @@ __all__ = [
     "Spec",
     "build_model",
     "default_image_size",
+    "input_channels",
     "list_models",
-    "load_torchvision_weights",
     "model_family",
 ]

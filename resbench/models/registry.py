@@ -11,10 +11,8 @@ Adding a variant is one ``Spec`` here (and its test): ``build_model(name, **over
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from resbench.models.blocks import Block, BottleneckBlock, ResidualBlock
@@ -134,13 +132,7 @@ def build_model(name: str, **kwargs) -> ResNet:
     return cls(entry.block, entry.layers, **(entry.options() | kwargs))
 
 
-def load_torchvision_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load a torchvision ResNet state dict saved on disk (e.g. ``resnet50-11ad3fa6.pth``) into ``model``.
-
-    Our module names match torchvision's, so the load is strict: a missing or extra key is an error.
-    """
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    model.load_state_dict(state, strict=True)
-    return model
+def input_channels(model: ResNet) -> int:
+    """The channels of the images ``model`` takes: its first convolution's (3 unless built with
+    ``in_channels``)."""
+    return next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels

@@ -29,11 +29,12 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, record_function, schedule
 
-from resbench import cli, timing
+from resbench import cli, timing, weights
 from resbench.measure import Config, prepare, validate_config
 from resbench.models import list_models
 from resbench.profile.tables import Profile, write_tables
 from resbench.settings import BACKENDS, MODES
+from resbench.weights import Weights
 
 STAGE_PREFIX = "stage:"
 CATEGORIES = [  # (category, pattern on the operator name), first match wins
@@ -259,12 +260,15 @@ def run_profile(
     with_stack: bool = False,
     tensorboard: bool = False,
     allow_emulated: bool = False,
+    weights: str | Weights | None = None,
 ) -> Profile:
+    """Profile ``config`` into ``out``; ``weights`` (a path or a read ``Weights``) loads real
+    weights into the model, built with the file's classes and input channels."""
     device = validate_config(config)
     out.mkdir(parents=True, exist_ok=True)
     on_cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
-    with prepare(config, allow_emulated=allow_emulated) as prepared:
+    with prepare(config, allow_emulated=allow_emulated, weights=weights) as prepared:
         warm, _ = timing.warmup(prepared.step, device, max_s=5.0)  # compile/autotune stay out
         samples = timing.autorange(prepared.step, device, 1.0, float(warm.samples_ms[-1]))
         step_ms = timing.stats(samples.samples_ms).median
@@ -345,6 +349,11 @@ def build_parser() -> cli.Parser:
         help="profile a precision this hardware only emulates (bf16 on a CPU without bf16 units) "
         "instead of refusing it",
     )
+    p.add_argument(
+        "--weights",
+        help="a torchvision state dict or a resbench trainer checkpoint to load into the model "
+        "(default: He initialisation)",
+    )
     p.add_argument("--with-stack", action="store_true", help="record Python stacks (slower)")
     p.add_argument("--tensorboard", action="store_true", help="also write a TensorBoard trace")
     p.add_argument("--out", type=Path, help="output folder (default: results/profile-<timestamp>)")
@@ -373,6 +382,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             backend=args.backend and cli.parse_choices(args.backend, "--backend", BACKENDS)[0],
         )
         validate_config(config)
+        loaded = None
+        if args.weights is not None:  # read and checked once, before anything is prepared
+            try:
+                loaded = weights.read(args.weights)
+                weights.check(loaded, [config.model])
+            except ValueError as exc:
+                raise cli.UsageError(f"--weights: {exc}") from None
         out = args.out or Path("results") / f"profile-{cli.timestamp()}"
         t0 = time.perf_counter()
         p = run_profile(
@@ -385,6 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.with_stack,
             args.tensorboard,
             args.allow_emulated,
+            loaded,
         )
         print(
             f"{config.model} b{config.batch_size} {config.mode} {config.setting} on {config.device}: "

@@ -424,8 +424,10 @@ def build_parser(epilog: str = "") -> cli.Parser:
     )
     how.add_argument(
         "--weights",
-        help="a torchvision state dict (e.g. resnet50-11ad3fa6.pth) for every model it fits, so "
-        "agreement and int8 calibration see real weights (default: He initialisation)",
+        help="a torchvision state dict (e.g. resnet50-11ad3fa6.pth) or a resbench trainer "
+        "checkpoint, loaded into every model of the grid with the file's classes and input "
+        "channels; read and checked once before the first Config, and a model it does not fit "
+        "is refused by name (default: He initialisation)",
     )
     acc = p.add_argument_group("accuracy on labelled images")
     acc.add_argument(

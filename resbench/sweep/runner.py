@@ -35,7 +35,6 @@ from resbench.measure import (
     measure,
     utc_now,
 )
-from resbench.models import model_family
 from resbench.runfolder import ResultLog
 from resbench.sweep import grid
 from resbench.sweep.grid import build_grid, estimate_minutes
@@ -198,8 +197,6 @@ def _check_args(args) -> list[str]:
         raise cli.UsageError(
             "--keep-errors keeps a resumed run's errors, so it needs --resume (a new run has none)"
         )
-    if args.weights is not None and not Path(args.weights).is_file():
-        raise cli.UsageError(f"--weights: no such file {args.weights!r}")
     if args.resume and args.out is None:
         raise cli.UsageError("--resume needs --out RUN_FOLDER (the run to continue)")
     notes: list[str] = []
@@ -234,6 +231,8 @@ def _plan(args, argv, notes: list[str]) -> _Plan:
     grid.apply_defaults(args)
     configs, dropped = build_grid(args)
     notes += dropped
+    if args.weights is not None:  # read once, here: a bad file fails no Config, it stops the run
+        _check_weights(args.weights, [c.model for c in configs])
     if args.find_max_batch and any(c.device == "cpu" for c in configs):
         raise cli.UsageError(
             "--find-max-batch needs a CUDA or MPS device: CPU memory is overcommitted, so the "
@@ -281,6 +280,14 @@ def _evaluation(args, configs: list[Config]) -> evaluate.Spec | None:
     except data.DataError as exc:
         raise cli.UsageError(f"--eval-data: {exc}") from None
     return spec
+
+
+def _check_weights(path: str, models: list[str]) -> None:
+    """One line and exit 2 when --weights cannot be read or does not fit every model of the grid."""
+    try:
+        weights.check(weights.read(path), models)
+    except ValueError as exc:
+        raise cli.UsageError(f"--weights: {exc}") from None
 
 
 def _record(plan: _Plan) -> None:
@@ -355,13 +362,10 @@ def _measurer(budget_s: float, worker: Worker | None, options: dict) -> Callable
 
     def run_one(config: Config) -> Result:
         peak = peaks.get((config.device, config.precision), True)
-        # weights are torchvision's ImageNet networks': the CIFAR family keeps its own
-        weights = options["weights"] if model_family(config.model) == "imagenet" else None
-        kwargs = options | {"weights": weights}
-        if worker is not None:
-            result = worker.measure(config, budget_s, peak, **kwargs)
+        if worker is not None:  # --weights was checked against every model of the grid
+            result = worker.measure(config, budget_s, peak, **options)
         else:
-            result = measure(config, budget_s, peak=peak, **kwargs)
+            result = measure(config, budget_s, peak=peak, **options)
         if result.peak_tflops:
             peaks[(config.device, config.precision)] = result.peak_tflops
         return result
