@@ -104,14 +104,22 @@ _COUNT_DTYPES["fp16"] = torch.float16
 
 
 def _meta_pass(
-    model_name: str, image_size: int, mode: str, batch: int, dtype: torch.dtype
+    model_name: str,
+    image_size: int,
+    mode: str,
+    batch: int,
+    dtype: torch.dtype,
+    overrides: tuple = (),
 ) -> tuple[FlopCounterMode, int, torch.nn.Module]:
-    """One forward (or forward + backward) on the meta device under a FLOP and a byte counter."""
+    """One forward (or forward + backward) on the meta device under a FLOP and a byte counter;
+    ``overrides`` are build_model's keyword arguments as sorted (name, value) pairs (the classes
+    and input channels of loaded weights)."""
     if mode not in ("inference", "train"):
         raise ValueError(f"unknown mode {mode!r}; choose one of: inference, train")
     with torch.device("meta"):
-        model = build_model(model_name).to(dtype)
-        x = torch.randn(batch, 3, image_size, image_size, dtype=dtype)
+        model = build_model(model_name, **dict(overrides)).to(dtype)
+        channels = dict(overrides).get("in_channels", 3)
+        x = torch.randn(batch, channels, image_size, image_size, dtype=dtype)
         labels = torch.zeros(batch, dtype=torch.long)
     model.train(mode == "train")
     flops, moved = FlopCounterMode(display=False, custom_mapping=_FLOP_FORMULAS), ByteCounter()
@@ -125,12 +133,17 @@ def _meta_pass(
 
 
 @functools.cache
-def count_flops(model_name: str, image_size: int, mode: str = "inference") -> FlopCount:
+def count_flops(
+    model_name: str, image_size: int, mode: str = "inference", overrides: tuple = ()
+) -> FlopCount:
     """FLOPs per image: the forward pass ("inference") or forward + backward ("train").
 
     The optimizer's update is elementwise and not counted (a few FLOPs per parameter, under 0.1%).
+    ``overrides``: build_model's keyword arguments as sorted (name, value) pairs.
     """
-    counter, _, model = _meta_pass(model_name, image_size, mode, _COUNT_BATCH, torch.float32)
+    counter, _, model = _meta_pass(
+        model_name, image_size, mode, _COUNT_BATCH, torch.float32, overrides
+    )
     prefix = type(model).__name__ + "."
     by_stage = dict.fromkeys(model.stage_names, 0)
     for name, ops in counter.get_flop_counts().items():
@@ -170,17 +183,18 @@ def count_bytes(
     return Traffic(fixed=2 * one - two, per_image=two - one)
 
 
-def count_params(model: torch.nn.Module | str) -> int:
-    """Parameters of a module, or of a registry model by name (built on the meta device, cached)."""
+def count_params(model: torch.nn.Module | str, overrides: tuple = ()) -> int:
+    """Parameters of a module, or of a registry model by name (built on the meta device, cached;
+    ``overrides`` as count_flops takes them)."""
     if isinstance(model, str):
-        return _registry_params(model)
+        return _registry_params(model, overrides)
     return sum(p.numel() for p in model.parameters())
 
 
 @functools.cache
-def _registry_params(name: str) -> int:
+def _registry_params(name: str, overrides: tuple = ()) -> int:
     with torch.device("meta"):
-        return count_params(build_model(name))
+        return count_params(build_model(name, **dict(overrides)))
 
 
 # the probe's product grows from the smallest size until one call takes PROBE_CALL_S (the BLAS's

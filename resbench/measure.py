@@ -395,7 +395,7 @@ def _measure_once(
     device: torch.device,
     budget_s: float,
     max_warmup_s: float,
-    weights: str | None = None,
+    weights: str | Weights | None = None,
     agree: bool = False,
     allow_emulated: bool = False,
     evaluation: evaluate.Spec | None = None,
@@ -434,7 +434,8 @@ def _measure_once(
         out = prepared.output()  # after the timed region: a NaN or Inf fails the row
         agreement = prepared.agreement(out) if agree else {}
         if score and prepared.scoring is not None:  # outside every timed figure (eval_s)
-            key = (config.model, weights, config.image_size, config.batch_size, str(device))
+            path = getattr(weights, "path", weights)
+            key = (config.model, path, config.image_size, config.batch_size, str(device))
             agreement |= evaluate.score(prepared, prepared.scoring, key + (evaluation,))
     return _Run(
         samples, first_s, warm_s, peak_mb, memory.method, foreign.cores, flags,
@@ -464,8 +465,8 @@ def measure(
         repeats: independent preparations; the Result's median is the median of their medians.
         wait_quiet_s: before each preparation, wait up to this long for other processes to leave
             the CPUs idle (timing.wait_quiet); 0 to start at once.
-        weights: the path of a torchvision state dict or trainer checkpoint to load (each
-            preparation reads it), so agreement and calibration see real weights.
+        weights: the path of a torchvision state dict or trainer checkpoint to load (read once),
+            so agreement, calibration and accuracy see real weights.
         allow_emulated: measure a precision the device only emulates (marked "-emulated" in
             effective_precision) instead of skipping it.
         evaluation: an ``evaluate.Spec`` as a dict (labelled images): an inference row is then
@@ -491,10 +492,12 @@ def measure(
         )
     per_repeat_s = budget_s / repeats
     max_warmup_s = max(2.0, 2 * per_repeat_s) if max_warmup_s is None else max_warmup_s
-    count = flops.count_flops(config.model, config.image_size, config.mode)
-    forward = flops.count_flops(config.model, config.image_size, "inference")
+    loaded = read_weights(weights) if weights is not None else None  # read once, not per repeat
+    shape = tuple(sorted(loaded.overrides().items())) if loaded is not None else ()
+    count = flops.count_flops(config.model, config.image_size, config.mode, shape)
+    forward = flops.count_flops(config.model, config.image_size, "inference", shape)
     common = {
-        "params": flops.count_params(config.model),
+        "params": flops.count_params(config.model, shape),
         "gflops_per_image": forward.gflops,
         "gflops_per_step": count.gflops * config.batch_size,
         "threads": torch.get_num_threads(),
@@ -513,7 +516,7 @@ def measure(
             agree = not config.is_baseline and config.mode == "inference" and not runs
             runs.append(
                 _measure_once(
-                    config, device, per_repeat_s, max_warmup_s, weights, agree, allow_emulated,
+                    config, device, per_repeat_s, max_warmup_s, loaded, agree, allow_emulated,
                     spec, score=not runs,
                 )  # fmt: skip
             )
