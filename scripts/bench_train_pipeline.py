@@ -39,10 +39,9 @@ def epoch_seconds(data_dir: Path, out: Path, args, loader: str) -> float:
 
 def loader_epoch_seconds(data_dir: Path, args) -> float:
     """One epoch of the device pipeline alone (gather, crop, flip, normalise), no model."""
-    cifar = data.load(data_dir, check=False).to(args.device)
-    loader = data.DeviceLoader(
-        cifar.train_x, cifar.train_y, args.batch_size, torch.Generator().manual_seed(0)
-    )
+    cifar = data.load("cifar10", data_dir, check=False).to(args.device)
+    loader = data.DeviceLoader(cifar.train_x, cifar.train_y, args.batch_size,
+                               torch.Generator().manual_seed(0), mean=cifar.mean, std=cifar.std)  # fmt: skip
     device = torch.device(args.device)
     synchronize(device)
     start = time.perf_counter()
@@ -70,7 +69,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
         data.make_synthetic(root / "data", n_train=args.images, n_test=10_000)
-        data.load(root / "data", check=False)  # decode and cache once, outside every timing
+        data.load(
+            "cifar10", root / "data", check=False
+        )  # decode and cache once, outside every timing
         step_ms = [measure(config, budget_s=3.0, peak=False).latency_ms_median]
         device_s = epoch_seconds(root / "data", root / "device", args, "device")
         tv_s = (

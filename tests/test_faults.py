@@ -643,7 +643,7 @@ def test_train_jsonl_never_holds_a_non_finite_number(tmp_path):
 
 def test_a_missing_training_batch_is_one_line(tmp_path, capsys):
     data.make_synthetic(tmp_path, n_train=50, n_test=10)
-    (tmp_path / data.FOLDER / "data_batch_2").unlink()
+    (tmp_path / data.cifar.FOLDER / "data_batch_2").unlink()
     assert data.main(["--data-dir", str(tmp_path), "--no-verify"]) == 2
     assert "lacks data_batch_2" in one_line(capsys)
 
@@ -653,14 +653,14 @@ def test_a_missing_training_batch_is_one_line(tmp_path, capsys):
 
 def test_a_cifar_folder_with_string_keys_loads(tmp_path):
     folder = data.make_synthetic(tmp_path, n_train=50, n_test=10)
-    expected = data.load(tmp_path, check=False)
-    for name in [*data.TRAIN_FILES, data.TEST_FILE]:
+    expected = data.load("cifar10", tmp_path, check=False)
+    for name in [*data.cifar.TRAIN_FILES, data.cifar.TEST_FILE]:
         with (folder / name).open("rb") as f:
             entry = pickle.load(f, encoding="bytes")
         with (folder / name).open("wb") as f:  # as Python 3 code exporting its own data writes it
             pickle.dump({k.decode(): v for k, v in entry.items()}, f)
-    (folder / data.CACHE_FILE).unlink()
-    got = data.load(tmp_path, check=False)
+    (folder / data.cifar.CACHE_FILE).unlink()
+    got = data.load("cifar10", tmp_path, check=False)
     assert torch.equal(got.train_x, expected.train_x) and torch.equal(got.test_y, expected.test_y)
 
 

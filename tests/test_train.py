@@ -180,7 +180,7 @@ def test_missing_and_corrupt_data_exit_2(tmp_path, capsys):
     assert run(tmp_path / "nothing", tmp_path / "out") == 2
     assert "python -m resbench.data --data-dir" in capsys.readouterr().err
     data.make_synthetic(tmp_path / "bad", n_train=50, n_test=10)
-    (tmp_path / "bad" / data.FOLDER / "test_batch").write_bytes(b"\x80\x02}q")
+    (tmp_path / "bad" / data.cifar.FOLDER / "test_batch").write_bytes(b"\x80\x02}q")
     assert run(tmp_path / "bad", tmp_path / "out") == 2
     assert "test_batch is corrupt" in capsys.readouterr().err
 

@@ -67,9 +67,9 @@ def make_batch(model_name: str, batch_size: int, seed: int, data_dir: Path | Non
     """Real CIFAR-10 images when --data-dir is given (CIFAR models), else random normal images."""
     gen = torch.Generator().manual_seed(seed)
     if data_dir is not None and model_family(model_name) == "cifar":
-        cifar = data.load(data_dir, check=verify)
+        cifar = data.load("cifar10", data_dir, check=verify)
         index = torch.randperm(len(cifar.train_x), generator=gen)[:batch_size]
-        return data.normalize(cifar.train_x[index]), cifar.train_y[index]
+        return data.normalize(cifar.train_x[index], cifar.mean, cifar.std), cifar.train_y[index]
     size = default_image_size(model_name)
     classes = 10 if model_family(model_name) == "cifar" else 1000
     return (torch.randn(batch_size, 3, size, size, generator=gen),

@@ -11,12 +11,15 @@ import argparse
 from pathlib import Path
 
 from resbench import cli
+from resbench.data import DATASETS
 from resbench.devices import parse_device
 from resbench.measure import Config, validate_config
 from resbench.models import list_models
 from resbench.settings import COMPILE_MODES, PRECISIONS
 from resbench.train.recipe import TrainConfig
 
+# the datasets with a training split (an ImageFolder is a validation set)
+TRAIN_DATASETS = tuple(name for name, d in DATASETS.items() if "train" in d.splits)
 # the precisions that train (int8 is quantised inference only)
 TRAIN_PRECISIONS = tuple(name for name, p in PRECISIONS.items() if "train" in p.modes)
 # count flags are bounded by what can finish (the bounds live in cli.BOUNDS, beside every tool's)
@@ -38,9 +41,15 @@ def build_parser() -> cli.Parser:
     d = TrainConfig()
     p = cli.Parser(
         prog="python -m resbench.train",
-        description="Train on CIFAR-10; report accuracy versus time.",
+        description="Train on CIFAR-10, Fashion-MNIST or MNIST; report accuracy versus time.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--dataset",
+        choices=TRAIN_DATASETS,
+        default=d.dataset,
+        help="the images to train on; 28x28 ones are zero padded to 32 (default: %(default)s)",
     )
     p.add_argument(
         "--model",
@@ -93,13 +102,18 @@ def build_parser() -> cli.Parser:
         "--data-dir",
         type=Path,
         default=Path("data"),
-        help="folder holding cifar-10-batches-py/ (default: %(default)s)",
+        help="folder holding cifar-10-batches-py/, or the idx files flat or in "
+        "<dir>/FashionMNIST/raw/ (<dir>/MNIST/raw/) (default: %(default)s)",
     )
     p.add_argument(
-        "--download", action="store_true", help="fetch CIFAR-10 into --data-dir if absent"
+        "--download",
+        action="store_true",
+        help="fetch the dataset into --data-dir if absent (torchvision's downloaders)",
     )
     p.add_argument(
-        "--no-verify", action="store_true", help="skip the md5 check (for data you made yourself)"
+        "--no-verify",
+        action="store_true",
+        help="skip CIFAR-10's md5 check (for data you made yourself)",
     )
     p.add_argument(
         "--data-loader",
@@ -185,7 +199,7 @@ def config_from_args(args) -> TrainConfig:
         )
     channels_last = cli.parse_on_off(args.channels_last, "--channels-last")[0]
     return check_config(TrainConfig(
-        model=args.model, epochs=args.epochs or TrainConfig.epochs, batch_size=args.batch_size, lr=args.lr,
+        dataset=args.dataset, model=args.model, epochs=args.epochs or TrainConfig.epochs, batch_size=args.batch_size, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, milestones=milestones, gamma=args.gamma,
         precision=args.precision, channels_last=channels_last, compile=args.compile, seed=args.seed,
         deterministic=args.deterministic, device=args.device, data_loader=args.data_loader,
@@ -196,6 +210,11 @@ def config_from_args(args) -> TrainConfig:
 def check_config(cfg: TrainConfig) -> TrainConfig:
     """The same device/precision rules as every measurement of a train step (fp16 needs a GPU,
     tf32 needs CUDA); also for a resumed run's recorded recipe, which may name another device."""
+    if cfg.dataset not in TRAIN_DATASETS:
+        raise cli.UsageError(
+            f"--dataset {cfg.dataset} is not one the trainer trains on; choose one of: "
+            f"{', '.join(TRAIN_DATASETS)}"
+        )
     parse_device(cfg.device)
     validate_config(Config(cfg.model, cfg.batch_size, device=cfg.device, mode="train",
                            precision=cfg.precision, channels_last=cfg.channels_last,

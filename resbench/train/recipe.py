@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from resbench import runfolder
+from resbench.data import DATASETS
 from resbench.report import pyplot
 
 CHECKPOINT = "checkpoint.pt"
@@ -29,12 +30,13 @@ LOG_COLUMNS = ("epoch", "train_s", "cum_train_s", "train_loss", "train_acc", "te
 # the files that say a folder holds a training run
 RUN_FILES = (CHECKPOINT, LOG_FILE, "summary.json")
 # what a resumed run must share with its checkpoint (epochs may grow; device and loaders may change)
-RECIPE = ("model", "batch_size", "lr", "momentum", "weight_decay", "milestones", "gamma", "precision",
-          "channels_last", "seed", "data_loader", "pad_mode")  # fmt: skip
+RECIPE = ("dataset", "model", "batch_size", "lr", "momentum", "weight_decay", "milestones", "gamma",
+          "precision", "channels_last", "seed", "data_loader", "pad_mode")  # fmt: skip
 
 
 @dataclass
 class TrainConfig:
+    dataset: str = "cifar10"  # or "fashion-mnist", "mnist": a data.DATASETS key with a train split
     model: str = (
         "small_resnet18"  # the tutorial's network; He et al.'s small_resnet20..110 also fit
     )
@@ -124,7 +126,9 @@ def read_checkpoint(path: Path, cfg: TrainConfig, device=None) -> dict:
     if missing:
         raise ValueError(f"{path} is not a trainer checkpoint: it lacks {', '.join(missing)}")
     saved = ckpt["config"] if isinstance(ckpt["config"], dict) else {}
-    differ = recipe_differences({k: saved.get(k) for k in RECIPE}, asdict(cfg))
+    # a setting a checkpoint lacks was written before it existed, by a trainer that used the default
+    defaults = asdict(TrainConfig())
+    differ = recipe_differences({k: saved.get(k, defaults[k]) for k in RECIPE}, asdict(cfg))
     if differ:
         raise ValueError(
             f"--resume: {path} is of a run with other settings ({'; '.join(differ)}); resume with "
@@ -179,6 +183,7 @@ def summarise(cfg: TrainConfig, state: RunState) -> dict:
         "data_to_device_s": state.load_s,
         "eval_s": sum(r["eval_s"] for r in state.log),
         "seed": cfg.seed,
+        "dataset": cfg.dataset,
     }
 
 
@@ -205,7 +210,8 @@ def accuracy_plot(runs: list[tuple[Path, dict]], cfg: TrainConfig, path: Path) -
     ax.set_xlim(left=0)
     ax.set_xlabel("training seconds (steps only)")
     ax.set_ylabel("test accuracy")
-    ax.set_title(f"{cfg.model}, {cfg.precision}, batch {cfg.batch_size}", fontsize=10)
+    title = DATASETS[cfg.dataset].title
+    ax.set_title(f"{cfg.model} on {title}, {cfg.precision}, batch {cfg.batch_size}", fontsize=10)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:  # beside the axes: a legend inside covers some curve
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
@@ -220,7 +226,7 @@ def write_summary(out: Path, cfg: TrainConfig, runs: list[tuple[Path, dict]], en
     finals = [s["final_test_acc"] for _, s in runs]
     epochs = "/".join(str(e) for e in dict.fromkeys(s["epochs"] for _, s in runs))
     lines = [
-        f"# Training {cfg.model} on CIFAR-10",
+        f"# Training {cfg.model} on {DATASETS[cfg.dataset].title}",
         "",
         f"- device: {cfg.device} ({', '.join(env.get('gpu_names') or []) or env.get('cpu')}); torch {env.get('torch')}",
         f"- command: `{env.get('command', '')}`",

@@ -1,11 +1,14 @@
-"""`python -m resbench.train`: train a CIFAR-family ResNet on CIFAR-10, accuracy versus time.
+"""`python -m resbench.train`: train a CIFAR-family ResNet on CIFAR-10, Fashion-MNIST or MNIST.
 
 The recipe this project started from: small_resnet18, batch 128, SGD lr 0.1 (momentum 0.9, weight decay
 5e-4), MultiStepLR at epochs 15 and 25 (gamma 0.1), 30 epochs, cross-entropy. The timed region is the
 training steps only, synchronised at its edges: the download, the one-off data load, compile warm-up
-and evaluation are excluded and reported separately. Usage::
+and evaluation are excluded and reported separately. The model takes the data's own channels and
+classes; 28x28 images are zero padded to 32 once, in pixel space, as the checkpoint's ``data``
+record says (``data.Preprocess``), so a scorer feeds the model exactly what training fed it. Usage::
 
     python -m resbench.train --data-dir data --download                      # the recipe
+    python -m resbench.train --dataset fashion-mnist --data-dir /usr/share/datasets/fashion-mnist
     python -m resbench.train --model small_resnet20 --precision bf16 --runs 3 --target-acc 0.9
     torchrun --nproc-per-node 2 -m resbench.train --device cuda ...           # DDP
 """
@@ -36,7 +39,7 @@ from resbench.env import collect_env
 from resbench.models import build_model
 from resbench.settings import PRECISIONS, autocast, numerics
 from resbench.timing import synchronize
-from resbench.train import flags, folder, recipe
+from resbench.train import flags, folder, inputs, recipe
 from resbench.train.flags import build_parser, config_from_args
 from resbench.train.recipe import (
     CHECKPOINT,
@@ -78,9 +81,10 @@ def _all_reduce(values: torch.Tensor, world: int) -> torch.Tensor:
 
 
 def train_run(
-    cfg: TrainConfig, cifar: data.Cifar, out: Path, resume: bool = False, progress: bool = True
+    cfg: TrainConfig, ds: data.Tensors, out: Path, resume: bool = False, progress: bool = True
 ) -> dict:
-    """One training run into ``out``; returns its summary (final accuracy, time to each target)."""
+    """One training run on ``ds`` (as ``data.load`` gives it) into ``out``; returns its summary
+    (final accuracy, time to each target)."""
     rank, world, local_rank = _dist()
     device = torch.device(cfg.device)
     if world > 1 and device.type == "cuda":
@@ -89,7 +93,7 @@ def train_run(
     if cfg.batch_size % world:
         raise ValueError(f"--batch-size {cfg.batch_size} must divide evenly over {world} ranks")
     with _numerics(cfg, device):
-        return _train(cfg, cifar, out, resume, progress, rank, world, device)
+        return _train(cfg, ds, out, resume, progress, rank, world, device)
 
 
 @contextlib.contextmanager
@@ -117,7 +121,8 @@ class _Trainer:
     step: TrainStep  # the train step measure() times too: its optimiser and loss scaler
     scheduler: torch.optim.lr_scheduler.LRScheduler
     gen: torch.Generator
-    on_device: data.Cifar
+    on_device: data.Tensors  # the training data, padded to the model's side, on the device
+    preprocess: data.Preprocess  # raw images -> the model's input, as the checkpoint records it
     state: RunState
 
     def amp(self):
@@ -132,8 +137,8 @@ class _Trainer:
         return self.step.scaler
 
 
-def _train(cfg, cifar, out, resume, progress, rank, world, device) -> dict:
-    t = _build(cfg, cifar, device, rank, world)
+def _train(cfg, ds, out, resume, progress, rank, world, device) -> dict:
+    t = _build(cfg, ds, device, rank, world)
     ckpt_path = out / CHECKPOINT
     if resume and ckpt_path.exists():
         _restore(t, ckpt_path)
@@ -141,9 +146,10 @@ def _train(cfg, cifar, out, resume, progress, rank, world, device) -> dict:
             with STOP.writing():  # the log as the checkpoint has it (a kill may have cut it)
                 recipe.write_log(out, t.state.log)
             print(f"resumed {out} at epoch {t.state.epoch}", file=sys.stderr)
-    train_loader, test_loader = _loaders(t, cifar)
+    train_loader, test_loader = inputs.loaders(cfg, t.on_device, t.preprocess, t.gen, t.rank,
+                                               t.world, t.state.epoch)  # fmt: skip
     if cfg.compile != "off" and t.state.compile_s == 0.0:
-        t.state.compile_s = _compile_warmup(t.model, t.runner, t.on_device, cfg, device, t.amp)
+        t.state.compile_s = _compile_warmup(t, device)
     for epoch in range(t.state.epoch + 1, cfg.epochs + 1):
         row = _train_epoch(t, train_loader, epoch, progress, ckpt_path)
         e0 = time.perf_counter()
@@ -167,18 +173,20 @@ def _train(cfg, cifar, out, resume, progress, rank, world, device) -> dict:
     return summary
 
 
-def _build(cfg: TrainConfig, cifar: data.Cifar, device, rank: int, world: int) -> _Trainer:
+def _build(cfg: TrainConfig, ds: data.Tensors, device, rank: int, world: int) -> _Trainer:
     """Seed everything, put the data on the device, and build the model and its optimiser."""
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    padded, pre = inputs.model_input(ds, cfg.model)
     t0 = time.perf_counter()
-    on_device = cifar.to(device)
+    on_device = padded.to(device)
     synchronize(device)
     state = RunState(load_s=time.perf_counter() - t0)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = build_model(cfg.model).to(device=device, memory_format=memory_format)
+    model = build_model(cfg.model, num_classes=len(ds.classes), in_channels=ds.channels)
+    model = model.to(device=device, memory_format=memory_format)
     net: torch.nn.Module = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -196,7 +204,8 @@ def _build(cfg: TrainConfig, cifar: data.Cifar, device, rank: int, world: int) -
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
         step.optimizer, list(cfg.milestones), cfg.gamma
     )
-    return _Trainer(cfg, device, rank, world, model, runner, step, scheduler, gen, on_device, state)
+    return _Trainer(cfg, device, rank, world, model, runner, step, scheduler, gen, on_device, pre,
+                    state)  # fmt: skip
 
 
 def _restore(t: _Trainer, path: Path) -> None:
@@ -216,25 +225,9 @@ def _save(t: _Trainer, out: Path) -> None:
         recipe.save_checkpoint(
             out / CHECKPOINT, model=t.model.state_dict(), optimizer=t.optimizer.state_dict(),
             scheduler=t.scheduler.state_dict(), scaler=t.scaler.state_dict(), rng=recipe.rng_state(t.gen),
-            state=asdict(t.state), config=asdict(t.cfg),
+            state=asdict(t.state), config=asdict(t.cfg), data=inputs.data_record(t.on_device, t.preprocess),
         )  # fmt: skip
         recipe.write_log(out, t.state.log)
-
-
-def _loaders(t: _Trainer, cifar: data.Cifar):
-    cfg, d = t.cfg, t.on_device
-    if cfg.data_loader == "device":
-        train_loader = data.DeviceLoader(d.train_x, d.train_y, cfg.batch_size, t.gen, True,
-                                         cfg.pad_mode, t.rank, t.world, cfg.channels_last)  # fmt: skip
-        test_loader = data.DeviceLoader(d.test_x, d.test_y, cfg.eval_batch_size, t.gen, False,
-                                        rank=t.rank, world=t.world, channels_last=cfg.channels_last)  # fmt: skip
-        return train_loader, test_loader
-    train_loader = data.torchvision_loader(cifar.train_x, cifar.train_y, cfg.batch_size // t.world,
-                                           True, cfg.workers, cfg.seed + t.state.epoch)  # fmt: skip
-    test_loader = data.torchvision_loader(
-        cifar.test_x, cifar.test_y, cfg.eval_batch_size, False, cfg.workers, 0
-    )
-    return train_loader, test_loader
 
 
 def _evaluate(t: _Trainer, test_loader) -> tuple[float, float]:
@@ -298,13 +291,14 @@ def _train_epoch(t: _Trainer, train_loader, epoch: int, progress: bool, ckpt_pat
     }
 
 
-def _compile_warmup(model, runner, cifar, cfg, device, amp) -> float:
+def _compile_warmup(t: _Trainer, device) -> float:
     """Compile the train and eval graphs on real batches, then restore the weights and BN statistics."""
+    model, runner, cfg, amp, d = t.model, t.runner, t.cfg, t.amp, t.on_device
     snapshot = copy.deepcopy(model.state_dict())
-    x = data.normalize(cifar.train_x[: cfg.batch_size]).contiguous(
+    x = data.normalize(d.train_x[: cfg.batch_size], t.preprocess.mean, t.preprocess.std).contiguous(
         memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format
     )
-    y = cifar.train_y[: cfg.batch_size]
+    y = d.train_y[: cfg.batch_size]
     start = time.perf_counter()
     for _ in range(2):
         with amp():
@@ -366,11 +360,11 @@ def _main(args, argv) -> int:
     if rank == 0:
         folder.check_folder(out, run_dirs, args, base)
     with runfolder.locked(out) if rank == 0 else contextlib.nullcontext():
-        cifar = _load_data(args, rank, world)
-        if base.batch_size > len(cifar.train_x):
+        ds = inputs.load_data(args, base.dataset, rank, world)
+        if base.batch_size > len(ds.train_x):
             raise cli.UsageError(
-                f"--batch-size {base.batch_size} is larger than the {len(cifar.train_x)} training "
-                f"images in {args.data_dir}; use at most {len(cifar.train_x)}"
+                f"--batch-size {base.batch_size} is larger than the {len(ds.train_x)} training "
+                f"images in {ds.path}; use at most {len(ds.train_x)}"
             )
         argv_text = shlex.join(sys.argv[1:] if argv is None else list(argv))
         command = f"python -m resbench.train {argv_text}"
@@ -378,32 +372,16 @@ def _main(args, argv) -> int:
         if rank == 0:
             with STOP.writing():  # an old run is removed whole, or not at all
                 folder.start_folder(out, run_dirs, args, base, runs, command, env)
-        return _train_all(args, base, cifar, run_dirs, out, env, rank, world)
+        return _train_all(args, base, ds, run_dirs, out, env, rank, world)
 
 
-def _load_data(args, rank: int, world: int) -> data.Cifar:
-    if rank == 0:
-        cifar = data.load(
-            args.data_dir, download_if_missing=args.download, check=not args.no_verify
-        )
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()  # rank 0 downloaded and cached; the others read the cache
-    if rank != 0:
-        cifar = data.load(args.data_dir, check=not args.no_verify)
-    return cifar
-
-
-def _train_all(args, base, cifar, run_dirs, out, env, rank, world) -> int:
+def _train_all(args, base, ds, run_dirs, out, env, rank, world) -> int:
     runs = []
     try:
         for i, run_dir in enumerate(run_dirs):
             cfg = TrainConfig(**{**asdict(base), "seed": base.seed + i})
             run_dir.mkdir(parents=True, exist_ok=True)
-            runs.append(
-                (run_dir, train_run(cfg, cifar, run_dir, args.resume, not args.no_progress))
-            )
+            runs.append((run_dir, train_run(cfg, ds, run_dir, args.resume, not args.no_progress)))
         if rank == 0:
             with STOP.writing():
                 recipe.write_summary(out, base, runs, env)

@@ -1,40 +1,24 @@
-"""CIFAR-10 on disk (the official python layout) -> device-resident uint8 tensors + augmentation there.
+"""CIFAR-10 on disk (the official python layout) -> uint8 tensors, checked and cached.
 
-The five ``data_batch_*`` pickles and ``test_batch`` are decoded once into uint8 tensors, cached next
-to the data (``resbench-cache.pt``), and moved to the training device whole (150 MB). Each batch is
-then cropped (4-pixel padding, random 32x32 window), flipped and normalised on the device, with batch
-indices from a per-epoch permutation (``resbench.augment``): no per-image Python work and no
-DataLoader in the hot loop. The random numbers come from one CPU ``torch.Generator``, so a run is reproducible and resumable, and
-ranks under DDP draw the same numbers and take their own slice. ``torchvision_loader`` builds the
-familiar DataLoader + transforms pipeline over the same tensors, as a baseline.
-
-Usage: ``python -m resbench.data --data-dir data --download`` fetches and checks the real data;
-``python -m resbench.data --data-dir /tmp/fake --synthetic 50000`` writes a learnable stand-in in the
-same on-disk format (for tests and machines without internet). Batches are unpickled with only the
-types the format uses (numpy arrays, bytes, lists), so a crafted file cannot run code; keys may be
-bytes (the official files) or str (folders written from Python 3), as torchvision accepts.
+The five ``data_batch_*`` pickles and ``test_batch`` are decoded once into uint8 tensors and cached
+next to the data (``resbench-cache.pt``); the trainer then moves them to its device whole (150 MB)
+and augments there (``augment.py``). Batches are unpickled with only the types the format uses
+(numpy arrays, bytes, lists), so a crafted file cannot run code; keys may be bytes (the official
+files) or str (folders written from Python 3), as torchvision accepts. Every file is checked against
+torchvision's md5 list of the official release unless ``check=False`` (data you made).
+``make_synthetic`` writes a learnable stand-in in the same on-disk format (for tests and machines
+without internet): ``python -m resbench.data --data-dir /tmp/fake --synthetic 50000``.
 """
 
 from __future__ import annotations
 
 import pickle
-import shlex
-import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from resbench.augment import (  # noqa: F401 (data.DeviceLoader and friends: the loader's API)
-    MEAN,
-    STD,
-    DeviceLoader,
-    augment,
-    normalize,
-    torchvision_loader,
-)
+from resbench.data.core import DataError, Dataset, Tensors, fetch_command
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -42,27 +26,6 @@ TEST_FILE = "test_batch"
 META_FILE = "batches.meta"
 CACHE_FILE = "resbench-cache.pt"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-
-class DataError(ValueError):
-    """Missing, corrupt or unverifiable data: reported as one line, exit code 2."""
-
-
-@dataclass
-class Cifar:
-    """Decoded CIFAR-10: images as uint8 NCHW tensors, labels as int64."""
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    classes: tuple[str, ...] = CLASSES
-
-    def to(self, device: torch.device | str) -> Cifar:
-        return Cifar(
-            *(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)),
-            self.classes,
-        )
 
 
 def _md5s() -> dict[str, str]:
@@ -83,12 +46,6 @@ def download(data_dir: Path) -> None:
     download_and_extract_archive(
         CIFAR10.url, str(data_dir), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5
     )
-
-
-def fetch_command(data_dir: Path) -> str:
-    """The command that fetches CIFAR-10 into ``data_dir``, for messages shown by any tool (not
-    every tool that reads CIFAR-10 can download it, so none is told to pass a flag it lacks)."""
-    return f"python -m resbench.data --data-dir {shlex.quote(str(data_dir))} --download"
 
 
 def verify(folder: Path) -> None:
@@ -176,37 +133,48 @@ def _fingerprint(folder: Path) -> list:
     ]
 
 
-def load(data_dir: Path | str, download_if_missing: bool = False, check: bool = True) -> Cifar:
-    """Decode CIFAR-10 from ``data_dir/cifar-10-batches-py`` (cached after the first time).
+def read(
+    spec: Dataset, path: Path, download: bool = False, check: bool = True, size: int | None = None
+) -> Tensors:
+    """Decode CIFAR-10 from ``path/cifar-10-batches-py`` (or ``path`` being it), cached after the
+    first time.
 
     Args:
-        download_if_missing: fetch the official archive first if the folder is absent.
+        download: fetch the official archive first if the folder is absent.
         check: verify the files against the official md5 list (turn off for data you made).
+        size: unused (the images are 32x32); accepted as every reader accepts it.
     """
-    data_dir = Path(data_dir)
+    data_dir = path.parent if path.name == FOLDER else path
     folder = data_dir / FOLDER
     if not (folder / TEST_FILE).exists():
-        if download_if_missing:
-            download(data_dir)
+        if download:
+            spec.download(data_dir)
         else:
             raise DataError(
                 f"no CIFAR-10 at {folder}: fetch it (170 MB) with {fetch_command(data_dir)}, or "
-                "point --data-dir at a folder that holds cifar-10-batches-py/"
+                "give a folder that holds cifar-10-batches-py/"
             )
     if check:
         verify(folder)
+    return spec.labelled(data_dir, *_decoded(folder))
+
+
+def _decoded(folder: Path) -> tuple[torch.Tensor, ...]:
+    """train_x, train_y, test_x, test_y: from the cache when it matches the files, else decoded
+    (and the cache written, where the folder is writable)."""
     cache = folder / CACHE_FILE
     fingerprint = _fingerprint(folder)
+    names = ("train_x", "train_y", "test_x", "test_y")
     if cache.exists():
         try:
             saved = torch.load(cache, weights_only=True)
             if saved["fingerprint"] == [list(f) for f in fingerprint]:
-                return Cifar(saved["train_x"], saved["train_y"], saved["test_x"], saved["test_y"])
+                return tuple(saved[k] for k in names)
         except Exception:  # a stale or broken cache is rebuilt, never trusted
             pass
     parts = [_read_batch(folder / name) for name in TRAIN_FILES]
     test_x, test_y = _read_batch(folder / TEST_FILE)
-    cifar = Cifar(
+    tensors = (
         torch.from_numpy(np.concatenate([p[0] for p in parts])),
         torch.from_numpy(np.concatenate([p[1] for p in parts])),
         torch.from_numpy(test_x),
@@ -214,15 +182,12 @@ def load(data_dir: Path | str, download_if_missing: bool = False, check: bool = 
     )
     tmp = cache.with_suffix(".tmp")
     try:
-        torch.save(
-            {"fingerprint": [list(f) for f in fingerprint], "train_x": cifar.train_x, "train_y": cifar.train_y,
-             "test_x": cifar.test_x, "test_y": cifar.test_y},
-            tmp,
-        )  # fmt: skip
+        torch.save({"fingerprint": [list(f) for f in fingerprint], **dict(zip(names, tensors, strict=True))},
+                   tmp)  # fmt: skip
         tmp.replace(cache)
     except OSError:  # a read-only data folder just goes without the cache
         tmp.unlink(missing_ok=True)
-    return cifar
+    return tensors
 
 
 # ----------------------------------------------------------------------------- synthetic data
@@ -239,7 +204,7 @@ def make_synthetic(
 
     Each class is a colour and an oriented stripe pattern at a random phase and position, plus noise,
     so a small ResNet learns it to well over 90% in a few epochs; the files are real pickled batches
-    that ``load(..., check=False)`` reads like the real ones.
+    that ``load("cifar10", ..., check=False)`` reads like the real ones.
     """
     rng = np.random.default_rng(seed)
     folder = Path(data_dir) / FOLDER
@@ -281,40 +246,3 @@ def make_synthetic(
 def _dump(path: Path, obj: dict) -> None:
     with path.open("wb") as f:
         pickle.dump(obj, f, protocol=2)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from resbench.cli import Parser, run_cli
-
-    def body() -> int:
-        p = Parser(
-            prog="python -m resbench.data", description="Fetch, check or synthesise CIFAR-10."
-        )
-        p.add_argument("--data-dir", type=Path, default=Path("data"), help="(default: %(default)s)")
-        p.add_argument(
-            "--download", action="store_true", help="fetch the official archive if absent"
-        )
-        p.add_argument(
-            "--no-verify", action="store_true", help="skip the md5 check (data you made)"
-        )
-        p.add_argument(
-            "--synthetic", type=int, metavar="N", help="write N learnable training images"
-        )
-        args = p.parse_args(argv)
-        if args.synthetic is not None:
-            if args.synthetic < len(TRAIN_FILES):
-                raise ValueError(f"--synthetic needs at least {len(TRAIN_FILES)} images")
-            folder = make_synthetic(args.data_dir, args.synthetic, max(1000, args.synthetic // 5))
-            print(f"wrote a synthetic CIFAR-10 stand-in to {folder}")
-            return 0
-        cifar = load(args.data_dir, download_if_missing=args.download, check=not args.no_verify)
-        print(
-            f"CIFAR-10 at {args.data_dir / FOLDER}: {len(cifar.train_x)} train, {len(cifar.test_x)} test images"
-        )
-        return 0
-
-    return run_cli("resbench.data", body)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

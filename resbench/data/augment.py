@@ -1,7 +1,8 @@
-"""CIFAR-10 batches on the device: random crop, flip and normalisation there, no DataLoader.
+"""Training batches on the device: random crop, flip and normalisation there, no DataLoader.
 
 ``DeviceLoader`` draws batch indices from a per-epoch permutation and augments each batch on its
-device from one CPU ``torch.Generator`` (reproducible and resumable; DDP ranks take their slice).
+device from one CPU ``torch.Generator`` (reproducible and resumable; DDP ranks take their slice),
+with the dataset's mean and std, and flips only where they suit the data (not digits).
 ``torchvision_loader`` is the familiar DataLoader + per-image transforms baseline.
 """
 
@@ -11,14 +12,7 @@ from collections.abc import Iterator
 
 import torch
 
-MEAN = (0.4914, 0.4822, 0.4465)  # per-channel statistics of the CIFAR-10 training set
-STD = (0.2470, 0.2435, 0.2616)
-
-
-def normalize(x_uint8: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    mean = torch.tensor(MEAN, device=x_uint8.device, dtype=dtype).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=x_uint8.device, dtype=dtype).view(1, 3, 1, 1)
-    return (x_uint8.to(dtype) / 255 - mean) / std
+from resbench.data.core import normalize
 
 
 def augment(
@@ -47,7 +41,9 @@ class DeviceLoader:
     """Batches of augmented, normalised images from device-resident uint8 tensors.
 
     ``rank``/``world`` give each DDP rank its slice of every global batch; all ranks draw the same
-    permutation and augmentation numbers from ``generator``.
+    permutation and augmentation numbers from ``generator``. ``mean``/``std`` are the data's, per
+    channel; with ``flip=False`` the flip numbers are still drawn (and unused), so the crops and the
+    order are those a flipping run draws.
     """
 
     def __init__(
@@ -61,10 +57,15 @@ class DeviceLoader:
         rank: int = 0,
         world: int = 1,
         channels_last: bool = False,
+        *,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        flip: bool = True,
     ) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.generator, self.train = batch_size, generator, train
         self.pad_mode, self.rank, self.world = pad_mode, rank, world
+        self.mean, self.std, self.flip = tuple(mean), tuple(std), flip
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __len__(self) -> int:
@@ -81,7 +82,7 @@ class DeviceLoader:
                 count = len(index)
                 dy = torch.randint(0, 9, (count,), generator=self.generator)
                 dx = torch.randint(0, 9, (count,), generator=self.generator)
-                flip = torch.rand(count, generator=self.generator) < 0.5
+                flip = (torch.rand(count, generator=self.generator) < 0.5) & self.flip
                 mine = slice(self.rank, None, self.world)
                 index, dy, dx, flip = index[mine], dy[mine], dx[mine], flip[mine]
                 x = self.images[index.to(device)]
@@ -89,7 +90,7 @@ class DeviceLoader:
             else:
                 index = index[self.rank :: self.world]
                 x = self.images[index.to(device)]
-            x = normalize(x).contiguous(memory_format=self.memory_format)
+            x = normalize(x, self.mean, self.std).contiguous(memory_format=self.memory_format)
             yield x, self.labels[index.to(device)]
 
 
@@ -111,16 +112,20 @@ def torchvision_loader(
     train: bool,
     workers: int,
     seed: int,
+    *,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    flip: bool = True,
 ) -> torch.utils.data.DataLoader:
-    """The familiar baseline: a DataLoader over per-image torchvision transforms (v2, on tensors)."""
+    """The familiar baseline: a DataLoader over per-image torchvision transforms (v2, tensors)."""
     from torchvision.transforms import v2
 
-    steps = (
-        [v2.RandomCrop(32, padding=4, padding_mode="reflect"), v2.RandomHorizontalFlip()]
-        if train
-        else []
+    side = images.shape[-1]
+    steps = [v2.RandomCrop(side, padding=4, padding_mode="reflect")] if train else []
+    steps += [v2.RandomHorizontalFlip()] if train and flip else []
+    transform = v2.Compose(
+        [*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     )
-    transform = v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
     return torch.utils.data.DataLoader(
         _TorchvisionImages(images.cpu(), labels.cpu(), transform),
         batch_size=batch_size,

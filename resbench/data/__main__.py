@@ -1,0 +1,7 @@
+"""``python -m resbench.data``."""
+
+from __future__ import annotations
+
+from resbench.data.cli import main
+
+raise SystemExit(main())
