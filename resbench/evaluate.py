@@ -22,6 +22,7 @@ of a test-only folder that are not in the eval subset, never an evaluated image.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -194,8 +195,10 @@ def compare(out: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor) -> dict:
 
 
 def score(prepared, scoring: Scoring, key: tuple) -> dict:
-    """The accuracy fields of a prepared inference row (``measure.Prepared``), and eval_s."""
+    """The accuracy fields of a prepared inference row (``measure.Prepared``), and eval_s;
+    ``key`` names its network and batch size (model, weights, size, batch, device)."""
     start = time.perf_counter()
+    key = (*key, json.dumps(scoring.spec.to_dict(), sort_keys=True))
     out = logits(prepared.step, prepared.inputs, scoring)
     if prepared.config.is_baseline:  # fp32 eager is its own reference: a drop of exactly 0
         ref = out

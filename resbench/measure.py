@@ -120,7 +120,9 @@ class Result(Config):
     prepare_s: float | None = None  # the backend's export, compilation, quantisation, session
     max_abs_diff: float | None = None  # largest |logit - fp32 eager logit|, same weights and batch
     top1_agreement: float | None = None  # fraction of the batch whose top-1 class fp32 eager shares
-    calibration: str | None = None  # int8: what the scales were calibrated on, in words, with the count
+    calibration: str | None = (
+        None  # int8: what the scales were calibrated on, in words, with the count
+    )
     calibration_method: str | None = None  # int8: "minmax" | "entropy" | "percentile"
     calibration_images: int | None = None  # int8: how many images the scales saw
     # accuracy on labelled images (--eval-data; resbench/evaluate.py), inference rows only: scored
@@ -128,7 +130,9 @@ class Result(Config):
     # batch size with the same weights and images
     top1_accuracy: float | None = None  # fraction of the eval images whose top-1 class is right
     top5_accuracy: float | None = None  # the same for the top 5 (only with more than 5 classes)
-    accuracy_drop: float | None = None  # points: fp32 eager top-1 minus this row's (0.0 for fp32 eager)
+    accuracy_drop: float | None = (
+        None  # points: fp32 eager top-1 minus this row's (0.0 for fp32 eager)
+    )
     flips_lost: int | None = None  # images right in fp32 eager and wrong here
     flips_gained: int | None = None  # images wrong in fp32 eager and right here
     accuracy_drop_p: float | None = None  # exact McNemar p of the flips (1.0 with none)
@@ -436,7 +440,7 @@ def _measure_once(
         if score and prepared.scoring is not None:  # outside every timed figure (eval_s)
             path = getattr(weights, "path", weights)
             key = (config.model, path, config.image_size, config.batch_size, str(device))
-            agreement |= evaluate.score(prepared, prepared.scoring, key + (evaluation,))
+            agreement |= evaluate.score(prepared, prepared.scoring, key)
     return _Run(
         samples, first_s, warm_s, peak_mb, memory.method, foreign.cores, flags,
         prepared.prepare_s, agreement, prepared.notes, meter.reading,
@@ -516,9 +520,16 @@ def measure(
             agree = not config.is_baseline and config.mode == "inference" and not runs
             runs.append(
                 _measure_once(
-                    config, device, per_repeat_s, max_warmup_s, loaded, agree, allow_emulated,
-                    spec, score=not runs,
-                )  # fmt: skip
+                    config,
+                    device,
+                    per_repeat_s,
+                    max_warmup_s,
+                    loaded,
+                    agree,
+                    allow_emulated,
+                    spec,
+                    score=not runs,
+                )
             )
     except backends.Unfaithful as exc:  # what ran is not what the label says: skipped, with why
         free_memory(device)
