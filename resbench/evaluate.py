@@ -100,9 +100,13 @@ class Scoring:
             images, _ = self.data.take("test", idx)
             yield self.preprocess.apply(images), real
 
-    def calibration(self, source: str | None, method: str) -> backends.Calibration | None:
+    def calibration(
+        self, source: str | None, method: str, batch: int = 1
+    ) -> backends.Calibration | None:
         """int8's calibration images for ``source`` ("train", a folder's path; "noise" or None:
-        None, so the backend generates N(0,1) images), none of them an evaluated image."""
+        None, so the backend generates N(0,1) images), none of them an evaluated image: the
+        Spec's count rounded up to whole batches of ``batch`` (a fixed-shape export takes only
+        whole ones), as far as there are images."""
         if source in (None, "noise"):
             return None
         if source == "train":
@@ -121,7 +125,8 @@ class Scoring:
                     f"{ds.path} has no images outside the {len(self.indices)} evaluated ones to "
                     "calibrate int8 on; lower --eval-images or pass --calibration-data"
                 )
-        pick = pool[choose(len(pool), self.spec.calibration_images, self.spec.seed + 1)]
+        count = -(-self.spec.calibration_images // batch) * batch
+        pick = pool[choose(len(pool), count, self.spec.seed + 1)]
         images, _ = ds.take(split, pick)
         seed = f"seed {self.spec.seed + 1}"
         return backends.Calibration(

@@ -36,7 +36,7 @@ from resbench.measure import (
     utc_now,
 )
 from resbench.runfolder import ResultLog
-from resbench.sweep import grid
+from resbench.sweep import flags, grid
 from resbench.sweep.grid import build_grid, estimate_minutes
 from resbench.sweep.isolate import Worker
 from resbench.sweep.maxbatch import max_batch_searches
@@ -143,7 +143,7 @@ def _rank_device(device: str, local_rank: int, world: int) -> str:
 
 
 def build_parser() -> cli.Parser:
-    return grid.build_parser(EXIT_CODES)
+    return flags.build_parser(EXIT_CODES)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,202 @@
+"""Config and Result: the data model, one measurement in and one out, both flat dataclasses.
+
+A run is a list of Results, a JSON line each; a Result written before a field existed loads with
+that field's default (``Result.from_dict``). ``validate_config`` refuses bad input up front, and
+``missing_package`` says which optional runtime a Config needs. ``resbench.measure`` measures them
+(and re-exports these names, where users import them from).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from dataclasses import dataclass, field
+
+import torch
+
+from resbench import settings
+from resbench.devices import default_device, parse_device
+from resbench.models import default_image_size, list_models
+from resbench.settings import COMPILE_MODES
+
+
+@dataclass(frozen=True)
+class Config:
+    """What is measured. Every field but model and batch_size has a default."""
+
+    model: str
+    batch_size: int
+    image_size: int | None = None  # None: 224 for the ImageNet variants, 32 for the CIFAR family
+    device: str = field(default_factory=default_device)
+    mode: str = "inference"  # or "train": forward, cross-entropy, backward, SGD step
+    precision: str = "fp32"  # tf32: TF32 tensor cores for fp32 math; bf16/fp16: torch.autocast
+    channels_last: bool = False  # NHWC: tensor cores and oneDNN prefer it
+    compile: str = "off"  # torch.compile mode, or "off"; set means backend "compile"
+    backend: str | None = None  # settings.BACKENDS; None: "compile" if compile is set, else "eager"
+    # int8: what the scales are calibrated on ("train", "noise", a folder; settings.calibration_mark);
+    # None for every other precision, and for int8 without labelled data (N(0,1) images)
+    calibration_data: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.image_size is None and self.model in list_models():
+            object.__setattr__(self, "image_size", default_image_size(self.model))
+        if self.backend is None:  # also every Result written before backends existed
+            object.__setattr__(self, "backend", settings.backend_of(self.compile))
+        elif self.backend == "compile" and self.compile == "off":
+            object.__setattr__(self, "compile", "default")
+
+    def config(self) -> Config:
+        """The Config part of this object (a Result's measured setting)."""
+        return Config(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Config)})
+
+    def key(self) -> tuple:
+        """Identity of the setting, for resuming and comparing runs."""
+        return dataclasses.astuple(self.config())
+
+    @property
+    def setting(self) -> str:
+        """Short label of the non-default settings, e.g. "bf16+cl+compile"; "fp32" for the baseline."""
+        return settings.label(
+            self.precision, self.channels_last, self.backend, self.compile, self.calibration_data
+        )
+
+    @property
+    def is_baseline(self) -> bool:
+        """fp32 eager PyTorch: what every other setting's agreement is measured against."""
+        return self.precision == "fp32" and self.backend == "eager"
+
+
+@dataclass(frozen=True)
+class Result(Config):
+    """A measured Config. Times in ms, memory in MB (1e6 bytes), FLOPs in GFLOPs (1e9)."""
+
+    status: str = "ok"  # "ok" | "oom" | "error" | "skipped"
+    error: str | None = None
+    params: int | None = None
+    gflops_per_image: float | None = None  # forward pass
+    gflops_per_step: float | None = (
+        None  # one timed iteration: forward (x batch), or fwd+bwd in train
+    )
+    latency_ms_median: float | None = None
+    latency_ms_p10: float | None = None
+    latency_ms_p90: float | None = None
+    latency_ms_p99: float | None = None
+    latency_ms_iqr: float | None = None
+    iterations: int | None = None
+    throughput_ips: float | None = None  # images per second = batch_size / median latency
+    tflops_achieved: float | None = None
+    peak_tflops: float | None = None  # matmul probe on this device and precision
+    mfu: float | None = None  # tflops_achieved / peak_tflops
+    peak_memory_mb: float | None = None
+    peak_memory_method: str | None = None
+    compile_time_s: float | None = None  # the first call (torch.compile compiles lazily)
+    prepare_s: float | None = None  # the backend's export, compilation, quantisation, session
+    max_abs_diff: float | None = None  # largest |logit - fp32 eager logit|, same weights and batch
+    top1_agreement: float | None = None  # fraction of the batch whose top-1 class fp32 eager shares
+    calibration: str | None = (
+        None  # int8: what the scales were calibrated on, in words, with the count
+    )
+    calibration_method: str | None = None  # int8: "minmax" | "entropy" | "percentile"
+    calibration_images: int | None = None  # int8: how many images the scales saw
+    # accuracy on labelled images (--eval-data; resbench/evaluate.py), inference rows only: scored
+    # through the row's own prepared call, outside the timed region, against fp32 eager at the same
+    # batch size with the same weights and images
+    top1_accuracy: float | None = None  # fraction of the eval images whose top-1 class is right
+    top5_accuracy: float | None = None  # the same for the top 5 (only with more than 5 classes)
+    accuracy_drop: float | None = (
+        None  # points: fp32 eager top-1 minus this row's (0.0 for fp32 eager)
+    )
+    flips_lost: int | None = None  # images right in fp32 eager and wrong here
+    flips_gained: int | None = None  # images wrong in fp32 eager and right here
+    accuracy_drop_p: float | None = None  # exact McNemar p of the flips (1.0 with none)
+    accuracy_drop_ci: list[float] | None = None  # [low, high] 95% interval of the drop, points
+    kl_divergence: float | None = None  # mean KL(fp32 eager softmax || this row's), nats an image
+    logit_rel_error: float | None = None  # ||logits - fp32 logits|| / ||fp32 logits||
+    eval_images: int | None = None  # how many labelled images were scored
+    eval_data: str | None = None  # where they came from (the --eval-data path)
+    eval_s: float | None = None  # seconds the scoring took (not in any timed figure)
+    # what the arithmetic really was, read back from the runtime (OpenVINO's compiled model,
+    # onnxruntime's session graph) or from PyTorch's switches and the hardware: "fp32", "tf32",
+    # "bf16", "int8", ..., "bf16-emulated" where the device has no units for it
+    effective_precision: str | None = None
+    compute_kernel: str | None = (
+        None  # the convolution kernel that ran (oneDNN's, OpenVINO's, ORT op)
+    )
+    weights: str | None = None  # the state dict or checkpoint the model was loaded from (--weights)
+    warmup_s: float | None = None
+    measure_s: float | None = None  # wall time of the measured region
+    host_ms_per_iter: float | None = None  # host wall clock per iteration over whole blocks
+    issue_ms_per_iter: float | None = None  # host time to issue one iteration (no sync)
+    noisy: bool | None = None  # IQR/median > 10%, or repeats further apart than that
+    foreign_cpu: float | None = None  # cores kept busy by other processes while measuring
+    repeats: int | None = None  # independent preparations (model, inputs, warm-up) measured
+    repeat_medians_ms: list[float] = field(default_factory=list)  # one median per preparation
+    repeat_spread: float | None = None  # (max - min) / median of repeat_medians_ms
+    quiet_wait_s: float | None = None  # time spent waiting for a quiet machine (--wait-quiet)
+    quiet: bool | None = None  # False: the machine never became quiet within --wait-quiet
+    allocator: str | None = None  # the CPU allocator's policy (devices.steady_allocator)
+    # energy over the measured region (resbench.power): NVML on CUDA, RAPL on CPUs; None where unread
+    avg_power_w: float | None = None  # watts: energy_j / the region's wall time
+    joules_per_image: float | None = None  # energy_j / (iterations x batch_size)
+    images_per_joule: float | None = None  # 1 / joules_per_image
+    energy_j: float | None = None  # joules over the measured region
+    power_method: str | None = None  # nvml_energy_counter, nvml_power_sampled, rapl, or why none
+    sm_clock_mhz_start: int | None = None  # SM clock (MHz) as the region began
+    sm_clock_mhz_end: int | None = None
+    temperature_c_start: int | None = None  # GPU temperature (degrees C)
+    temperature_c_end: int | None = None
+    throttled: bool | None = None  # a power-cap, thermal or hardware slowdown was active
+    throttle_reasons: str | None = None  # which, comma-separated
+    threads: int | None = None
+    tf32_matmul: bool | None = None
+    tf32_cudnn: bool | None = None
+    cudnn_benchmark: bool | None = None
+    effective_batch_size: int | None = None
+    device_name: str | None = None
+    timestamp: str | None = None
+    samples_ms: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Result:
+        """Tolerates older runs: unknown keys are dropped, missing ones take their defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @classmethod
+    def for_config(cls, config: Config, **values) -> Result:
+        return cls(**dataclasses.asdict(config.config()), **values)
+
+
+def validate_config(config: Config) -> torch.device:
+    """Refuse bad input up front with a ValueError naming the valid choices; return the device."""
+    if config.model not in list_models():
+        raise ValueError(
+            f"unknown model {config.model!r}; choose one of: {', '.join(list_models())}"
+        )
+    for name in ("batch_size", "image_size"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    if config.compile not in COMPILE_MODES:
+        raise ValueError(
+            f"unknown compile mode {config.compile!r}; choose one of: {', '.join(COMPILE_MODES)}"
+        )
+    if config.compile != "off" and config.backend != "compile":
+        raise ValueError(
+            f"compile mode {config.compile!r} is for backend compile, not {config.backend}"
+        )
+    device = parse_device(config.device)
+    settings.check(device.type, config.mode, config.precision, config.backend, config.channels_last)
+    return device
+
+
+def missing_package(config: Config) -> str | None:
+    """Why this Config's backend cannot run here (its package is not installed), or None."""
+    needs = settings.BACKENDS[config.backend].needs
+    if needs is None or importlib.util.find_spec(needs) is not None:
+        return None
+    extra = settings.BACKENDS[config.backend].extra
+    return f"backend {config.backend} needs {needs}: pip install 'resbench[{extra}]' (or pip install -e \".[{extra}]\")"
