@@ -3,6 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,3 +33,24 @@ def busy_cpu():
     finally:
         child.kill()
         child.wait()
+
+
+@pytest.fixture(scope="session")
+def benchmark_run(tmp_path_factory):
+    """One `pytest benchmarks` run, read by the tests of what it saves: two settings of
+    small_resnet20 at batch 2, autosaved (--benchmark-autosave) and written as --benchmark-json.
+    Returns (the --benchmark-json file, the autosave storage folder)."""
+    root = tmp_path_factory.mktemp("benchmarks")
+    out, storage = root / "bench.json", root / "storage"
+    cmd = [
+        sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider",
+        "--rb-models", "small_resnet20", "--rb-batch-sizes", "2", "--rb-modes", "inference",
+        "--rb-settings", "fp32,fp32+cl", f"--benchmark-json={out}", "--benchmark-autosave",
+        f"--benchmark-storage=file://{storage}", "--benchmark-min-rounds=3",
+    ]  # fmt: skip
+    done = subprocess.run(
+        cmd, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return out, storage

@@ -12,7 +12,7 @@ import torch
 from resbench import backends, cli, devices, env, settings
 from resbench.measure import Config, Result, measure, validate_config
 
-FAST = {"budget_s": 0.1, "peak": False}
+FAST = {"budget_s": 0.1, "max_warmup_s": 0.1, "peak": False}
 
 
 def cpu(backend="eager", **kw) -> Config:

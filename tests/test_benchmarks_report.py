@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 from resbench import report
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-def test_autosaved_json_is_self_describing_and_renders(tmp_path):
-    out = tmp_path / "bench.json"
-    cmd = [
-        sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider",
-        "--rb-models", "small_resnet20", "--rb-batch-sizes", "2", "--rb-modes", "inference",
-        "--rb-settings", "fp32,fp32+cl", f"--benchmark-json={out}",
-    ]  # fmt: skip
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+def test_autosaved_json_is_self_describing_and_renders(benchmark_run, tmp_path):
+    out, _ = benchmark_run  # small_resnet20 at batch 2, fp32 and fp32+cl (tests/conftest.py)
     data = json.loads(out.read_text())
     assert data["machine_info"]["resbench"]["torch"]
     assert len(data["benchmarks"]) == 2

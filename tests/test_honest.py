@@ -15,7 +15,7 @@ from resbench.measure import Config, measure
 FAULTS_PER_STEP = """
 import resource
 from resbench.measure import Config, prepare
-with prepare(Config("small_resnet20", 128, device="cpu", mode="train")) as p:
+with prepare(Config("small_resnet20", 32, device="cpu", mode="train")) as p:
     for _ in range(3):
         p.step()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -35,8 +35,8 @@ def _faults_per_step(malloc: str) -> float:
 
 @pytest.mark.skipif(devices._libc() is None, reason="glibc only")
 def test_a_prepared_step_does_not_fault_its_activations_in_again():
-    # under glibc's adaptive thresholds this train step faulted ~8,700 pages (35 MB) back in every
-    # iteration in a fresh process, resnet18 batch-8 inference 25,000: 10-30% of its time here
+    # under glibc's adaptive thresholds this train step (batch 32) faults ~8,000 pages (32 MB) back
+    # in every iteration in a fresh process, resnet18 batch-8 inference 25,000: 10-30% of its time
     # the better of two fresh processes: the kernel's own reclaim (DAMON here) can take a few
     # pages from any process between two steps, which is not the allocator's doing
     system = _faults_per_step("system")
@@ -46,7 +46,8 @@ def test_a_prepared_step_does_not_fault_its_activations_in_again():
 
 
 def test_a_config_is_measured_over_independent_preparations():
-    r = measure(Config("small_resnet20", 2, device="cpu"), 0.3, peak=False, repeats=3)
+    r = measure(Config("small_resnet20", 2, device="cpu"), 0.3, max_warmup_s=0.1, peak=False,
+                repeats=3)  # fmt: skip
     assert r.status == "ok" and r.repeats == 3 and len(r.repeat_medians_ms) == 3
     assert r.latency_ms_median == pytest.approx(statistics.median(r.repeat_medians_ms))
     spread = (max(r.repeat_medians_ms) - min(r.repeat_medians_ms)) / r.latency_ms_median

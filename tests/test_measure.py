@@ -9,7 +9,7 @@ import torch
 from resbench import devices
 from resbench.measure import Config, Result, measure, prepare, validate_config
 
-FAST = {"budget_s": 0.2, "max_warmup_s": 0.2, "peak": False}
+FAST = {"budget_s": 0.1, "max_warmup_s": 0.1, "peak": False}
 
 DESIGN_FIELDS = [
     "model", "batch_size", "image_size", "device", "mode", "precision", "channels_last", "compile",

@@ -64,13 +64,24 @@ def perturb_bn(model: nn.Module) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION))
+def test_torchvision_variants_have_our_key_names_shapes_and_counts(name):
+    with torch.device("meta"):
+        reference = getattr(torchvision.models, name)(weights=None)
+    ours = meta(name)
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == [
+        (k, v.shape) for k, v in reference.state_dict().items()
+    ]
+    ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
+    assert n_params(ours) == n_params(reference) == TORCHVISION[name][0]
+
+
+@pytest.mark.parametrize("name", ["resnext50_32x4d", "wide_resnet50_2"])  # grouped, wide
 def test_torchvision_variants_load_strictly_and_agree(name):
     reference = getattr(torchvision.models, name)(weights=None).eval()
     perturb_bn(reference)
     ours = meta(name)
     ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
     ours.eval()
-    assert n_params(ours) == n_params(reference) == TORCHVISION[name][0]
     x = torch.randn(1, 3, 64, 64)  # every layer at a fraction of 224's cost
     with torch.no_grad():
         expected, got = reference(x), ours(x)
