@@ -67,7 +67,9 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_checkpoint
 ):
     real = backends.F.cross_entropy  # the shared train step's loss
     calls = {"n": 0}
-    steps_per_epoch = 2000 // 64
+    small = tmp_path / "small"  # epoch 1 and five steps of epoch 2 are all it needs
+    data.make_synthetic(small, n_train=640, n_test=64, seed=6)
+    steps_per_epoch = 640 // 64
 
     def poisoned(logits, target, **kw):
         calls["n"] += logits.requires_grad  # training steps only, not evaluation
@@ -80,7 +82,7 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_checkpoint
         cross_entropy = staticmethod(poisoned)
 
     monkeypatch.setattr(backends, "F", FakeF)
-    assert run(cifar_dir, tmp_path, "--epochs", "3") == train.EXIT_DIVERGED == 3
+    assert run(small, tmp_path, "--epochs", "3") == train.EXIT_DIVERGED == 3
     err = capsys.readouterr().err
     assert "non-finite loss at epoch 2, step 5" in err
     ckpt = torch.load(tmp_path / train.CHECKPOINT, weights_only=False)
