@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from resbench import backends, data
+from resbench.models import build_model
+from resbench.settings import numerics
 
 EVAL_SEED = 0  # the eval subset (--eval-images) and the calibration images are drawn from it
 CALIBRATION_IMAGES = 300  # a few hundred, as onnxruntime's, NNCF's and TensorRT's examples use
@@ -150,8 +152,6 @@ _REFERENCES: dict[tuple, torch.Tensor] = {}
 def reference(key: tuple, model: torch.nn.Module, feed: torch.Tensor, scoring: Scoring):
     """fp32 eager logits of the chosen images at ``feed``'s batch size, once per ``key``."""
     if key not in _REFERENCES:
-        from resbench.settings import numerics
-
         with torch.inference_mode(), numerics("fp32", feed.device):
             x = torch.empty_like(feed, memory_format=torch.contiguous_format)
             _REFERENCES[key] = logits(lambda: model(x), x, scoring)
@@ -242,8 +242,6 @@ def check(spec: Spec, model: str, size: int, overrides: dict | None = None) -> N
     """Refuse, with a DataError of one line, labelled images this model cannot be scored on: a
     class count that differs from the model's, channels it cannot take, a size its recorded
     preprocessing does not make."""
-    from resbench.models import build_model
-
     with torch.device("meta"):  # shapes only: no weights drawn
         net = build_model(model, **(overrides or {}))
     classes = net.fc.out_features

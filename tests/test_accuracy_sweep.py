@@ -142,12 +142,14 @@ def test_int8_scales_come_from_the_given_images_not_noise(trained, tmp_path):
         (["--calibration-data", "train"], "needs --eval-data"),
         (["--eval-data", "{data}", "--calibration-data", "nowhere"], "neither train"),
         (["--eval-data", "{data}", "--max-accuracy-drop", "nan"], "--max-accuracy-drop"),
+        # the checkpoint's recorded preprocessing makes 32x32 inputs, not 64x64
+        (["--eval-data", "{data}", "--weights", "{ckpt}", "--image-size", "64"], "1x32x32"),
     ],
 )
 def test_bad_accuracy_flags_are_one_line_and_exit_2(trained, tmp_path, capsys, flags, says):
-    folder, _, _ = trained
+    folder, ckpt, _ = trained
     (tmp_path / "empty").mkdir()
-    flags = [f.format(data=folder, empty=tmp_path / "empty") for f in flags]
+    flags = [f.format(data=folder, empty=tmp_path / "empty", ckpt=ckpt) for f in flags]
     argv = ["--device", "cpu", "--out", str(tmp_path / "r"), "--budget", "0.02", "--repeats", "1",
             "--no-progress"]  # fmt: skip
     if "--models" not in flags:
