@@ -231,8 +231,8 @@ def _plan(args, argv, notes: list[str]) -> _Plan:
     grid.apply_defaults(args)
     configs, dropped = build_grid(args)
     notes += dropped
-    if args.weights is not None:  # read once, here: a bad file fails no Config, it stops the run
-        _check_weights(args.weights, [c.model for c in configs])
+    # read once, here: a bad file fails no Config, it stops the run
+    loaded = _check_weights(args.weights, [c.model for c in configs]) if args.weights else None
     if args.find_max_batch and any(c.device == "cpu" for c in configs):
         raise cli.UsageError(
             "--find-max-batch needs a CUDA or MPS device: CPU memory is overcommitted, so the "
@@ -258,18 +258,18 @@ def _plan(args, argv, notes: list[str]) -> _Plan:
         args.isolate == "auto" and any(d.startswith("cuda") for d in devices)
     )
     command = "python -m resbench.sweep " + shlex.join(sys.argv[1:] if argv is None else argv)
-    evaluation = _evaluation(args, configs)
+    evaluation = _evaluation(args, configs, loaded)
     return _Plan(configs, out, rank, world, isolate, command, options, args.resume, evaluation)
 
 
-def _evaluation(args, configs: list[Config]) -> evaluate.Spec | None:
+def _evaluation(args, configs: list[Config], w: weights.Weights | None) -> evaluate.Spec | None:
     """--eval-data read and checked once, before the first Config, against every model of the
-    grid: a folder it cannot score them on is one line and exit 2."""
+    grid (with the --weights already read, ``w``): a folder it cannot score them on is one line
+    and exit 2."""
     if args.eval_data is None:
         return None
     if not Path(args.eval_data).exists():
         raise cli.UsageError(f"--eval-data: no such folder {args.eval_data!r}")
-    w = weights.read(args.weights) if args.weights is not None else None
     try:
         spec = evaluate.plan(
             args.eval_data, args.eval_images, w, args.calibration, args.calibration_images
@@ -282,12 +282,15 @@ def _evaluation(args, configs: list[Config]) -> evaluate.Spec | None:
     return spec
 
 
-def _check_weights(path: str, models: list[str]) -> None:
-    """One line and exit 2 when --weights cannot be read or does not fit every model of the grid."""
+def _check_weights(path: str, models: list[str]) -> weights.Weights:
+    """The --weights file, read; one line and exit 2 when it cannot be read or does not fit every
+    model of the grid."""
     try:
-        weights.check(weights.read(path), models)
+        loaded = weights.read(path)
+        weights.check(loaded, models)
     except ValueError as exc:
         raise cli.UsageError(f"--weights: {exc}") from None
+    return loaded
 
 
 def _record(plan: _Plan) -> None:
