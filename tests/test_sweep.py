@@ -15,7 +15,7 @@ import torch
 from resbench import report, sweep
 from resbench.measure import Config, Result
 from resbench.models import list_models
-from resbench.sweep import isolate
+from resbench.sweep import eta, isolate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -500,26 +500,77 @@ def test_the_eta_counts_each_peak_probe_and_the_report():
     fp32 = Config("small_resnet20", 1, device="cpu")
     bf16 = Config("small_resnet20", 1, device="cpu", precision="bf16")
     fp32_b2 = Config("small_resnet20", 2, device="cpu")
-    one_probe = sweep.estimate_minutes([fp32, fp32_b2], 1.0, False)
-    two_probes = sweep.estimate_minutes([fp32, bf16], 1.0, False)
-    if sweep.grid.will_skip(bf16):  # a CPU without bf16 units skips bf16 rows at once
+    one_probe = sweep.estimate_s([fp32, fp32_b2], 1.0, False)
+    two_probes = sweep.estimate_s([fp32, bf16], 1.0, False)
+    if eta.will_skip(bf16):  # a CPU without bf16 units skips bf16 rows at once
         assert two_probes < one_probe
     else:
-        assert two_probes - one_probe == pytest.approx(sweep.grid.PROBE_S / 60)
-    assert one_probe * 60 >= sweep.grid.PROBE_S + sweep.grid.FINISH_S + 2 * 1.0  # two budgets
+        assert two_probes - one_probe == pytest.approx(
+            eta.PROBE_S + eta.fork_s(bf16, 1.0) - eta.fork_s(fp32_b2, 1.0)
+        )
+    assert one_probe >= eta.PROBE_S + eta.FINISH_S + 1.0  # the budget of each Config, too
 
 
 def test_the_quick_preset_fits_its_minutes_on_a_cpu_without_bf16(monkeypatch):
     from resbench import env
 
     monkeypatch.setattr(env, "cpu_flags", lambda: NO_BF16)
+    monkeypatch.setattr(eta.torch, "get_num_threads", lambda: 2)  # the README's 2-core host
     configs, _ = sweep.build_grid(args_for("--preset", "quick", "--device", "cpu"))
     bf16 = [c for c in configs if c.precision == "bf16"]
-    assert bf16 and all(sweep.grid.will_skip(c) for c in bf16)
-    assert not any(sweep.grid.will_skip(c, allow_emulated=True) for c in bf16)
-    eta = sweep.estimate_minutes(configs, 1.0, False, 2)
-    assert eta <= 3.0  # the README's "~3 minutes" holds on such a host too
-    assert sweep.estimate_minutes(configs, 1.0, False, 2, allow_emulated=True) > eta
+    assert bf16 and all(eta.will_skip(c) for c in bf16)
+    assert not any(eta.will_skip(c, allow_emulated=True) for c in bf16)
+    seconds = sweep.estimate_s(configs, 1.0, False, 2)
+    assert seconds <= 3.5 * 60  # the README's "~3 minutes" holds on such a host too
+    assert sweep.estimate_s(configs, 1.0, False, 2, allow_emulated=True) > seconds
+
+
+def test_forks_share_the_budget_and_each_adds_a_preparation_and_a_worker():
+    config = Config("resnet18", 1, device="cpu", backend="onnxruntime")
+    one = eta.estimate_s([config], 10.0, True, repeats=1, forks=1)
+    two = eta.estimate_s([config], 10.0, True, repeats=1, forks=2)
+    # a second fork is a fresh worker that prepares the Config again, not a second budget
+    assert eta.PREPARE_S["onnxruntime"] + eta.WORKER_START_S < two - one < 10.0
+    assert eta.startup_s([config], True, forks=3) - eta.startup_s([config], True, forks=1) == (
+        pytest.approx(2 * eta.WORKER_START_S)
+    )
+    assert eta.startup_s([config], False) == eta.startup_s([config], True) - eta.WORKER_START_S
+    # two repeats in one fork prepare as often as one repeat in each of two forks
+    same = eta.estimate_s([config], 10.0, True, repeats=2, forks=1)
+    assert two - same == pytest.approx(eta.WORKER_START_S + eta.ROW_S, abs=0.5)
+
+
+def test_a_slow_config_costs_its_least_iterations_not_its_budget():
+    slow = Config("resnet50", 8, device="cpu", mode="train")
+    fast = Config("small_resnet20", 1, device="cpu")
+    step = eta.step_s(slow)
+    assert step > 10 * eta.step_s(fast)
+    # at a 0.05 s budget the slow one still runs its 3 iterations and its warm-up
+    assert eta.fork_s(slow, 0.05) > (eta.MIN_ITERS + eta.WARMUP_ITERS) * step
+    assert eta.fork_s(fast, 0.05) < 1.0
+    skipped = Config("resnet18", 1, device="cpu", backend="openvino")
+    if eta.will_skip(skipped):  # no openvino installed: measure() skips it at once
+        assert eta.fork_s(skipped, 1.0) == 0.0
+
+
+def test_the_progress_bar_counts_estimated_seconds(tmp_path, capsys):
+    configs = [Config("small_resnet20", b, device="cpu") for b in (1, 2, 4)]
+    estimate = {1: 1.0, 2: 2.0, 4: 5.0}
+    bar = eta.Progress(configs, lambda c: estimate[c.batch_size], fixed=2.0)
+    assert bar.bar.total == 10.0 and bar.bar.smoothing == 0  # the ETA from the run's own rate
+    bar.finished(configs[0])  # the first Config spends the start-up too
+    assert bar.bar.n == 3.0
+    bar.finished(configs[1])
+    assert bar.bar.total - bar.bar.n == 5.0  # what is left: the last Config's estimate
+    bar.close()
+    from resbench.runfolder import ResultLog
+
+    with ResultLog(tmp_path / "r.jsonl") as log:
+        new, left = sweep.run_grid(configs, log, run=fake_measure(), progress=True,
+                                   estimate_of=lambda c: estimate[c.batch_size])  # fmt: skip
+    assert len(new) == 3 and left == 0
+    err = capsys.readouterr().err
+    assert "100%" in err and "small_resnet20 b4 inference fp32" in err
 
 
 def test_a_sweep_on_a_cpu_without_bf16_skips_bf16_with_the_reason(tmp_path, monkeypatch, capsys):

@@ -1,12 +1,14 @@
 """`python -m resbench.sweep`: a grid of Configs -> a run folder of Results, tables and plots.
 
-Modules: ``grid`` (presets, flags, the Configs a run measures), ``isolate`` (the worker process),
+Modules: ``grid`` (presets, flags, the Configs a run measures), ``eta`` (the estimate and the
+progress bar), ``isolate`` (the worker process),
 ``maxbatch`` (the largest batch that fits), ``runner`` (running the grid, ``main``).
 """
 
 from __future__ import annotations
 
-from resbench.sweep.grid import PRESETS, build_grid, estimate_minutes, expand
+from resbench.sweep.eta import Progress, estimate_s
+from resbench.sweep.grid import PRESETS, build_grid, expand
 from resbench.sweep.maxbatch import find_max_batch, max_batch_searches
 from resbench.sweep.runner import (
     EXIT_ERRORS,
@@ -23,9 +25,10 @@ __all__ = [
     "EXIT_INCOMPLETE",
     "EXIT_INTERRUPTED",
     "PRESETS",
+    "Progress",
     "build_grid",
     "build_parser",
-    "estimate_minutes",
+    "estimate_s",
     "expand",
     "find_max_batch",
     "main",

@@ -12,13 +12,10 @@ import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from resbench import cli, settings
 from resbench.devices import default_device
 from resbench.evaluate import CALIBRATION_IMAGES
-from resbench.flops import PROBE_SIZING_S
-from resbench.measure import Config, unfaithful, validate_config
+from resbench.measure import Config, validate_config
 from resbench.models import list_models
 from resbench.report.analysis import MAX_ACCURACY_DROP
 from resbench.settings import BACKENDS, COMPILE_MODES, MODES, PRECISIONS, with_backends
@@ -317,40 +314,3 @@ def _calibrated(configs: list[Config], args) -> list[Config]:
             continue
         out += [dataclasses.replace(c, calibration_data=s) for s in sources]
     return out
-
-
-# a backend's preparation per repeat on a 2-core CPU (export, compilation, session), roughly
-PREPARE_S = {"compile": 40.0, "aotinductor": 60.0, "onnxruntime": 10.0, "openvino": 10.0}
-# the matmul peak, once per device and precision: two products on a CPU, each sized, warmed up
-# and timed for 1 s (flops.measure_peak_tflops); then the bandwidth probe and the report
-PROBE_S = 2 * (PROBE_SIZING_S + 2.0)
-FINISH_S = 10.0
-
-
-def will_skip(config: Config, allow_emulated: bool = False) -> bool:
-    """Whether measure() will skip this Config at once: its label would be false here."""
-    try:
-        refused = unfaithful(torch.device(config.device), config)
-    except (RuntimeError, AssertionError):  # a device that cannot be asked here: it will run
-        return False
-    return refused is not None and not (allow_emulated and refused[1].endswith("-emulated"))
-
-
-def estimate_minutes(
-    configs: Sequence[Config],
-    budget_s: float,
-    isolate: bool,
-    repeats: int = 1,
-    allow_emulated: bool = False,
-) -> float:
-    """The run's expected length: each Config's warm-up, budget and preparation (none for one
-    that will be skipped), each device and precision's peak probe, the worker's start-up and the
-    report."""
-    run = [c for c in configs if not will_skip(c, allow_emulated)]
-    # the budget, warm-up (0.7 s a Config in results/quick-cpu, within its 2 s cap) and ~0.5 s per
-    # repeat to build the model and count it; an isolated worker adds one Python + torch start-up
-    per = 1.75 * budget_s + 0.5 * repeats
-    start = 5.0 if isolate and run else 0.0
-    probes = {(c.device, c.precision) for c in run if PRECISIONS[c.precision].probe is not None}
-    total = start + PROBE_S * len(probes) + (FINISH_S if configs else 0.0)
-    return (total + sum(per + repeats * PREPARE_S.get(c.backend, 0.0) for c in run)) / 60

@@ -25,8 +25,6 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from tqdm import tqdm
-
 from resbench import cli, data, evaluate, report, runfolder, weights
 from resbench.env import collect_env
 from resbench.measure import (
@@ -36,8 +34,8 @@ from resbench.measure import (
     utc_now,
 )
 from resbench.runfolder import ResultLog
-from resbench.sweep import flags, grid
-from resbench.sweep.grid import build_grid, estimate_minutes
+from resbench.sweep import eta, flags, grid
+from resbench.sweep.grid import build_grid
 from resbench.sweep.isolate import Worker
 from resbench.sweep.maxbatch import max_batch_searches
 
@@ -79,11 +77,14 @@ def run_grid(
     run: Callable[[Config], Result] | None = None,
     deadline: float | None = None,
     progress: bool = True,
+    estimate_of: Callable[[Config], float] | None = None,
+    fixed_s: float = 0.0,
 ) -> tuple[list[Result], int]:
     """Measure each Config not already done; returns the new Results and how many were left undone.
 
     An OOM marks larger batch sizes of the same setting as "skipped". KeyboardInterrupt propagates
-    after the finished Results are on disk.
+    after the finished Results are on disk. The progress bar counts estimated seconds
+    (``estimate_of``, default 1 a Config; ``fixed_s``: the run's costs outside any Config).
     """
     run = run or measure
     done_keys = {r.key() for r in done}
@@ -93,11 +94,12 @@ def run_grid(
             oom_at[_series(r)] = min(oom_at.get(_series(r), r.batch_size), r.batch_size)
     todo = [c for c in configs if c.key() not in done_keys]
     new: list[Result] = []
-    bar = tqdm(todo, desc="sweep", unit="cfg", disable=not progress, dynamic_ncols=True)
-    for i, config in enumerate(bar):
+    bar = eta.Progress(todo, estimate_of or (lambda c: 1.0), not progress, fixed_s)
+    for i, config in enumerate(todo):
         if deadline is not None and time.monotonic() > deadline:
+            bar.close()
             return new, len(todo) - i
-        bar.set_postfix_str(f"{config.model} b{config.batch_size} {config.mode} {config.setting}")
+        bar.started(config)
         limit = oom_at.get(_series(config))
         if limit is not None and config.batch_size > limit:
             result = Result.for_config(
@@ -114,7 +116,9 @@ def run_grid(
             oom_at[_series(config)] = min(
                 oom_at.get(_series(config), config.batch_size), config.batch_size
             )
-        (bar.write if progress else print)(summary_line(result))
+        bar.finished(config, result)
+        bar.write(summary_line(result))
+    bar.close()
     return new, 0
 
 
@@ -331,7 +335,11 @@ def _measure_grid(args, plan: _Plan, notes: list[str]) -> tuple[list[Result], in
                 "evaluation": plan.evaluation and plan.evaluation.to_dict(),
             }
             run_one = _measurer(args.budget, worker, options)
-            new, left = run_grid(plan.configs, log, done, run_one, deadline, not args.no_progress)
+            estimate = (args.budget, args.repeats, 1, args.allow_emulated)
+            todo = [c for c in plan.configs if c.key() not in {r.key() for r in done}]
+            fixed = eta.startup_s(todo, plan.isolate, 1, args.allow_emulated)
+            new, left = run_grid(plan.configs, log, done, run_one, deadline, not args.no_progress,
+                                 lambda c: eta.fork_s(c, *estimate), fixed)  # fmt: skip
             if args.find_max_batch and not left:
                 found = max_batch_searches(
                     plan.configs,
@@ -350,10 +358,10 @@ def _announce(args, plan: _Plan, done: list[Result]) -> None:
     todo = [c for c in plan.configs if c.key() not in keys]
     n = len(plan.configs)
     already = f" ({n - len(todo)} already done)" if len(todo) < n else ""
-    eta = estimate_minutes(todo, args.budget, plan.isolate, args.repeats, args.allow_emulated)
+    seconds = eta.estimate_s(todo, args.budget, plan.isolate, args.repeats, 1, args.allow_emulated)
     print(
         f"{f'rank {plan.rank}/{plan.world}: ' if plan.world > 1 else ''}planned {n} Configs, "
-        f"{len(todo)} to run{already}, ETA about {eta:.1f} min "
+        f"{len(todo)} to run{already}, ETA about {seconds / 60:.1f} min "
         f"(isolate={'on' if plan.isolate else 'off'}) -> {plan.out}",
         flush=True,
     )
