@@ -434,3 +434,25 @@ def test_the_summary_names_the_cpu_arithmetic_and_rows_whose_label_would_be_fals
     assert "fp32 (brg_conv_fwd:avx2)" in text  # the computed-in column
     assert "resnet18 b1 inference bf16+openvino (it would compute fp32)" in text
     assert "not recorded (a run from before" in summary_markdown({"cpu": "x"}, [ok], "old run")
+
+
+def test_the_summary_names_every_invocation_of_a_resumed_run(tmp_path):
+    from resbench import runfolder
+
+    run = tmp_path / "run"
+    write_run(run, [result()], {"torch": "2.x", "cpu": "test", "command": "python -m first"})
+    runfolder.record_invocation(run, "python -m resbench.sweep --out run", {}, resume=False)
+    runfolder.record_invocation(run, "python -m resbench.sweep --resume --out run", {}, True)
+    runfolder.record_invocation(run, "python -m resbench.sweep --resume --models x", {}, True)
+    assert report.main([str(run)]) == 0
+    summary = (run / "summary.md").read_text()
+    assert "- commands (3 invocations: 1 start(s) and 2 resume(s)), in order:" in summary
+    for n, tail in ((1, "--out run` (started"), (2, "--resume --out run` (resume, started"),
+                    (3, "--resume --models x` (resume, started")):  # fmt: skip
+        assert f"  {n}. `python -m resbench.sweep {tail}" in summary
+    assert "python -m first" not in summary  # env.json's copy of the first command, not repeated
+    assert "--resume --models x" in (run / "report.html").read_text()
+    # one invocation: the command as before; a damaged run.json does not stop the report
+    (run / runfolder.RUN_FILE).write_text("{")
+    assert report.main([str(run)]) == 0
+    assert "- command: `python -m first`" in (run / "summary.md").read_text()

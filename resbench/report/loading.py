@@ -79,9 +79,31 @@ def read_max_accuracy_drop(run_dir: Path) -> float | None:
     return float(number)
 
 
+def read_invocations(run_dir: Path) -> list[dict]:
+    """Every command that wrote to the run (its start, then each --resume), from run.json: command,
+    started and resume of each; [] without run.json, or where it is damaged (the report of a run
+    does not fail on its record: a resume names the damage)."""
+    try:
+        record = runfolder.read_record(Path(run_dir))
+    except ValueError:
+        return []
+    keep = ("command", "started", "resume")
+    return [
+        {k: entry.get(k) for k in keep}
+        for entry in record.get("invocations", [])
+        if isinstance(entry, dict) and entry.get("command")
+    ]
+
+
 def load_run(run_dir: Path) -> tuple[dict, list[Result], list[dict]]:
-    """A run folder's environment, Results and largest-batch searches: the one place runs are read."""
-    return read_env(run_dir), read_results(run_dir), read_max_batch(run_dir)
+    """A run folder's environment, Results and largest-batch searches: the one place runs are read.
+
+    The environment carries ``invocations`` (``read_invocations``) where the run was resumed, so
+    that the report names every command whose Results it holds, not only the first."""
+    env, invocations = read_env(run_dir), read_invocations(run_dir)
+    if len(invocations) > 1:
+        env = {**env, "invocations": invocations}
+    return env, read_results(run_dir), read_max_batch(run_dir)
 
 
 def setting_label(result: Result) -> str:

@@ -35,8 +35,10 @@ from resbench.report.text import (
 
 
 def env_lines(env: dict) -> list[str]:
+    runs = invocation_lines(env.get("invocations") or [])
+    env = {k: v for k, v in env.items() if k != "invocations"}
     if not env:
-        return ["- environment: not recorded"]
+        return ["- environment: not recorded", *runs]
     gpus = ", ".join(env.get("gpu_names") or []) or "none"
     lines = [
         f"- device(s): GPU {gpus}; CPU {env.get('cpu')} ({env.get('logical_cores')} logical cores, "
@@ -52,12 +54,27 @@ def env_lines(env: dict) -> list[str]:
     if env.get("bandwidth_gbs"):
         probes = ", ".join(f"{d} {v:,.0f} GB/s" for d, v in env["bandwidth_gbs"].items())
         lines.append(f"- measured memory bandwidth (large copy, read + write): {probes}")
-    if env.get("command"):
+    if env.get("command") and not runs:
         lines.append(f"- command: `{env['command']}`")
     if env.get("source"):
         lines.append(f"- source: {env['source']}")
     if env.get("timestamp"):
         lines.append(f"- started: {env['timestamp']}")
+    return lines + runs
+
+
+def invocation_lines(invocations: list[dict]) -> list[str]:
+    """A resumed run's commands, in order, each with when it started ([] for one command: the
+    environment's ``command`` says it)."""
+    if len(invocations) < 2:
+        return []
+    resumes = sum(bool(i.get("resume")) for i in invocations)
+    lines = [f"- commands ({len(invocations)} invocations: {len(invocations) - resumes} start(s) "
+             f"and {resumes} resume(s)), in order:"]  # fmt: skip
+    for n, i in enumerate(invocations, 1):
+        when = f"started {i['started']}" if i.get("started") else "start not recorded"
+        kind = "resume, " if i.get("resume") else ""
+        lines.append(f"  {n}. `{i.get('command')}` ({kind}{when})")
     return lines
 
 
