@@ -19,6 +19,12 @@ inside one process cannot see. Targets: every ratio within 5% in every process.
    loop around the same call. Target: a few microseconds.
 4. With --pytest-benchmark: the same Config through ``pytest benchmarks``. Target: within 10%.
 
+Between processes: each kind of process above (measure(), Timer and the bare loop in the
+in-process children; the sweep; the plain loops) gives one number per fresh process, and their
+spread, (max - min) / median, is what a second process of that kind could read differently: the
+variance that ``--forks`` shows and one process's ``--repeats`` cannot. It is reported beside the
+spread of measure() inside one process (its rounds), with no target: a measurement of the host.
+
 With --strict the exit code is 1 when a target is missed (else a miss is only reported: a
 measurement, not a failure of the check).
 """
@@ -244,6 +250,49 @@ def pytest_median_ms(config: Config) -> float:
         return json.loads(out.read_text())["benchmarks"][0]["stats"]["median"] * 1e3
 
 
+def spread(values: list[float]) -> float | None:
+    """(max - min) / median: None for fewer than two values."""
+    if len(values) < 2:
+        return None
+    return (max(values) - min(values)) / statistics.median(values)
+
+
+def process_spreads(procs: list[dict], pairs: list[dict]) -> dict:
+    """Each kind of fresh process's numbers (one per process: the median of its rounds in the
+    in-process children) and their spread between processes, and the spread of measure()'s rounds
+    inside one process (the median over processes), to set it against."""
+    per_process = {
+        "measure": [statistics.median(p["measure_ms"]) for p in procs],
+        "timer": [statistics.median(p["timer_ms"]) for p in procs],
+        "bare_loop": [statistics.median(p["bare_ms"]) for p in procs],
+        "sweep": [p["sweep_ms"] for p in pairs],
+        "plain_loop": [p["plain_ms"] for p in pairs],
+        "plain_loop_system_malloc": [p["plain_system_malloc_ms"] for p in pairs],
+    }
+    within = [s for s in (spread(p["measure_ms"]) for p in procs) if s is not None]
+    return {
+        "between_processes": {
+            kind: {"ms": values, "spread": spread(values)} for kind, values in per_process.items()
+        },
+        "measure_within_one_process": statistics.median(within) if within else None,
+    }
+
+
+def spread_line(spreads: dict) -> str:
+    """The between-process spreads in one line, with the spread inside one process."""
+
+    def said(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    parts = []
+    for kind, got in spreads["between_processes"].items():
+        if got["ms"]:
+            span = f"{min(got['ms']):.2f}..{max(got['ms']):.2f} ms"
+            parts.append(f"{kind.replace('_', ' ')} {span} ({said(got['spread'])})")
+    return (f"between processes (max - min) / median: {'; '.join(parts)}; inside one process, "
+            f"measure()'s rounds: {said(spreads['measure_within_one_process'])}")  # fmt: skip
+
+
 def _within(ratios: list[float], tolerance: float = TOLERANCE) -> bool:
     return all(abs(r - 1) <= tolerance for r in ratios)
 
@@ -311,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             "sweep_over_plain_loop_system_malloc": system_ratios,
             "every_process_within_tolerance": _within(timer_ratios + bare_ratios + sweep_ratios),
         },
+        "spread": process_spreads(procs, pairs),
         "harness": tiny_overhead(args.device),
         "env": {k: collect_env()[k] for k in ("torch", "cpu", "gpu_names", "torch_threads")},
     }
@@ -328,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"sweep / plain loop under glibc's default malloc: {span(system_ratios)} "
           "(the allocator's effect on a plain process, not the clock's)")  # fmt: skip
+    print(spread_line(result["spread"]))
     if args.pytest_benchmark:
         print(
             f"pytest-benchmark / measure: {result['ratio_pytest_over_measure']:.3f} (target 0.90..1.10)"
