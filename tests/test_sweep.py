@@ -557,12 +557,16 @@ def test_the_progress_bar_counts_estimated_seconds(tmp_path, capsys):
     configs = [Config("small_resnet20", b, device="cpu") for b in (1, 2, 4)]
     estimate = {1: 1.0, 2: 2.0, 4: 5.0}
     bar = eta.Progress(configs, lambda c: estimate[c.batch_size], fixed=2.0)
-    assert bar.bar.total == 10.0 and bar.bar.smoothing == 0  # the ETA from the run's own rate
+    assert bar.bar.total == 10_000 and bar.bar.smoothing == 0  # the ETA from the run's own rate
     bar.finished(configs[0])  # the first Config spends the start-up too
-    assert bar.bar.n == 3.0
+    assert bar.bar.n == 3_000
     bar.finished(configs[1])
-    assert bar.bar.total - bar.bar.n == 5.0  # what is left: the last Config's estimate
+    assert bar.bar.total - bar.bar.n == 5_000  # what is left: the last Config's estimate
     bar.close()
+    thirds = eta.Progress(configs, lambda c: 0.1 + 1 / 3)  # steps that floats would not add up
+    for config in configs:
+        thirds.finished(config)
+    assert thirds.bar.n == thirds.bar.total
     from resbench.runfolder import ResultLog
 
     with ResultLog(tmp_path / "r.jsonl") as log:

@@ -167,6 +167,10 @@ def estimate_s(
     return max(forks, 1) * per + start + finish_s(configs)
 
 
+def _ms(seconds: float) -> int:
+    return max(0, round(1000 * seconds))
+
+
 def label(config: Config) -> str:
     return f"{config.model} b{config.batch_size} {config.mode} {config.setting}"
 
@@ -176,7 +180,7 @@ class Progress:
 
     ``configs``: every measurement the bar will see, a Config once for each pass (fork) that
     measures it; ``estimate_of(config)``: its seconds (``fork_s``). ``finished`` advances the bar
-    by that estimate; tqdm's average rate over the run (``smoothing=0``) then corrects the ETA by
+    by that estimate (counted in whole milliseconds); tqdm's average rate over the run (``smoothing=0``) then corrects the ETA by
     what the finished Configs really took. ``fixed`` (seconds) counts costs outside any Config (a
     worker's start, a probe): the first ``finished`` spends it.
     """
@@ -190,11 +194,11 @@ class Progress:
     ) -> None:
         self.estimate_of = estimate_of
         self._fixed = fixed
-        total = sum(estimate_of(c) for c in configs) + fixed
-        self.bar = tqdm(
-            total=round(total, 1),
+        total = sum(_ms(estimate_of(c)) for c in configs) + _ms(fixed)
+        self.bar = tqdm(  # whole milliseconds, so that the steps add up to the total exactly
+            total=total,
             desc="sweep",
-            unit="s",
+            unit="ms",
             disable=disable,
             dynamic_ncols=True,
             smoothing=0,  # the ETA from the whole run's rate, not the last Config's
@@ -206,9 +210,9 @@ class Progress:
 
     def finished(self, config: Config, result: Result | None = None) -> None:
         """``config`` is done (whatever ``result`` says: a skipped or failed Config is done too)."""
-        step = self.estimate_of(config) + self._fixed
+        step = _ms(self.estimate_of(config)) + _ms(self._fixed)
         self._fixed = 0.0
-        self.bar.update(round(min(step, self.bar.total - self.bar.n), 1))
+        self.bar.update(min(step, self.bar.total - self.bar.n))
 
     def write(self, line: str) -> None:
         """A line above the bar (or printed, when the bar is off)."""
