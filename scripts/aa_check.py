@@ -56,7 +56,9 @@ EXIT_MISSED = 1  # --strict: a target was missed (2 stays a usage error)
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog="Other flags are passed to every sweep."
+        description=__doc__.split("\n\n")[0],
+        epilog="Other flags are passed to every sweep.",
+        allow_abbrev=False,  # a sweep flag is never taken for an abbreviation of this script's
     )
     p.add_argument("--sweeps", type=int, default=8, help="fresh sweeps, alternately plain and "
                    "slowed, the first plain (default: %(default)s: 6 A/A pairs, 16 power pairs)")  # fmt: skip
@@ -199,7 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [r for _, results in plain + slowed for r in results if r.status == "ok"]
     record = {
         "machine": {k: env[k] for k in MACHINE_KEYS if k in env},
-        "command": " ".join(["python", "scripts/aa_check.py", *(argv or sys.argv[1:])]),
+        "command": " ".join(
+            ["python", "scripts/aa_check.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "sweep_command": " ".join(sweep_command(args, extra, Path("RUN"))[1:]),
         "grid": {"models": args.models, "batch_sizes": args.batch_sizes, "settings": args.settings},
         "forks": sorted({len(fork_medians(r)) for r in rows}),

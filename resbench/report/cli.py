@@ -163,8 +163,9 @@ def write_comparison(
     md = out_dir / "compare.md"
     md.write_text(markdown_of(report, names))
     warns, verdict, table = report
-    columns = [(c, c, None) for c in table.columns]
-    body = table_html.results_table_html(shown_table(table), columns) if not table.empty else ""
+    shown = shown_table(table) if not table.empty else table
+    columns = [(c, c, None) for c in shown.columns]  # the shown names: interval, forks old/new
+    body = table_html.results_table_html(shown, columns) if not table.empty else ""
     title = f"Comparison: {names[0]} against {names[1]}"
     page = page_html.page(title, verdict, warns, [("Matching Configs", body)], new_env)
     html_path = page_html.write_page(out_dir / "compare.html", page)
