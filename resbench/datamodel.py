@@ -132,6 +132,9 @@ class Result(Config):
     repeats: int | None = None  # independent preparations (model, inputs, warm-up) measured
     repeat_medians_ms: list[float] = field(default_factory=list)  # one median per preparation
     repeat_spread: float | None = None  # (max - min) / median of repeat_medians_ms
+    forks: int | None = None  # fresh worker processes whose measurements this Result combines
+    fork_medians_ms: list[float] = field(default_factory=list)  # one median per fork
+    fork_spread: float | None = None  # (max - min) / median of fork_medians_ms
     quiet_wait_s: float | None = None  # time spent waiting for a quiet machine (--wait-quiet)
     quiet: bool | None = None  # False: the machine never became quiet within --wait-quiet
     allocator: str | None = None  # the CPU allocator's policy (devices.steady_allocator)

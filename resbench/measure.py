@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import math
+import os
 import statistics
 import tempfile
 import time
@@ -47,6 +49,8 @@ from resbench.weights import read as read_weights
 
 # the update's size does not change the work; a small one keeps random-label steps finite
 TRAIN_LR = 1e-3
+# fault injection for scripts/aa_check.py's power check: a known, real slowdown of every step
+SLOWDOWN_ENV = "RESBENCH_INJECT_SLOWDOWN"
 
 
 class NonFiniteOutput(RuntimeError):
@@ -214,6 +218,30 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def slowed(step: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """``step``, or with ``RESBENCH_INJECT_SLOWDOWN=F`` in the environment (workers inherit it) a
+    step that sleeps F x its own duration after each call (synchronised on a GPU, so the duration
+    is the device's): F = 0.25 makes every call 25% slower, a known change for the A/A check."""
+    text = os.environ.get(SLOWDOWN_ENV, "").strip()
+    try:
+        factor = float(text) if text else 0.0
+    except ValueError:
+        factor = math.nan
+    if not math.isfinite(factor) or factor < 0:  # every row an error that names it
+        raise ValueError(f"{SLOWDOWN_ENV}={text!r}: give a factor of 0 or more, e.g. 0.25")
+    if factor == 0:
+        return step
+
+    def slow_step():
+        t0 = time.perf_counter()
+        out = step()
+        timing.synchronize(device)
+        time.sleep(factor * (time.perf_counter() - t0))
+        return out
+
+    return slow_step
+
+
 def _measure_once(
     config: Config,
     device: torch.device,
@@ -243,15 +271,16 @@ def _measure_once(
         if device.type != "cuda":
             flags = {k: None for k in flags}
         # the first call compiles (torch.compile) or initialises lazily (cuDNN, oneDNN)
+        step = slowed(prepared.step, device)
         t0 = time.perf_counter()
-        prepared.step()
+        step()
         timing.synchronize(device)
         first_s = time.perf_counter() - t0
-        warm, warm_s = timing.warmup(prepared.step, device, max_warmup_s)
+        warm, warm_s = timing.warmup(step, device, max_warmup_s)
         memory.start()
         with power.Meter(device) as meter, timing.ForeignCpu() as foreign:
             samples = timing.autorange(
-                prepared.step, device, budget_s, float(warm.samples_ms[-1]), min_iters=3
+                step, device, budget_s, float(warm.samples_ms[-1]), min_iters=3
             )
             memory.sample()
         peak_mb = memory.peak_mb()

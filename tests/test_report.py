@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,13 +12,20 @@ from resbench import report
 from resbench.measure import Config, Result
 
 
-def result(model="resnet18", batch=8, precision="fp32", ms=10.0, spread=0.01, seed=0, **kw):
+def result(
+    model="resnet18", batch=8, precision="fp32", ms=10.0, spread=0.01, seed=0, forks=0, **kw
+):
+    """A Result around ``ms``; with ``forks``, that many fork medians ``spread`` apart (relative
+    sd), the headline their median, as a sweep with --forks writes it."""
     rng = np.random.default_rng(seed)
     samples = list(ms * (1 + spread * rng.standard_normal(40)))
     config = Config(model, batch, device="cpu", precision=precision, **kw)
+    medians = list(ms * np.exp(spread * rng.standard_normal(forks)))
+    fork_fields = {"forks": forks, "fork_medians_ms": medians} if forks else {}
     return Result.for_config(
         config,
-        latency_ms_median=float(np.median(samples)),
+        **fork_fields,
+        latency_ms_median=float(np.median(medians if forks else samples)),
         latency_ms_p99=float(np.percentile(samples, 99)),
         latency_ms_iqr=float(np.subtract(*np.percentile(samples, [75, 25]))),
         throughput_ips=batch / float(np.median(samples)) * 1e3,
@@ -63,26 +72,43 @@ def test_report_renders_tables_and_pngs(tmp_path):
 
 
 def test_compare_flags_a_planted_2x_slowdown_and_not_a_wobble(tmp_path):
-    old = [result("resnet18", 8, ms=10, seed=1), result("resnet50", 8, ms=20, seed=2)]
-    new = [result("resnet18", 8, ms=20, seed=3), result("resnet50", 8, ms=20.2, seed=4)]
+    old = [
+        result("resnet18", 8, ms=10, seed=1, forks=3),
+        result("resnet50", 8, ms=20, seed=2, forks=3),
+    ]
+    new = [
+        result("resnet18", 8, ms=20, seed=3, forks=3),
+        result("resnet50", 8, ms=20.2, seed=4, forks=3),
+    ]
     only_new = result("resnet34", 8, ms=15, seed=5)  # measured in one run: said, not compared
     table = report.compare(new, old).set_index("model")
     assert table.loc["resnet18", "verdict"] == "slower"
     assert table.loc["resnet18", "speedup"] == pytest.approx(0.5, rel=0.02)
+    assert table.loc["resnet18", "speedup low"] < 0.5 < table.loc["resnet18", "speedup high"] < 0.95
     assert table.loc["resnet50", "verdict"] == "unchanged"
+    assert (
+        0.95
+        <= table.loc["resnet50", "speedup low"]
+        < 1
+        < table.loc["resnet50", "speedup high"]
+        <= 1.05
+    )
+    assert table.loc["resnet50", "forks"] == "3/3"
     write_run(tmp_path / "old", old, {"torch": "2.1", "cpu": "a"})
     write_run(tmp_path / "new", [*new, only_new], {"torch": "2.2", "cpu": "a"})
     assert report.main([str(tmp_path / "new"), "--compare", str(tmp_path / "old")]) == 0
     text = (tmp_path / "new" / "compare.md").read_text()
     assert text.startswith("# Comparison: new (new) against old (old)")
-    assert "0 faster, 1 slower, 1 unchanged" in text
+    assert "0 faster, 1 slower, 1 unchanged, 0 inconclusive" in text
+    header = next(line for line in text.splitlines() if line.startswith("| model"))
+    assert "forks old/new" in header and "interval" in header
     assert "Not compared: 1 ok Configs only in the new run, 0 only in the old." in text
     assert "environments differ" in text and "torch" in text
 
 
 def test_compare_sees_a_real_speedup_through_noise():
-    old = [result(ms=10, spread=0.08, seed=5)]
-    new = [result(ms=8, spread=0.08, seed=6)]
+    old = [result(ms=10, spread=0.04, seed=5, forks=4)]
+    new = [result(ms=8, spread=0.04, seed=6, forks=4)]
     assert report.compare(new, old).loc[0, "verdict"] == "faster"
 
 
@@ -247,8 +273,8 @@ def test_newer_fields_are_shown_when_present(tmp_path):
 
 
 def test_compare_says_a_row_was_measured_under_load():
-    old = [dataclasses.replace(result(ms=10, seed=1), foreign_cpu=0.0)]
-    new = [dataclasses.replace(result(ms=5, seed=2), foreign_cpu=1.0)]
+    old = [dataclasses.replace(result(ms=10, seed=1, forks=2), foreign_cpu=0.0)]
+    new = [dataclasses.replace(result(ms=5, seed=2, forks=2), foreign_cpu=1.0)]
     table = report.compare(new, old)
     assert table.loc[0, "verdict"] == "faster, under load"
     assert "new run: 1.00 cores busy elsewhere" in table.loc[0, "note"]
@@ -269,23 +295,32 @@ def _bench_json(path, median_s, save_data=False):
     return path
 
 
-def test_pytest_benchmark_40x_regression_without_samples_is_a_change(tmp_path):
-    old = _bench_json(tmp_path / "old.json", 0.001)
-    new = _bench_json(tmp_path / "new.json", 0.040)
+def test_pytest_benchmark_compare_is_one_process_so_never_settled_by_its_samples(tmp_path, capsys):
+    # every round of a pytest-benchmark file comes from one process: even a 40x change with every
+    # round saved is "inconclusive" with its size and why, and no p from the rounds stands in
+    old = _bench_json(tmp_path / "old.json", 0.001, save_data=True)
+    new = _bench_json(tmp_path / "new.json", 0.040, save_data=True)
     out = tmp_path / "out"
-    assert (
-        report.main(["--pytest-benchmark", str(new), "--compare", str(old), "--out", str(out)]) == 0
-    )
+    argv = ["--pytest-benchmark", str(new), "--compare", str(old), "--out", str(out)]
+    assert report.main([*argv, "--fail-on", "slower"]) == 0  # nothing is shown to be slower
     text = (out / "compare.md").read_text()
-    assert "0 faster, 2 slower, 0 unchanged" in text
-    assert "slower (untested)" in text and "--benchmark-save-data" in text
-    assert "0.025x" in text
-    # with raw samples saved, the test runs and the change is significant
-    old = _bench_json(tmp_path / "old2.json", 0.001, save_data=True)
-    new = _bench_json(tmp_path / "new2.json", 0.040, save_data=True)
+    assert "0 faster, 0 slower, 0 unchanged, 2 inconclusive" in text
+    assert (
+        "changed by +3900.0%, one process per side: process-to-process variance not measured"
+        in text
+    )
+    assert "both runs are pytest-benchmark files: their rounds all come from one process" in text
+    assert "0.025x" in text and "Mann-Whitney" not in text
     table = report.compare(report.load(new)[1], report.load(old)[1])
-    assert list(table["verdict"]) == ["slower", "slower"]
+    assert list(table["verdict"]) == ["inconclusive", "inconclusive"] and table["p"].isna().all()
     assert (out / "compare.html").exists()
+    # a sweep with forks against a pytest-benchmark file: one process on the old side
+    run = tmp_path / "run"
+    write_run(
+        run, [result("small_resnet20", 2, ms=40, forks=2, channels_last=cl) for cl in (False, True)]
+    )
+    assert report.main([str(run), "--compare", str(old), "--fail-on", "slower"]) == 0
+    assert "one process on the old side" in (run / "compare.md").read_text()
 
 
 def _wild(batch=4, samples=(1.0, 1.0, 1.0, 1.0, 2.0, 30.0, 30.0, 30.0, 30.0)):
@@ -407,15 +442,19 @@ def test_pytest_benchmark_summary_says_the_load_is_unknown(tmp_path):
     assert "1 under load (the load of 1 not recorded)" in report.headline(partly)
 
 
-def test_missing_samples_hint_fits_a_sweep_run_folder(tmp_path):
-    old = [dataclasses.replace(result(batch=8, ms=10), samples_ms=[])]  # a run before samples_ms
-    new = [dataclasses.replace(result(batch=8, ms=20), samples_ms=[])]
+def test_one_process_sweep_rows_are_inconclusive_and_say_how_to_get_forks(tmp_path):
+    old = [result(batch=8, ms=10)]  # a run from before forks: one process per Config
+    new = [result(batch=8, ms=20)]
     write_run(tmp_path / "old", old)
     write_run(tmp_path / "new", new)
     assert report.main([str(tmp_path / "new"), "--compare", str(tmp_path / "old")]) == 0
     text = (tmp_path / "new" / "compare.md").read_text()
-    assert "slower (untested)" in text and "--benchmark-save-data" not in text
-    assert "results.jsonl has no samples_ms" in text and "re-run the sweep" in text
+    assert "changed by +100.0%, one process per side" in text and "inconclusive" in text
+    assert "1 row has one process on a side" in text and "sweep with --forks 2 or more" in text
+    assert "pytest-benchmark" not in text
+    table = report.compare(new, [result(batch=8, ms=10, forks=2, spread=0.0)])
+    assert re.match(r"changed by \+\d+\.\d%, one process on the new side: ", table.loc[0, "note"])
+    assert table.loc[0, "forks"] == "2/1"
 
 
 def test_the_summary_names_the_cpu_arithmetic_and_rows_whose_label_would_be_false():
@@ -456,3 +495,51 @@ def test_the_summary_names_every_invocation_of_a_resumed_run(tmp_path):
     (run / runfolder.RUN_FILE).write_text("{")
     assert report.main([str(run)]) == 0
     assert "- command: `python -m first`" in (run / "summary.md").read_text()
+
+
+def _forked_runs(tmp_path):
+    """An old and a new run with 3 forks a Config: resnet18 2x slower, resnet50 the same."""
+    old = [
+        result("resnet18", 8, ms=10, seed=1, forks=3),
+        result("resnet50", 8, ms=20, seed=2, forks=3),
+    ]
+    new = [
+        result("resnet18", 8, ms=20, seed=3, forks=3),
+        result("resnet50", 8, ms=20.2, seed=4, forks=3),
+    ]
+    write_run(tmp_path / "old", old)
+    write_run(tmp_path / "new", new)
+    return str(tmp_path / "new"), str(tmp_path / "old")
+
+
+def test_threshold_takes_a_percent_or_a_fraction_and_refuses_a_bare_number_over_1(tmp_path, capsys):
+    new, old = _forked_runs(tmp_path)
+    for given in ("5%", "0.05"):
+        assert report.main([new, "--compare", old, "--threshold", given]) == 0
+        assert "1 slower, 1 unchanged" in Path(new, "compare.md").read_text()
+        assert "threshold 5%" in Path(new, "compare.md").read_text()
+    # 60%: the 2x slowdown (a speedup of 0.5x) is within it, so not called slower
+    assert report.main([new, "--compare", old, "--threshold", "60%"]) == 0
+    assert "0 slower" in Path(new, "compare.md").read_text()
+    capsys.readouterr()
+    for bad, said in (("5", "--threshold 5 is ambiguous: write 5% for a percent"),
+                      ("-1%", "--threshold must be 0 or more"), ("five", "a percent or a fraction"),
+                      ("nan", "--threshold must be a finite number")):  # fmt: skip
+        assert report.main([new, "--compare", old, f"--threshold={bad}"]) == 2
+        err = capsys.readouterr().err
+        assert said in err and len(err.strip().splitlines()) == 1
+
+
+def test_fail_on_slower_exits_1_when_a_row_is_slower(tmp_path, capsys):
+    new, old = _forked_runs(tmp_path)
+    assert report.main([new, "--compare", old]) == 0  # without the flag: a report, exit 0
+    assert report.main([new, "--compare", old, "--fail-on", "slower"]) == 1
+    assert "--fail-on slower: 1 of 2 rows slower" in capsys.readouterr().err
+    page = Path(new, "compare.html").read_text()  # the page shows what compare.md shows
+    assert "<th>forks old/new</th>" in page and "<th>interval</th>" in page and "<th>p</th>" in page
+    assert report.main([old, "--compare", new, "--fail-on", "slower"]) == 0  # it got faster
+    assert report.main([new, "--fail-on", "slower"]) == 2
+    assert "--fail-on slower needs --compare OLD" in capsys.readouterr().err
+    assert report.main([new, "--compare", old, "--fail-on", "faster"]) == 2
+    helptext = report.build_parser().format_help()
+    assert "Exit codes" in helptext and "--fail-on" in helptext

@@ -6,7 +6,8 @@ JSON -> Results), ``analysis`` (speed-ups, answers, the load rule, the roofline,
 picks and Pareto front), ``text`` (how numbers and rows are written), ``accuracy`` (the answers and
 table of rows scored on labelled images), ``tables`` (markdown), ``plots`` (PNG), ``tradeoff``
 (images/s against accuracy drop, PNG), ``table_html`` (the page's table of every result), ``html``
-(report.html), ``compare`` (two runs), ``cli`` (writing outputs, ``main``).
+(report.html), ``significance`` (the moderated t on fork medians and the verdicts), ``compare``
+(two runs), ``cli`` (writing outputs, ``main``).
 """
 
 from __future__ import annotations

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+import pandas as pd
 
 from resbench.measure import Result
 from resbench.report import accuracy, table_html
 from resbench.report import html as page_html
 from resbench.report.analysis import MAX_ACCURACY_DROP, headline, results_table
-from resbench.report.compare import compare_markdown, compare_report, shown_table
+from resbench.report.compare import compare_report, markdown_of, shown_table, slower_rows
 from resbench.report.loading import (
     ENV_FILE,
     load,
@@ -29,7 +33,13 @@ USAGE = """Usage::
     python -m resbench.report results/20261126-220000-cpu
     python -m resbench.report NEW_RUN --compare OLD_RUN
     python -m resbench.report --pytest-benchmark .benchmarks/Linux-.../0001_x.json [--compare OLD]
+    python -m resbench.report NEW_RUN --compare OLD_RUN --threshold 5% --fail-on slower  # in CI
+
+Exit codes: 0 written (with --fail-on slower: and no row is slower); 1 with --fail-on slower, a row
+is slower (significant at p < 0.01 between forks, and beyond --threshold), or a file could not be
+read or written; 2 a usage error (one line on stderr).
 """
+FAIL_ON = ("slower",)
 
 
 def write_report(
@@ -141,24 +151,50 @@ def write_comparison(
     threshold: float,
     names: tuple[str, str] = ("the new run", "the old run"),
     max_accuracy_drop: float = MAX_ACCURACY_DROP,
-) -> dict[str, Path]:
-    """compare.md and compare.html for two loaded runs, named ``names`` (new, old); a row whose
-    top-1 fell by more than ``max_accuracy_drop`` points, or significantly, is "less accurate"."""
+) -> tuple[dict[str, Path], pd.DataFrame]:
+    """compare.md and compare.html for two loaded runs, named ``names`` (new, old), and the
+    comparison's table; a row whose top-1 fell by more than ``max_accuracy_drop`` points, or
+    significantly, is "less accurate"."""
     out_dir = Path(out_dir)
     (new_env, new_results), (old_env, old_results) = new, old
-    text = compare_markdown(
-        new_env, new_results, old_env, old_results, threshold, names, max_accuracy_drop
-    )
-    md = out_dir / "compare.md"
-    md.write_text(text)
-    warns, verdict, table = compare_report(
+    report = compare_report(
         new_env, new_results, old_env, old_results, threshold, max_accuracy_drop
     )
-    columns = [(c, c, None) for c in table.columns]
-    body = table_html.results_table_html(shown_table(table), columns) if not table.empty else ""
+    md = out_dir / "compare.md"
+    md.write_text(markdown_of(report, names))
+    warns, verdict, table = report
+    shown = shown_table(table) if not table.empty else table
+    columns = [(c, c, None) for c in shown.columns]  # the shown names: interval, forks old/new
+    body = table_html.results_table_html(shown, columns) if not table.empty else ""
     title = f"Comparison: {names[0]} against {names[1]}"
     page = page_html.page(title, verdict, warns, [("Matching Configs", body)], new_env)
-    return {"compare": md, "compare_html": page_html.write_page(out_dir / "compare.html", page)}
+    html_path = page_html.write_page(out_dir / "compare.html", page)
+    return {"compare": md, "compare_html": html_path}, table
+
+
+def parse_threshold(text: str) -> float:
+    """--threshold as a fraction: "5%" -> 0.05, "0.05" -> 0.05; a bare number over 1 ("5") is
+    refused, since it could mean 5% or 500%."""
+    from resbench.cli import UsageError
+
+    value = text.strip()
+    is_percent = value.endswith("%")
+    try:
+        number = float(value[:-1] if is_percent else value)
+    except ValueError:
+        raise UsageError(
+            f"--threshold takes a percent or a fraction (5% or 0.05); got {text!r}"
+        ) from None
+    if not math.isfinite(number):
+        raise UsageError(f"--threshold must be a finite number; got {text}")
+    if number < 0:
+        raise UsageError(f"--threshold must be 0 or more; got {text}")
+    if not is_percent and number > 1:
+        raise UsageError(
+            f"--threshold {text} is ambiguous: write {number:g}% for a percent, or a fraction "
+            "of 1 or less (0.05 is 5%)"
+        )
+    return number / 100 if is_percent else number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,9 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--threshold",
-        type=float,
-        default=0.05,
-        help="smallest relative change --compare flags (default: %(default)s)",
+        default="5%",
+        help="smallest relative change --compare calls faster or slower, and the band within "
+        "which it is unchanged: a percent (5%%) or a fraction (0.05); a bare number over 1 is "
+        "refused (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fail-on",
+        choices=FAIL_ON,
+        help="with --compare: exit 1 when any row is slower (significant between forks and "
+        "beyond --threshold), for CI",
     )
     parser.add_argument(
         "--max-accuracy-drop",
@@ -205,9 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("give a run folder, or --pytest-benchmark FILE.json")
         if args.run and args.pytest_benchmark:
             raise UsageError("give a run folder or --pytest-benchmark, not both")
-        cli.finite(args.threshold, "--threshold")
-        if args.threshold < 0:
-            raise UsageError(f"--threshold must be 0 or more; got {args.threshold}")
+        threshold = parse_threshold(args.threshold)
+        if args.fail_on and not args.compare:
+            raise UsageError(f"--fail-on {args.fail_on} needs --compare OLD")
         if args.max_accuracy_drop is not None:
             cli.at_least(args.max_accuracy_drop, "--max-accuracy-drop", 0)
         out = Path(args.out or (source if source.is_dir() else source.with_suffix("")))
@@ -221,9 +264,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {paths['summary']}, {paths['html']} and {len(paths) - 3} plot(s)")
         if old is not None:
             names = (source.name, args.compare.name)
-            written = write_comparison(out, (env, results), old, args.threshold, names, drop)
+            written, table = write_comparison(out, (env, results), old, threshold, names, drop)
             print(written["compare"].read_text())
             print(f"wrote {written['compare']} and {written['compare_html']}")
+            slower = slower_rows(table)
+            if args.fail_on == "slower" and slower:
+                print(f"--fail-on slower: {slower} of {len(table)} rows slower", file=sys.stderr)
+                return 1
         return 0
 
     return run_cli("resbench.report", body)

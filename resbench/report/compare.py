@@ -1,12 +1,15 @@
 """Two runs -> which Configs got faster or slower, with significance, load and environment warnings.
 
-A change is "faster"/"slower" when it exceeds the threshold and a Mann-Whitney U test on the raw
-samples rejects "same distribution". Without raw samples on both sides (pytest-benchmark keeps
-them only with ``--benchmark-save-data``; a sweep run older than ``samples_ms`` has none) no test is
-possible: a change beyond the threshold is still reported, with that reason, never hidden as
-"unchanged". A row measured under load says so. A Config scored on labelled images in both runs
-shows its top-1 change beside the speed verdict, and is "less accurate" when it fell by more than
-the allowed drop, or when its drop against fp32 eager became significant.
+Significance comes from the variance between processes (``significance``: a moderated t on the
+log fork medians), never from one process's per-iteration samples, which share that process's
+layout and placement and so understate what differs between two runs. A Config with two forks or
+more on both sides is "faster"/"slower" when the change is significant at ``alpha`` and beyond the
+threshold, "unchanged" when its interval lies within the threshold, else "inconclusive" with the
+reason; with one process on a side (a sweep without ``--forks``, an old run, a pytest-benchmark
+file) it is "inconclusive" with its change and that reason, never "unchanged". A row measured under
+load says so. A Config scored on labelled images in both runs shows its top-1 change beside the
+speed verdict, and is "less accurate" when it fell by more than the allowed drop, or when its drop
+against fp32 eager became significant.
 """
 
 from __future__ import annotations
@@ -28,9 +31,17 @@ from resbench.report.analysis import (
     run_load,
 )
 from resbench.report.loading import setting_label
+from resbench.report.significance import (
+    ALPHA,
+    MIN_FORKS,
+    decide,
+    fork_medians,
+    moderated_tests,
+    one_process_note,
+    percent,
+)
 from resbench.report.text import fmt, p_text, points
 
-MIN_SAMPLES = 3  # fewer raw samples than this on either side: no significance test
 _ENV_KEYS_THAT_MATTER = (
     "gpu_names",
     "cpu",
@@ -41,21 +52,28 @@ _ENV_KEYS_THAT_MATTER = (
     "logical_cores",
     "float32_matmul_precision",
 )
-NO_SAMPLES = "no raw samples, so no significance test"
+VERDICTS = ("faster", "slower", "unchanged", "inconclusive")
 
 
-def samples_hint(side: str, env: dict, results: Sequence[Result]) -> str | None:
-    """How the ``side`` run could have raw samples, fitting where it came from; None if it has them."""
-    if all(len(r.samples_ms) >= MIN_SAMPLES for r in results if r.status == "ok"):
+def one_process_hint(side: str, env: dict, results: Sequence[Result]) -> str | None:
+    """Why the ``side`` run ("new", "old" or "both") has one process per Config and how to get
+    more, fitting where it came from; None where every ok row has two forks or more."""
+    if all(len(fork_medians(r)) >= MIN_FORKS for r in results if r.status == "ok"):
         return None
+    which = "both runs" if side == "both" else f"the {side} run"
     if str(env.get("source", "")).startswith("pytest-benchmark"):
+        files = (
+            "are pytest-benchmark files: their"
+            if side == "both"
+            else "is a pytest-benchmark file: its"
+        )
         return (
-            f"the {side} run is a pytest-benchmark JSON saved without them: "
-            "save them with `pytest benchmarks --benchmark-save-data`"
+            f"{which} {files} rounds all come from one process; compare sweeps with --forks 2 or "
+            "more to test a change"
         )
     return (
-        f"the {side} run's results.jsonl has no samples_ms: a run older than raw samples "
-        "(re-run the sweep to record them)"
+        f"{which} measured each Config in one process (a sweep with --forks 1, or older than "
+        "forks): sweep with --forks 2 or more to test a change"
     )
 
 
@@ -67,35 +85,35 @@ def compare(
     new: Sequence[Result],
     old: Sequence[Result],
     threshold: float = 0.05,
-    alpha: float = 0.01,
+    alpha: float = ALPHA,
     max_accuracy_drop: float = MAX_ACCURACY_DROP,
 ) -> pd.DataFrame:
-    """Match Results by Config; speedup = old median / new median; a verdict and a note per row.
+    """Match Results by Config; a verdict and a note per row.
 
-    Where both sides of any row were scored on labelled images, two more columns beside the
-    verdict: ``accuracy change`` (points of top-1, new minus old) and ``accuracy``
-    (``accuracy_verdict``).
+    ``speedup`` is old over new: with forks on both sides, the ratio of the geometric means of the
+    fork medians (the estimate the test is about), with its (1 - alpha) interval in ``speedup low``
+    and ``speedup high`` and the moderated t's ``p``; with one process on a side, the headline
+    medians' ratio, untested (NaN interval and p). ``forks`` is "old/new". Where both sides of any
+    row were scored on labelled images, two more columns beside the verdict: ``accuracy change``
+    (points of top-1, new minus old) and ``accuracy`` (``accuracy_verdict``).
     """
-    from scipy.stats import mannwhitneyu
-
     old_by_key = {_key(r): r for r in old if r.status == "ok"}
+    matched = [(r, old_by_key[_key(r)]) for r in new if r.status == "ok" and _key(r) in old_by_key]
+    forks = [(len(fork_medians(r)), len(fork_medians(base))) for r, base in matched]
+    tested = [i for i, f in enumerate(forks) if min(f) >= MIN_FORKS]
+    pairs = [(fork_medians(matched[i][0]), fork_medians(matched[i][1])) for i in tested]
+    estimates = dict(zip(tested, moderated_tests(pairs, alpha), strict=True)) if pairs else {}
     rows = []
-    for r in new:
-        base = old_by_key.get(_key(r))
-        if r.status != "ok" or base is None:
-            continue
-        speedup = base.latency_ms_median / r.latency_ms_median
-        changed = abs(speedup - 1) > threshold
-        direction = "faster" if speedup > 1 else "slower"
-        notes = []
-        p = math.nan
-        if len(r.samples_ms) >= MIN_SAMPLES and len(base.samples_ms) >= MIN_SAMPLES:
-            p = float(mannwhitneyu(r.samples_ms, base.samples_ms, alternative="two-sided").pvalue)
-            verdict = direction if changed and p < alpha else "unchanged"
+    for i, (r, base) in enumerate(matched):
+        est = estimates.get(i)
+        if est is not None:
+            speedup, low, high, p = est.speedup, est.low, est.high, est.p
+            verdict, note = decide(est, threshold, alpha)
         else:
-            verdict = f"{direction} (untested)" if changed else "unchanged"
-            if changed:
-                notes.append(NO_SAMPLES)
+            speedup = base.latency_ms_median / r.latency_ms_median
+            low = high = p = math.nan
+            verdict, note = "inconclusive", one_process_note(speedup, forks[i])
+        notes = [note] if note else []
         loaded = [
             f"{side} run: {res.foreign_cpu:.2f} cores busy elsewhere"
             for side, res in (("new", r), ("old", base))
@@ -114,9 +132,12 @@ def compare(
                 "mode": r.mode,
                 "setting": setting_label(r),
                 "device": r.device,
+                "forks": f"{forks[i][1]}/{forks[i][0]}",
                 "old ms": base.latency_ms_median,
                 "new ms": r.latency_ms_median,
                 "speedup": speedup,
+                "speedup low": low,
+                "speedup high": high,
                 "p": p,
                 "verdict": verdict,
                 "accuracy change": change,
@@ -128,6 +149,12 @@ def compare(
     if table.empty or table["accuracy change"].isna().all():  # no accuracy: the speed table alone
         return table.drop(columns=["accuracy change", "accuracy"], errors="ignore")
     return table
+
+
+def slower_rows(table: pd.DataFrame) -> int:
+    """How many rows' verdict is "slower" (also measured under load): what ``--fail-on slower``
+    fails on."""
+    return 0 if table.empty else int(table["verdict"].str.startswith("slower").sum())
 
 
 def significant_drop(r: Result, alpha: float) -> bool:
@@ -215,24 +242,30 @@ def load_differences(new: Sequence[Result], old: Sequence[Result]) -> list[str]:
     return out
 
 
-def _verdict_line(table: pd.DataFrame, threshold: float, hints: Sequence[str] = ()) -> str:
+def _verdict_line(
+    table: pd.DataFrame, threshold: float, alpha: float, hints: Sequence[str] = ()
+) -> str:
     verdicts = table["verdict"]
-    faster = verdicts.str.startswith("faster").sum()
-    slower = verdicts.str.startswith("slower").sum()
-    unchanged = (verdicts == "unchanged").sum()
-    untested = verdicts.str.contains("untested").sum()
+    counts = {v: int(verdicts.str.startswith(v).sum()) for v in VERDICTS}
     loaded = verdicts.str.contains("under load").sum()
+    untested = table["p"].isna().sum()
     geo = float(np.exp(np.log(table["speedup"]).mean()))
     text = (
-        f"Verdict: {faster} faster, {slower} slower, {unchanged} unchanged of {len(table)} "
-        f"matching Configs (threshold {threshold:.0%}, Mann-Whitney U p < 0.01); "
-        f"geometric-mean speedup {geo:.3f}x."
+        f"Verdict: {counts['faster']} faster, {counts['slower']} slower, {counts['unchanged']} "
+        f"unchanged, {counts['inconclusive']} inconclusive of {len(table)} matching Configs "
+        f"(threshold {percent(threshold)}; significance from the variance between forks, a "
+        f"moderated t on the log fork medians, p < {alpha:g}); geometric-mean speedup {geo:.3f}x."
     )
     if untested:
-        text += f" {untested} of the changes are untested: {'; '.join([NO_SAMPLES, *hints])}."
+        rows = "1 row has" if untested == 1 else f"{untested} rows have"
+        text += f" {rows} one process on a side, so their changes are untested: {'; '.join(hints)}."
     if loaded:
-        text += f" {loaded} of the changes were measured under load."
+        text += f" {loaded} of the verdicts were measured under load."
     return text
+
+
+def _interval(low: float, high: float) -> str:
+    return "" if math.isnan(low) else f"{low:.3f}x to {high:.3f}x"
 
 
 def shown_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -241,9 +274,14 @@ def shown_table(table: pd.DataFrame) -> pd.DataFrame:
             "old ms": table["old ms"].map(lambda v: fmt(v, 3)),
             "new ms": table["new ms"].map(lambda v: fmt(v, 3)),
             "speedup": table["speedup"].map(lambda v: f"{v:.3f}x"),
-            "p": table["p"].map(lambda v: "" if math.isnan(v) else f"{v:.2g}"),
+            "speedup low": [
+                _interval(a, b)
+                for a, b in zip(table["speedup low"], table["speedup high"], strict=True)
+            ],
+            "p": table["p"].map(lambda v: "" if math.isnan(v) else p_text(v)),
         }
-    )
+    ).drop(columns=["speedup high"])
+    shown = shown.rename(columns={"speedup low": "interval", "forks": "forks old/new"})
     if "accuracy change" in table:
         change = table["accuracy change"].map(lambda v: "" if math.isnan(v) else f"{v:+.2f}")
         shown = shown.assign(**{"accuracy change": change}).rename(
@@ -259,9 +297,10 @@ def compare_report(
     old: Sequence[Result],
     threshold: float,
     max_accuracy_drop: float = MAX_ACCURACY_DROP,
+    alpha: float = ALPHA,
 ) -> tuple[list[str], str, pd.DataFrame]:
     """(warnings, verdict line, table) of a comparison, shared by the markdown and the page."""
-    table = compare(new, old, threshold, max_accuracy_drop=max_accuracy_drop)
+    table = compare(new, old, threshold, alpha, max_accuracy_drop=max_accuracy_drop)
     warns = []
     diffs = env_differences(new_env, old_env)
     if diffs:
@@ -281,23 +320,20 @@ def compare_report(
         return warns, "No Config was measured successfully in both runs." + unmatched, table
     hints = [
         h
-        for h in (samples_hint("new", new_env, new), samples_hint("old", old_env, old))
+        for h in (one_process_hint("new", new_env, new), one_process_hint("old", old_env, old))
         if h is not None
     ]
-    verdict = _verdict_line(table, threshold, hints) + accuracy_line(table, max_accuracy_drop)
-    return warns, verdict + unmatched, table
+    if len(hints) == 2 and hints[0].replace("new", "old") == hints[1]:  # the same reason twice
+        hints = [one_process_hint("both", new_env, new)]
+    verdict = _verdict_line(table, threshold, alpha, hints)
+    return warns, verdict + accuracy_line(table, max_accuracy_drop) + unmatched, table
 
 
-def compare_markdown(
-    new_env: dict,
-    new: Sequence[Result],
-    old_env: dict,
-    old: Sequence[Result],
-    threshold: float,
-    names: tuple[str, str] = ("new", "old"),
-    max_accuracy_drop: float = MAX_ACCURACY_DROP,
+def markdown_of(
+    report: tuple[list[str], str, pd.DataFrame], names: tuple[str, str] = ("new", "old")
 ) -> str:
-    warns, verdict, table = compare_report(new_env, new, old_env, old, threshold, max_accuracy_drop)
+    """compare.md's text from ``compare_report``'s (warnings, verdict line, table)."""
+    warns, verdict, table = report
     out = [f"# Comparison: {names[0]} (new) against {names[1]} (old)", ""]
     out += [f"- **Warning:** {w}" for w in warns]
     if warns:
@@ -310,3 +346,16 @@ def compare_markdown(
         shown_table(table).to_markdown(index=False, disable_numparse=True),
     ]
     return "\n".join(out) + "\n"
+
+
+def compare_markdown(
+    new_env: dict,
+    new: Sequence[Result],
+    old_env: dict,
+    old: Sequence[Result],
+    threshold: float,
+    names: tuple[str, str] = ("new", "old"),
+    max_accuracy_drop: float = MAX_ACCURACY_DROP,
+) -> str:
+    report = compare_report(new_env, new, old_env, old, threshold, max_accuracy_drop)
+    return markdown_of(report, names)
