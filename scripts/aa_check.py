@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", default=GRID["settings"], help="default: %(default)s")
     p.add_argument("--runs", type=Path, help="where the sweeps' run folders go (default: a new "
                    "temporary folder); each sweep gets NN-plain or NN-slowed in it")  # fmt: skip
+    p.add_argument("--reuse", action="store_true", help="summarise the sweeps already in --runs "
+                   "(NN-plain, NN-slowed) instead of running new ones")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("aa-check.json"), help="the JSON written")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     return p
@@ -99,6 +101,7 @@ def summarise(
     against every plain run as old. Rates are None where no row was compared.
     """
     pairs, per_row = [], {}
+    gate = {"aa": [0, 0], "power": [0, 0]}  # [pairs, pairs where --fail-on slower would exit 1]
     aa = {"rows": 0, "changed": 0, "inconclusive": 0}
     power = {"rows": 0, "slower": 0, "inconclusive": 0, "unchanged": 0, "faster": 0}
     jobs = [("aa", a, b) for a, b in itertools.combinations(plain, 2)]
@@ -107,6 +110,8 @@ def summarise(
         table = report.compare(new, old, threshold)
         counts = _counts(table)
         pairs.append({"kind": kind, "new": new_name, "old": old_name, "rows": len(table), **counts})
+        gate[kind][0] += 1
+        gate[kind][1] += counts["slower"] > 0
         if kind == "aa":
             aa["rows"] += len(table)
             aa["changed"] += counts["faster"] + counts["slower"]
@@ -134,6 +139,8 @@ def summarise(
         "power": power["slower"] / power["rows"] if power["rows"] else None,
         "power_per_row": per_row,
         "inconclusive": {"aa": aa["inconclusive"], "power": power["inconclusive"]},
+        # the CI gate's view: a pair "fails" when any of its rows is slower
+        "fail_on_slower": {kind: {"pairs": n, "exit_1": hit} for kind, (n, hit) in gate.items()},
         "unchanged_under_slowdown": power["unchanged"],
         "faster_under_slowdown": power["faster"],
     }
@@ -184,6 +191,16 @@ def run_sweeps(args, extra: Sequence[str], runs: Path) -> tuple[list, list, dict
     return plain, slowed, env
 
 
+def read_sweeps(runs: Path) -> tuple[list, list, dict]:
+    """The sweeps an earlier aa_check left in ``runs`` (NN-plain, NN-slowed), in order."""
+    plain, slowed, env = [], [], {}
+    for out in sorted(p for p in runs.iterdir() if p.is_dir() and "-" in p.name):
+        run_env, results = report.load(out)
+        env = env or run_env
+        (slowed if out.name.endswith("-slowed") else plain).append((out.name, results))
+    return plain, slowed, env
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
     try:
@@ -196,7 +213,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     runs = args.runs or Path(tempfile.mkdtemp(prefix="aa-check-"))
     runs.mkdir(parents=True, exist_ok=True)
-    plain, slowed, env = run_sweeps(args, extra, runs)
+    if args.reuse:
+        if args.runs is None:
+            print("aa_check: error: --reuse needs --runs FOLDER", file=sys.stderr)
+            return 2
+        plain, slowed, env = read_sweeps(runs)
+    else:
+        plain, slowed, env = run_sweeps(args, extra, runs)
     summary = summarise(plain, slowed, threshold)
     rows = [r for _, results in plain + slowed for r in results if r.status == "ok"]
     record = {
@@ -226,6 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({'n/a' if power is None else f'{power:.1%}'}); inconclusive {summary['inconclusive']}; "
         f"wrote {args.out}"
     )
+    for kind, seen in summary["fail_on_slower"].items():
+        print(f"aa_check: --fail-on slower would exit 1 in {seen['exit_1']} of {seen['pairs']} "
+              f"{'A/A' if kind == 'aa' else 'slowed'} pairs")  # fmt: skip
     for line in record["missed"]:
         print(f"aa_check: missed: {line}")
     return EXIT_MISSED if args.strict and record["missed"] else 0

@@ -81,6 +81,11 @@ def test_where_the_forks_suffice_aa_stays_under_5_percent_and_a_25_percent_slowd
         assert seen["power"] >= 0.9, (label, seen)
     assert summary["unchanged_under_slowdown"] == 0 and summary["faster_under_slowdown"] == 0
     assert not aa_check.missed(summary)
+    gate = summary["fail_on_slower"]  # the CI gate: every slowed pair exits 1
+    assert gate["power"] == {"pairs": 100, "exit_1": 100} and gate["aa"]["pairs"] == 45
+    assert gate["aa"]["exit_1"] == sum(
+        p["slower"] > 0 for p in summary["pairs"] if p["kind"] == "aa"
+    )
 
 
 def test_where_the_forks_do_not_suffice_it_is_inconclusive_never_unchanged():
