@@ -1,11 +1,13 @@
 """`python -m resbench.sweep`: a grid of Configs -> a run folder of Results, tables and plots.
 
 Modules: ``grid`` (presets, flags, the Configs a run measures), ``isolate`` (the worker process),
-``maxbatch`` (the largest batch that fits), ``runner`` (running the grid, ``main``).
+``forks`` (the passes over the grid, one fresh worker each, and their combined Results),
+``maxbatch`` (the largest batch that fits), ``runner`` (``main``).
 """
 
 from __future__ import annotations
 
+from resbench.sweep.forks import combine, run_passes, summary_line
 from resbench.sweep.grid import PRESETS, build_grid, estimate_minutes, expand
 from resbench.sweep.maxbatch import find_max_batch, max_batch_searches
 from resbench.sweep.runner import (
@@ -14,8 +16,6 @@ from resbench.sweep.runner import (
     EXIT_INTERRUPTED,
     build_parser,
     main,
-    run_grid,
-    summary_line,
 )
 
 __all__ = [
@@ -25,11 +25,12 @@ __all__ = [
     "PRESETS",
     "build_grid",
     "build_parser",
+    "combine",
     "estimate_minutes",
     "expand",
     "find_max_batch",
     "main",
     "max_batch_searches",
-    "run_grid",
+    "run_passes",
     "summary_line",
 ]
