@@ -354,3 +354,12 @@ def test_each_fork_is_a_fresh_worker_process(tmp_path, monkeypatch):
     assert row.latency_ms_median == pytest.approx(sum(row.fork_medians_ms) / 2)
     assert row.repeats == 1 and len(row.repeat_medians_ms) == 2
     assert row.iterations == len(row.samples_ms) >= 6  # at least 3 an iteration per fork
+
+
+def test_max_minutes_between_forks_exits_3_and_resume_finishes_them(tmp_path, workers, capsys):
+    out = tmp_path / "run"
+    assert sweep_main(out, *GRID, "--forks", "2", "--max-minutes", "1e-9") == sweep.EXIT_INCOMPLETE
+    assert "stopped by --max-minutes with 4 Configs left" in capsys.readouterr().err
+    assert not workers.made[0].calls  # the deadline had passed before the first Config
+    assert sweep_main(out, "--resume", "--no-progress") == 0
+    assert {r.forks for r in runfolder.read_results(out)} == {2}
