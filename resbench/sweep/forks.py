@@ -168,6 +168,12 @@ def fork_state(rows: Sequence[Result], keep_errors: bool = False) -> dict[tuple,
     return state
 
 
+def forks_left(state: dict[tuple, _State], config: Config, forks: int) -> int:
+    """How many of its ``forks`` a Config still needs (0 once it is stopped)."""
+    s = state.get(config.key(), _State())
+    return 0 if s.stopped else max(0, forks - s.done)
+
+
 def _series(config: Config) -> tuple:
     """Configs that differ only in batch size: an OOM at one batch skips the larger ones."""
     return (config.device, config.model, config.image_size, config.mode, config.setting)
@@ -179,7 +185,7 @@ def summary_line(r: Result) -> str:
         return f"{head} {r.status}: {(r.error or '')[:80]}"
     mem = f"{r.peak_memory_mb:8.0f} MB" if r.peak_memory_mb is not None else "       - MB"
     noisy = " (noisy)" if r.noisy else ""
-    forks = f" {r.forks} forks {r.fork_spread:.0%} apart" if (r.forks or 1) > 1 else ""
+    forks = f" {r.forks} forks {r.fork_spread or 0:.0%} apart" if (r.forks or 1) > 1 else ""
     return (f"{head} {r.throughput_ips:10.1f} img/s {r.latency_ms_median:9.3f} ms {mem}  "
             f"ok{noisy}{forks}")  # fmt: skip
 
@@ -217,9 +223,8 @@ def run_passes(
         if r.status == "oom":
             oom_at[_series(r)] = min(oom_at.get(_series(r), r.batch_size), r.batch_size)
 
-    def left(c: Config) -> int:  # forks still to measure
-        s = state.get(c.key(), _State())
-        return 0 if s.stopped else max(0, forks - s.done)
+    def left(c: Config) -> int:
+        return forks_left(state, c, forks)
 
     out = Passes()
     bar = tqdm(total=sum(left(c) for c in configs), desc="sweep", unit="fork",

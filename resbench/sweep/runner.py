@@ -284,11 +284,7 @@ def _measure_grid(args, plan: _Plan, notes: list[str]) -> forks.Passes:
 
 
 def _announce(args, plan: _Plan, state: dict) -> None:
-    left = {c.key(): 0 for c in plan.configs}
-    for c in plan.configs:
-        s = state.get(c.key())
-        left[c.key()] = 0 if s is not None and s.stopped else args.forks - (s.done if s else 0)
-    todo = [c for c in plan.configs if left[c.key()] > 0]
+    todo = [c for c in plan.configs if forks.forks_left(state, c, args.forks)]
     n = len(plan.configs)
     already = f" ({n - len(todo)} already done)" if len(todo) < n else ""
     per = f" x {args.forks} forks" if args.forks > 1 else ""
