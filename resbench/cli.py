@@ -123,6 +123,7 @@ MAX_BATCH = 1 << 16  # the largest batch any tool takes, and where the max-batch
 # every count flag of every tool, one entry per flag name (a name means the same in every tool)
 BOUNDS: dict[str, Bound] = {
     "--repeats": Bound(1, 100),  # preparations per Config
+    "--forks": Bound(1, 100),  # fresh worker processes per Config (the sweep's passes)
     "--budget": Bound(0, 3600, above=True),  # seconds of measuring per Config
     "--timeout": Bound(0, 24 * 3600, above=True),  # seconds per Config in an isolated worker
     "--max-minutes": Bound(0, 7 * 24 * 60, above=True),  # a week

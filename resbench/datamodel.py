@@ -132,7 +132,10 @@ class Result(Config):
     repeats: int | None = None  # independent preparations (model, inputs, warm-up) measured
     repeat_medians_ms: list[float] = field(default_factory=list)  # one median per preparation
     repeat_spread: float | None = None  # (max - min) / median of repeat_medians_ms
-    forks: int | None = None  # fresh worker processes whose measurements this Result combines
+    # --forks (resbench/sweep/forks.py): fresh worker processes whose measurements this Result
+    # combines; latency_ms_median is the median of fork_medians_ms, each fork's the median of its
+    # repeat medians. None (a row from before forks, or not measured): one process
+    forks: int | None = None
     fork_medians_ms: list[float] = field(default_factory=list)  # one median per fork
     fork_spread: float | None = None  # (max - min) / median of fork_medians_ms
     quiet_wait_s: float | None = None  # time spent waiting for a quiet machine (--wait-quiet)

@@ -307,6 +307,7 @@ def measure(
     weights: str | None = None,
     allow_emulated: bool = False,
     evaluation: dict | None = None,
+    score: bool = True,
 ) -> Result:
     """Measure one Config: warm up until settled, then sample until the median is known to ~1%.
 
@@ -325,6 +326,8 @@ def measure(
         evaluation: an ``evaluate.Spec`` as a dict (labelled images): an inference row is then
             scored on them after its first preparation's timed region, and int8 calibrates on
             them (``config.calibration_data``).
+        score: False skips the agreement with fp32 eager and the scoring on labelled images (a
+            sweep's later forks: the first fork's are the Config's); int8 still calibrates.
     """
     device = validate_config(config)
     spec = evaluate.Spec(**evaluation) if evaluation is not None else None
@@ -366,7 +369,7 @@ def measure(
             if wait_quiet_s > 0:
                 w, q = timing.wait_quiet(wait_quiet_s)
                 waited, quiet = waited + w, q if quiet is None else quiet and q
-            agree = not config.is_baseline and config.mode == "inference" and not runs
+            agree = score and not config.is_baseline and config.mode == "inference" and not runs
             runs.append(
                 _measure_once(
                     config,
@@ -377,7 +380,7 @@ def measure(
                     agree,
                     allow_emulated,
                     spec,
-                    score=not runs,
+                    score=score and not runs,
                 )
             )
     except backends.Unfaithful as exc:  # what ran is not what the label says: skipped, with why

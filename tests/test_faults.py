@@ -312,7 +312,7 @@ def test_resume_continues_the_recorded_grid_and_says_when_flags_differ(
 @pytest.mark.parametrize(
     ("first", "change", "said"),
     [
-        ((), ("--repeats", "1"), "--repeats 1 (recorded: 2, the default)"),
+        ((), ("--repeats", "2"), "--repeats 2 (recorded: 1, the default)"),
         (("--budget", "0.2"), ("--budget", "0.5"), "--budget 0.5 (recorded: 0.2)"),
         ((), ("--wait-quiet", "1"), "--wait-quiet 1.0 (recorded: 0.0, the default)"),
         ((), ("--weights", "WEIGHTS"), "--weights WEIGHTS (recorded: none, the default)"),
@@ -343,7 +343,7 @@ def test_resume_may_change_the_grid_and_flags_that_measure_nothing(tmp_path, mon
     capsys.readouterr()
     calls: list = []
     rc = sweep_main(monkeypatch, out, "--resume", "--batch-sizes", "1,2,4,8", "--timeout", "60",
-                    "--max-minutes", "10", "--repeats", "2", "--keep-errors",
+                    "--max-minutes", "10", "--repeats", "1", "--keep-errors",
                     fake=fake_measure(calls))  # fmt: skip
     assert rc == 0 and [c.batch_size for c in calls] == [8]
     err = capsys.readouterr().err
@@ -357,9 +357,9 @@ def test_resume_may_change_how_numbers_are_measured_while_none_is_finished(
     out = tmp_path / "run"
     assert sweep_main(monkeypatch, out, *GRID, fake=fake_measure(fail={1, 2, 4})) == 4
     calls: list = []
-    rc = sweep_main(monkeypatch, out, "--resume", "--repeats", "1", fake=fake_measure(calls))
+    rc = sweep_main(monkeypatch, out, "--resume", "--repeats", "2", fake=fake_measure(calls))
     assert rc == 0 and len(calls) == 3
-    assert "--repeats 1 (recorded: 2, the default)" in capsys.readouterr().err
+    assert "--repeats 2 (recorded: 1, the default)" in capsys.readouterr().err
 
 
 def test_errors_exit_4_and_resume_retries_them_keeping_the_old_line(tmp_path, monkeypatch, capsys):

@@ -151,9 +151,11 @@ def test_an_image_size_too_small_for_a_model_exits_2(capsys):
 
 
 def run_main(tmp_path, *argv, monkeypatch=None, fake=None):
+    """The sweep in this process (one fork, --isolate off), with a fake measure() where given."""
     if monkeypatch is not None:
         monkeypatch.setattr(sweep.runner, "measure", fake or fake_measure())
-    return sweep.main([*argv, "--out", str(tmp_path / "run"), "--no-progress"])
+    isolate = [] if "--isolate" in argv else ["--isolate", "off"]
+    return sweep.main([*argv, *isolate, "--out", str(tmp_path / "run"), "--no-progress"])
 
 
 def test_a_run_writes_env_results_and_report(tmp_path, monkeypatch):
@@ -376,7 +378,7 @@ def _lines(path: Path) -> int:
 def test_sigkill_mid_run_keeps_finished_results_and_resumes(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-c", _SLOW_FAKE_SWEEP, *_sweep_args(out)],
+        [sys.executable, "-c", _SLOW_FAKE_SWEEP, *_sweep_args(out, "--isolate", "off")],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 120
@@ -436,14 +438,16 @@ def test_torchrun_two_processes_merge_into_one_folder(tmp_path):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
         "-m", "resbench.sweep", "--device", "cpu", "--models", "small_resnet20",
-        "--batch-sizes", "1,2,3", "--budget", "0.05", "--repeats", "1", "--no-progress",
-        "--out", str(out),
+        "--batch-sizes", "1,2,3", "--budget", "0.05", "--repeats", "1", "--forks", "2",
+        "--no-progress", "--out", str(out),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     results = report.read_results(out)
     assert sorted(r.batch_size for r in results) == [1, 2, 3]
+    # every rank ran its slice in two passes, each in a fresh worker of its own
+    assert all(r.forks == 2 and len(r.fork_medians_ms) == 2 for r in results)
     assert not (out / "parts").exists()
     assert (out / "summary.md").exists() and json.loads((out / "env.json").read_text())[
         "world_size"
@@ -567,14 +571,16 @@ def test_the_progress_bar_counts_estimated_seconds(tmp_path, capsys):
     for config in configs:
         thirds.finished(config)
     assert thirds.bar.n == thirds.bar.total
+    import contextlib
+
     from resbench.runfolder import ResultLog
 
     with ResultLog(tmp_path / "r.jsonl") as log:
-        new, left = sweep.run_grid(configs, log, run=fake_measure(), progress=True,
-                                   estimate_of=lambda c: estimate[c.batch_size])  # fmt: skip
-    assert len(new) == 3 and left == 0
+        passes = sweep.run_passes(configs, log, [], 2, fake_measure(), contextlib.nullcontext,
+                                  estimate_of=lambda c: estimate[c.batch_size])  # fmt: skip
+    assert len(passes.rows) == 6 and passes.left == 0  # 3 Configs x 2 forks, one bar
     err = capsys.readouterr().err
-    assert "100%" in err and "small_resnet20 b4 inference fp32" in err
+    assert "100%" in err and "fork 2/2 small_resnet20 b4 inference fp32" in err
 
 
 def test_a_sweep_on_a_cpu_without_bf16_skips_bf16_with_the_reason(tmp_path, monkeypatch, capsys):
@@ -583,6 +589,7 @@ def test_a_sweep_on_a_cpu_without_bf16_skips_bf16_with_the_reason(tmp_path, monk
     monkeypatch.setattr(env, "cpu_flags", lambda: NO_BF16)
     rc = sweep.main(["--device", "cpu", "--models", "small_resnet20", "--batch-sizes", "1",
                      "--settings", "fp32,bf16", "--budget", "0.05", "--repeats", "1",
+                     "--isolate", "off",  # in this process, where cpu_flags is patched
                      "--out", str(tmp_path / "run"), "--no-progress"])  # fmt: skip
     assert rc == 0
     rows = {r.setting: r for r in report.read_results(tmp_path / "run")}

@@ -1,13 +1,15 @@
 """`python -m resbench.sweep`: a grid of Configs -> a run folder of Results, tables and plots.
 
 Modules: ``grid`` (presets, flags, the Configs a run measures), ``eta`` (the estimate and the
-progress bar), ``isolate`` (the worker process),
-``maxbatch`` (the largest batch that fits), ``runner`` (running the grid, ``main``).
+progress bar), ``isolate`` (the worker process), ``forks`` (the passes over the grid, one fresh
+worker each, and their combined Results), ``maxbatch`` (the largest batch that fits), ``runner``
+(``main``).
 """
 
 from __future__ import annotations
 
 from resbench.sweep.eta import Progress, estimate_s
+from resbench.sweep.forks import combine, run_passes, summary_line
 from resbench.sweep.grid import PRESETS, build_grid, expand
 from resbench.sweep.maxbatch import find_max_batch, max_batch_searches
 from resbench.sweep.runner import (
@@ -16,8 +18,6 @@ from resbench.sweep.runner import (
     EXIT_INTERRUPTED,
     build_parser,
     main,
-    run_grid,
-    summary_line,
 )
 
 __all__ = [
@@ -28,11 +28,12 @@ __all__ = [
     "Progress",
     "build_grid",
     "build_parser",
+    "combine",
     "estimate_s",
     "expand",
     "find_max_batch",
     "main",
     "max_batch_searches",
-    "run_grid",
+    "run_passes",
     "summary_line",
 ]

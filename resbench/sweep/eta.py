@@ -205,8 +205,13 @@ class Progress:
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
         )
 
-    def started(self, config: Config) -> None:
-        self.bar.set_postfix_str(label(config))
+    def started(self, config: Config, prefix: str = "") -> None:
+        self.bar.set_postfix_str(prefix + label(config))
+
+    def drop(self, config: Config, n: int) -> None:
+        """``n`` measurements of ``config`` the bar counted will not happen (it stopped early)."""
+        self.bar.total -= n * _ms(self.estimate_of(config))
+        self.bar.refresh()
 
     def finished(self, config: Config, result: Result | None = None) -> None:
         """``config`` is done (whatever ``result`` says: a skipped or failed Config is done too)."""

@@ -20,6 +20,7 @@ from resbench.sweep.grid import (
     CUDA_TIMEOUT_S,
     DEFAULT_BATCH_SIZES,
     DEFAULT_BUDGET_S,
+    DEFAULT_FORKS,
     DEFAULT_MODELS,
     DEFAULT_REPEATS,
     PRESETS,
@@ -73,14 +74,25 @@ def build_parser(epilog: str = "") -> cli.Parser:
     how.add_argument(
         "--budget",
         type=float,
-        help=f"seconds of measuring per Config, after warm-up (default: {DEFAULT_BUDGET_S})",
+        help="seconds of measuring per Config, after warm-up, shared by all its forks and "
+        f"repeats (default: {DEFAULT_BUDGET_S})",
+    )
+    how.add_argument(
+        "--forks",
+        type=int,
+        metavar="N",
+        help="fresh worker processes per Config: the grid runs N times, each pass in a new "
+        "process starting k/N of the way through the grid; the Result is the median of the "
+        "forks' medians, with their spread (fork_spread), which shows the variance between "
+        "processes (placement, allocator, memory layout, drift) that repeats cannot "
+        f"(default: {DEFAULT_FORKS}; with --isolate off, which measures in this process, 1)",
     )
     how.add_argument(
         "--repeats",
         type=int,
-        help="independent preparations per Config (fresh model, inputs, warm-up), sharing the "
-        "budget; the Result is the median of their medians, with their spread "
-        f"(default: {DEFAULT_REPEATS})",
+        help="independent preparations per Config in each fork's process (fresh model, inputs, "
+        "warm-up), sharing the budget; the fork's median is the median of theirs, with their "
+        f"spread (repeat_spread) (default: {DEFAULT_REPEATS})",
     )
     how.add_argument(
         "--wait-quiet",
@@ -151,7 +163,8 @@ def build_parser(epilog: str = "") -> cli.Parser:
         "--isolate",
         choices=["auto", "on", "off"],
         help="measure in a worker process, replaced after a crash, a hang (--timeout) or an "
-        "error, so a poisoned CUDA context stays there (default: auto = on for CUDA, off otherwise)",
+        "error, so a poisoned CUDA context stays there (default: auto = on for CUDA or more than "
+        "one fork, off otherwise)",
     )
     how.add_argument(
         "--timeout",
@@ -179,7 +192,9 @@ def build_parser(epilog: str = "") -> cli.Parser:
         "--resume",
         action="store_true",
         help="continue the run in --out: its recorded grid and options (flags given override "
-        "them), skipping finished Configs and measuring those that ended in error again",
+        "them), skipping finished Configs and measuring those that ended in error again; inside "
+        "a fork (a Config with k forks done gets fork k next); a larger --forks adds forks, a "
+        "smaller one is refused",
     )
     where.add_argument(
         "--keep-errors",

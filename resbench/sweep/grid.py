@@ -26,7 +26,7 @@ IMAGENET, CIFAR = list_models("imagenet"), list_models("cifar")
 GRID_OPTIONS = ("device", "preset", "models", "batch_sizes", "modes", "precision",
                 "channels_last", "compile", "settings", "backends", "image_size",
                 "calibration_data")  # fmt: skip
-RUN_OPTIONS = ("budget", "isolate", "timeout", "find_max_batch", "repeats", "wait_quiet",
+RUN_OPTIONS = ("budget", "isolate", "timeout", "find_max_batch", "repeats", "forks", "wait_quiet",
                "weights", "allow_emulated", "eval_data", "eval_images", "calibration",
                "calibration_images", "max_accuracy_drop")  # fmt: skip
 # the run options that change how a number is measured: a resume must not change them under
@@ -104,8 +104,15 @@ DEFAULT_BUDGET_S = (
     1.0  # per Config: enough for a 1% median on a GPU; slow CPU models stop at 3 runs
 )
 CUDA_TIMEOUT_S = 900.0  # per Config in an isolated worker: max-autotune can compile for minutes
-# two preparations per Config: their spread shows what one preparation's luck would hide
-DEFAULT_REPEATS = 2
+# two fresh processes per Config, one preparation each: on this 2-core CPU the process (its memory
+# layout, allocator state, placement) moves a Config's median 1.1-1.7x between fresh sweeps, while
+# two preparations in one process agree within a few %; 2 x 1 costs what 1 x 2 did, but for a
+# second worker's start-up and warm-up (the quick preset stays within ~3 minutes)
+DEFAULT_FORKS = 2
+DEFAULT_REPEATS = 1
+# what a run recorded before --forks existed meant by these options not given (one process, two
+# preparations), so that resuming it goes on measuring the same way
+LEGACY_DEFAULTS = {"forks": 1, "repeats": 2}
 
 
 def expand(
@@ -161,11 +168,18 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _legacy(recorded: dict) -> bool:
+    """Whether a run's record is from before --forks (every newer one records its forks)."""
+    return bool(recorded) and "forks" not in recorded
+
+
 def _recorded(name: str, recorded: dict) -> tuple[object, str]:
     """What a run recorded for an option, and how to say it: "2, the default" when not given."""
     value = recorded.get(name)
     if value is not None:
         return value, str(value)
+    if name in LEGACY_DEFAULTS and _legacy(recorded):
+        return LEGACY_DEFAULTS[name], f"{LEGACY_DEFAULTS[name]}, the default before --forks"
     if name in GRID_DEFAULTS and recorded.get("preset"):
         return None, "not given: the preset's"
     default = DEFAULTS[name] if name in DEFAULTS else GRID_DEFAULTS.get(name)
@@ -192,6 +206,14 @@ def resume_options(args, recorded: dict, measured: int = 0) -> list[str]:
         if given is not None and given != value:
             differ[name] = f"{_flag(name)} {given} (recorded: {said})"
     changed = [differ[n] for n in MEASURING if n in differ]
+    had = _recorded("forks", recorded)[0]  # more forks add to every Config; fewer would mix
+    if measured and args.forks is not None and had is not None and args.forks < had:
+        raise cli.UsageError(
+            f"--resume: --forks {args.forks} is fewer than the run's {had}: its finished Results "
+            f"combine up to {had} processes each, and one table would mix both; resume with "
+            f"--forks {had} (or more, which adds forks to every Config), or start a new run in "
+            "another --out"
+        )
     if changed and measured:
         raise cli.UsageError(
             f"--resume: {'; '.join(changed)}: the run's {measured} finished Result(s) were measured "
@@ -201,7 +223,8 @@ def resume_options(args, recorded: dict, measured: int = 0) -> list[str]:
         )
     for name in options:
         if getattr(args, name) is None:
-            setattr(args, name, recorded.get(name))
+            legacy = name in LEGACY_DEFAULTS and _legacy(recorded)
+            setattr(args, name, _recorded(name, recorded)[0] if legacy else recorded.get(name))
     if differ:
         return [f"--resume: the flags given differ from the recorded run, and they win: "
                 f"{'; '.join(differ.values())}"]  # fmt: skip
@@ -215,9 +238,18 @@ def options_of(args) -> dict:
 
 
 def apply_defaults(args) -> None:
+    """Fill the flags not given; --forks is 1 with --isolate off (one process), else
+    DEFAULT_FORKS, and more than one fork with --isolate off is a UsageError."""
     for name, value in DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.forks is None:
+        args.forks = 1 if args.isolate == "off" else DEFAULT_FORKS
+    if args.forks > 1 and args.isolate == "off":
+        raise cli.UsageError(
+            f"--forks {args.forks} measures each Config in {args.forks} fresh worker processes, "
+            "and --isolate off measures in this one; give --forks 1 or drop --isolate off"
+        )
 
 
 def build_grid(args) -> tuple[list[Config], list[str]]:

@@ -76,6 +76,7 @@ class Worker:
     def __init__(self, timeout_s: float, target=None) -> None:
         self.timeout_s = timeout_s
         self.starts = 0  # how many processes this Worker has spawned
+        self.pids: list[int] = []  # theirs, in order (a sweep's forks each get a fresh Worker)
         self._target = target or _serve
         self._proc = None
         self._conn = None
@@ -89,6 +90,7 @@ class Worker:
         self._proc.start()
         child.close()  # so the worker's death shows here as EOF
         self.starts += 1
+        self.pids.append(self._proc.pid)
 
     def measure(
         self, config: Config, budget_s: float, peak: bool | float = True, **options

@@ -3,7 +3,8 @@
 Every finished Result is appended and flushed to ``results.jsonl`` at once, so Ctrl-C, SIGTERM, a
 crash or ``kill -9`` loses nothing finished and ``--resume`` carries on: the grid is kept in
 ``run.json``, and Configs that ended in error are measured again. One sweep at a time writes to a
-run folder (a lock). Usage::
+run folder (a lock). ``--forks N`` (2 by default) runs the grid N times, each pass in a fresh worker
+process, and each Config's row combines its forks (``forks.py``). Usage::
 
     python -m resbench.sweep --preset quick                       # every model, a few settings
     python -m resbench.sweep --device cuda --models resnet50 --batch-sizes 32,128 --precision fp32,bf16
@@ -22,19 +23,15 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from resbench import cli, data, evaluate, report, runfolder, weights
 from resbench.env import collect_env
-from resbench.measure import (
-    Config,
-    Result,
-    measure,
-    utc_now,
-)
+from resbench.measure import Config, Result, measure
 from resbench.runfolder import ResultLog
-from resbench.sweep import eta, flags, grid
+from resbench.sweep import eta, flags, forks, grid
+from resbench.sweep.forks import summary_line
 from resbench.sweep.grid import build_grid
 from resbench.sweep.isolate import Worker
 from resbench.sweep.maxbatch import max_batch_searches
@@ -51,75 +48,6 @@ EXIT_CODES = f"""exit codes:
   {EXIT_ERRORS}    some Configs ended in error; --resume measures them again
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C, SIGTERM); finished Results are kept; --resume continues
 """
-
-
-# ----------------------------------------------------------------------------- running
-
-
-def _series(config: Config) -> tuple:
-    """Configs that differ only in batch size: an OOM at one batch skips the larger ones."""
-    return (config.device, config.model, config.image_size, config.mode, config.setting)
-
-
-def summary_line(r: Result) -> str:
-    head = f"{r.model:<16} b={r.batch_size:<4} {r.device:<6} {r.mode:<9} {r.setting:<22}"
-    if r.status != "ok":
-        return f"{head} {r.status}: {(r.error or '')[:80]}"
-    mem = f"{r.peak_memory_mb:8.0f} MB" if r.peak_memory_mb is not None else "       - MB"
-    noisy = " (noisy)" if r.noisy else ""
-    return f"{head} {r.throughput_ips:10.1f} img/s {r.latency_ms_median:9.3f} ms {mem}  ok{noisy}"
-
-
-def run_grid(
-    configs: Sequence[Config],
-    log: ResultLog,
-    done: Iterable[Result] = (),
-    run: Callable[[Config], Result] | None = None,
-    deadline: float | None = None,
-    progress: bool = True,
-    estimate_of: Callable[[Config], float] | None = None,
-    fixed_s: float = 0.0,
-) -> tuple[list[Result], int]:
-    """Measure each Config not already done; returns the new Results and how many were left undone.
-
-    An OOM marks larger batch sizes of the same setting as "skipped". KeyboardInterrupt propagates
-    after the finished Results are on disk. The progress bar counts estimated seconds
-    (``estimate_of``, default 1 a Config; ``fixed_s``: the run's costs outside any Config).
-    """
-    run = run or measure
-    done_keys = {r.key() for r in done}
-    oom_at: dict[tuple, int] = {}
-    for r in done:
-        if r.status == "oom":
-            oom_at[_series(r)] = min(oom_at.get(_series(r), r.batch_size), r.batch_size)
-    todo = [c for c in configs if c.key() not in done_keys]
-    new: list[Result] = []
-    bar = eta.Progress(todo, estimate_of or (lambda c: 1.0), not progress, fixed_s)
-    for i, config in enumerate(todo):
-        if deadline is not None and time.monotonic() > deadline:
-            bar.close()
-            return new, len(todo) - i
-        bar.started(config)
-        limit = oom_at.get(_series(config))
-        if limit is not None and config.batch_size > limit:
-            result = Result.for_config(
-                config,
-                status="skipped",
-                error=f"batch {limit} already ran out of memory",
-                timestamp=utc_now(),
-            )
-        else:
-            result = run(config)
-        log.append(result)
-        new.append(result)
-        if result.status == "oom":
-            oom_at[_series(config)] = min(
-                oom_at.get(_series(config), config.batch_size), config.batch_size
-            )
-        bar.finished(config, result)
-        bar.write(summary_line(result))
-    bar.close()
-    return new, 0
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -185,15 +113,15 @@ def _run(args, argv) -> int:
             stack.enter_context(runfolder.locked(plan.out))
             _record(plan)
         try:
-            new, left = _measure_grid(args, plan, notes)
+            passes = _measure_grid(args, plan, notes)
         except KeyboardInterrupt:
             return _interrupted(plan)
-        return _finish(plan, new, left)
+        return _finish(plan, passes)
 
 
 def _check_args(args) -> list[str]:
     """Refuse nonsense flags; with --resume, take the flags not given from the run's record."""
-    for name in ("budget", "timeout", "max_minutes", "repeats", "wait_quiet", "eval_images",
+    for name in ("budget", "timeout", "max_minutes", "repeats", "forks", "wait_quiet", "eval_images",
                  "calibration_images", "max_accuracy_drop"):  # fmt: skip
         if getattr(args, name) is not None:
             cli.bounded(getattr(args, name), "--" + name.replace("_", "-"))
@@ -233,6 +161,7 @@ def _measured(out: Path) -> int:
 def _plan(args, argv, notes: list[str]) -> _Plan:
     options = grid.options_of(args)
     grid.apply_defaults(args)
+    options["forks"] = args.forks  # as resolved: --isolate off's default is 1 fork (grid.py)
     configs, dropped = build_grid(args)
     notes += dropped
     # read once, here: a bad file fails no Config, it stops the run
@@ -258,8 +187,8 @@ def _plan(args, argv, notes: list[str]) -> _Plan:
         box = [str(out)]
         dist.broadcast_object_list(box, src=0)  # every rank writes into rank 0's folder
         out = Path(box[0])
-    isolate = args.isolate == "on" or (
-        args.isolate == "auto" and any(d.startswith("cuda") for d in devices)
+    isolate = args.isolate == "on" or (  # each fork is a fresh worker (grid.apply_defaults)
+        args.isolate == "auto" and (args.forks > 1 or any(d.startswith("cuda") for d in devices))
     )
     command = "python -m resbench.sweep " + shlex.join(sys.argv[1:] if argv is None else argv)
     evaluation = _evaluation(args, configs, loaded)
@@ -311,72 +240,80 @@ def _record(plan: _Plan) -> None:
         runfolder.write_atomic(plan.out / runfolder.ENV_FILE, json.dumps(env, indent=2) + "\n")
 
 
-def _measure_grid(args, plan: _Plan, notes: list[str]) -> tuple[list[Result], int]:
-    """Run every Config not done yet (errors count as not done, unless --keep-errors)."""
+def _measure_grid(args, plan: _Plan, notes: list[str]) -> forks.Passes:
+    """Run every fork of every Config not done yet (an error is not done, unless --keep-errors)."""
     out, rank, world = plan.out, plan.rank, plan.world
     path = out / runfolder.RESULTS_FILE if world == 1 else out / "parts" / f"rank{rank}.jsonl"
     # the log opens first, so that a truncated last line is reported once, as it is cut
     with ResultLog(path) as log:
-        done = runfolder.latest(
-            runfolder.read_results(out) + (runfolder.read_results_file(path) if world > 1 else [])
+        rows = runfolder.read_results_file(out / runfolder.RESULTS_FILE) + (
+            runfolder.read_results_file(path) if world > 1 else []
         )
-        if not args.keep_errors:
-            done = [r for r in done if r.status != "error"]
         for note in notes:
             print(note, file=sys.stderr)
-        _announce(args, plan, done)
+        _announce(args, plan, forks.fork_state(rows, args.keep_errors))
         deadline = time.monotonic() + 60 * args.max_minutes if args.max_minutes else None
-        with Worker(args.timeout) if plan.isolate else contextlib.nullcontext() as worker:
-            options = {
-                "repeats": args.repeats,
-                "wait_quiet_s": args.wait_quiet,
-                "weights": args.weights,
-                "allow_emulated": args.allow_emulated,
-                "evaluation": plan.evaluation and plan.evaluation.to_dict(),
-            }
-            run_one = _measurer(args.budget, worker, options)
-            estimate = (args.budget, args.repeats, 1, args.allow_emulated)
-            todo = [c for c in plan.configs if c.key() not in {r.key() for r in done}]
-            fixed = eta.startup_s(todo, plan.isolate, 1, args.allow_emulated)
-            new, left = run_grid(plan.configs, log, done, run_one, deadline, not args.no_progress,
-                                 lambda c: eta.fork_s(c, *estimate), fixed)  # fmt: skip
-            if args.find_max_batch and not left:
+        options = {
+            "repeats": args.repeats,
+            "wait_quiet_s": args.wait_quiet,
+            "weights": args.weights,
+            "allow_emulated": args.allow_emulated,
+            "evaluation": plan.evaluation and plan.evaluation.to_dict(),
+        }
+        # --weights was checked against every model of the grid; the budget is the Config's,
+        # shared by its forks (and, inside measure(), by the repeats of each)
+        run_one = _measurer(args.budget / args.forks, options)
+
+        def new_worker():
+            return Worker(args.timeout) if plan.isolate else contextlib.nullcontext()
+
+        cost = (args.budget, args.repeats, args.forks, args.allow_emulated)
+        passes = forks.run_passes(plan.configs, log, rows, args.forks, run_one, new_worker,
+                                  deadline, not args.no_progress, args.keep_errors,
+                                  lambda c: eta.fork_s(c, *cost),
+                                  lambda todo: eta.startup_s(todo, plan.isolate, args.forks,
+                                                             args.allow_emulated))  # fmt: skip
+        if args.find_max_batch and not passes.left:
+            with new_worker() as worker:
                 found = max_batch_searches(
                     plan.configs,
                     log,
-                    done + new,
-                    run_one,
+                    runfolder.latest([*rows, *passes.rows]),
+                    lambda c: run_one(c, worker),
                     lambda r: print(summary_line(r), flush=True),
                 )
-                name = runfolder.MAX_BATCH_FILE if world == 1 else f"max_batch.rank{rank}.json"
-                runfolder.write_atomic(out / name, json.dumps(found, indent=2) + "\n")
-    return new, left
+            name = runfolder.MAX_BATCH_FILE if world == 1 else f"max_batch.rank{rank}.json"
+            runfolder.write_atomic(out / name, json.dumps(found, indent=2) + "\n")
+    return passes
 
 
-def _announce(args, plan: _Plan, done: list[Result]) -> None:
-    keys = {r.key() for r in done}
-    todo = [c for c in plan.configs if c.key() not in keys]
+def _announce(args, plan: _Plan, state: dict) -> None:
+    todo = [c for c in plan.configs if forks.forks_left(state, c, args.forks)]
     n = len(plan.configs)
     already = f" ({n - len(todo)} already done)" if len(todo) < n else ""
-    seconds = eta.estimate_s(todo, args.budget, plan.isolate, args.repeats, 1, args.allow_emulated)
+    per = f" x {args.forks} forks" if args.forks > 1 else ""
+    seconds = eta.estimate_s(
+        todo, args.budget, plan.isolate, args.repeats, args.forks, args.allow_emulated
+    )
     print(
-        f"{f'rank {plan.rank}/{plan.world}: ' if plan.world > 1 else ''}planned {n} Configs, "
+        f"{f'rank {plan.rank}/{plan.world}: ' if plan.world > 1 else ''}planned {n} Configs{per}, "
         f"{len(todo)} to run{already}, ETA about {seconds / 60:.1f} min "
         f"(isolate={'on' if plan.isolate else 'off'}) -> {plan.out}",
         flush=True,
     )
 
 
-def _measurer(budget_s: float, worker: Worker | None, options: dict) -> Callable[[Config], Result]:
-    """measure(), in the worker when there is one, with each device's matmul peak probed once."""
+def _measurer(budget_s: float, options: dict) -> Callable[..., Result]:
+    """measure(), in the worker when there is one, with each device's matmul peak probed once
+    (and passed on to later workers)."""
     peaks: dict[tuple, float] = {}
 
-    def run_one(config: Config) -> Result:
+    def run_one(config: Config, worker: Worker | None = None, **extra) -> Result:
         peak = peaks.get((config.device, config.precision), True)
-        if worker is not None:  # --weights was checked against every model of the grid
-            result = worker.measure(config, budget_s, peak, **options)
+        if worker is not None:
+            result = worker.measure(config, budget_s, peak, **options, **extra)
         else:
-            result = measure(config, budget_s, peak=peak, **options)
+            result = measure(config, budget_s, peak=peak, **options, **extra)
         if result.peak_tflops:
             peaks[(config.device, config.precision)] = result.peak_tflops
         return result
@@ -401,9 +338,9 @@ def _interrupted(plan: _Plan) -> int:
     return EXIT_INTERRUPTED
 
 
-def _finish(plan: _Plan, new: list[Result], left: int) -> int:
+def _finish(plan: _Plan, passes: forks.Passes) -> int:
     """Merge the ranks' parts, write the report, and choose the exit code."""
-    out, rank, world = plan.out, plan.rank, plan.world
+    out, rank, world, left = plan.out, plan.rank, plan.world, passes.left
     if world > 1:
         import torch.distributed as dist
 
@@ -424,10 +361,10 @@ def _finish(plan: _Plan, new: list[Result], left: int) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    measured = sum((r.warmup_s or 0) + (r.measure_s or 0) for r in new)
     wall = time.monotonic() - plan.started
-    print(f"finished {len(new)} Configs in {wall:.1f} s ({measured:.1f} s warming up and measuring); "
-          f"wrote {paths['summary']}")  # fmt: skip
+    done = len({r.key() for r in passes.rows})
+    print(f"finished {done} Configs in {wall:.1f} s ({passes.measured_s:.1f} s warming up and "
+          f"measuring); wrote {paths['summary']}")  # fmt: skip
     warning = report.load_warning(runfolder.read_results(out))
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
