@@ -264,10 +264,13 @@ def test_newer_fields_are_shown_when_present(tmp_path):
         result(batch=8, ms=5, precision="bf16"),
         images_per_joule=12.5, throttled=True, throttle_reasons="thermal", repeats=3,
         repeat_spread=0.04, backend="openvino", max_abs_diff=1e-3, top1_agreement=0.99,
+        forks=3, fork_medians_ms=[5.0, 4.6, 5.3], fork_spread=0.14,
     )  # fmt: skip
     report.write_outputs(tmp_path, {}, [base, extra], "t")
     summary = (tmp_path / "summary.md").read_text()
     assert "img/J" in summary and "12.50" in summary and "repeat spread" in summary
+    assert "fork spread" in summary and "14% of 3" in summary  # between fresh processes
+    assert "<th>fork spread</th>" in (tmp_path / "report.html").read_text()
     assert "throttled: thermal" in summary and "1 noisy or throttled" in summary
     assert "bf16+openvino~" in summary and "top-1 99.0%" in summary
 

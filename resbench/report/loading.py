@@ -32,6 +32,8 @@ OPTIONAL_FIELDS = {
     "throttle_reasons": None,
     "repeats": None,
     "repeat_spread": None,
+    "forks": None,
+    "fork_spread": None,
 }
 
 
@@ -124,6 +126,7 @@ def results_frame(results: Sequence[Result]) -> pd.DataFrame:
     frame["setting"] = [setting_label(r) for r in results]
     # one preparation has no spread between preparations to show
     frame.loc[frame["repeats"].fillna(1) <= 1, "repeat_spread"] = None
+    frame.loc[frame["forks"].fillna(1) <= 1, "fork_spread"] = None  # one process: no spread
     return frame
 
 

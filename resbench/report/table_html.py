@@ -81,6 +81,8 @@ TABLE_COLUMNS = [
     ("p99 ms", "latency_ms_p99", "{:.2f}"),
     ("IQR %", "iqr_fraction", "{:.0%}"),
     ("repeat spread", "repeat_spread", "{:.0%}"),
+    ("forks", "forks", "{:.0f}"),
+    ("fork spread", "fork_spread", "{:.0%}"),
     ("iterations", "iterations", "{:.0f}"),
     ("max abs diff", "max_abs_diff", "{:.2g}"),
     ("top-1 agree", "top1_agreement", "{:.0%}"),

@@ -230,8 +230,8 @@ def computed_in(r) -> str:
 def detail_table(part: pd.DataFrame) -> str:
     has = {
         c: c in part and part[c].notna().any()
-        for c in ("images_per_joule", "repeat_spread", "max_abs_diff", "one_off_s",
-                  "effective_precision")
+        for c in ("images_per_joule", "repeat_spread", "fork_spread", "max_abs_diff",
+                  "one_off_s", "effective_precision")
     }  # fmt: skip
     has["max_abs_diff"] = has["max_abs_diff"] or bool(part["diff_not_finite"].any())
     rows = []
@@ -264,6 +264,10 @@ def detail_table(part: pd.DataFrame) -> str:
             row["computed in"] = computed_in(r)
         if has["repeat_spread"]:
             row["repeat spread"] = pct(r["repeat_spread"]) if ok else ""
+        if has["fork_spread"]:  # between fresh processes: (max - min) / median of fork medians
+            forks = r["forks"]
+            shown = ok and isinstance(r["fork_spread"], float) and forks == forks
+            row["fork spread"] = f"{pct(r['fork_spread'])} of {int(forks)}" if shown else ""
         row["noise"] = noise_note(r) if ok else ""
         row["status"] = r["status"] if ok else f"{r['status']}: {str(r['error'] or '')[:60]}"
         rows.append(row)
