@@ -360,17 +360,18 @@ def _announce(args, plan: _Plan, done: list[Result]) -> None:
 
 
 def _measurer(budget_s: float, worker: Worker | None, options: dict) -> Callable[[Config], Result]:
-    """measure(), in the worker when there is one, with each device's matmul peak probed once."""
-    peaks: dict[tuple, float] = {}
+    """measure(), in the worker when there is one, with each device's peak probed once (and
+    the probe's name passed on with it)."""
+    peaks: dict[tuple, tuple[float | bool, str | None]] = {}
 
     def run_one(config: Config) -> Result:
-        peak = peaks.get((config.device, config.precision), True)
+        peak, probe = peaks.get((config.device, config.precision), (True, None))
         if worker is not None:  # --weights was checked against every model of the grid
-            result = worker.measure(config, budget_s, peak, **options)
+            result = worker.measure(config, budget_s, peak, peak_probe=probe, **options)
         else:
-            result = measure(config, budget_s, peak=peak, **options)
+            result = measure(config, budget_s, peak=peak, peak_probe=probe, **options)
         if result.peak_tflops:
-            peaks[(config.device, config.precision)] = result.peak_tflops
+            peaks[(config.device, config.precision)] = (result.peak_tflops, result.peak_probe)
         return result
 
     return run_one
