@@ -193,6 +193,16 @@ def prepare(
         )  # fmt: skip
 
 
+def load_runtime(config: Config, device: torch.device) -> None:
+    """Load the Config's backend runtime once per process (``backends.load_runtime``); call it
+    before a row's memory baseline and first call."""
+    entry = settings.BACKENDS[config.backend]
+    with numerics(config.precision, device):
+        autocast = settings.PRECISIONS[config.precision].autocast
+        wrap = entry.warm or entry.wrap
+        backends.load_runtime(wrap, device, config.mode, config.precision, autocast, config.compile)
+
+
 @dataclass
 class _Run:
     """What one preparation of a Config yields."""
@@ -227,6 +237,7 @@ def _measure_once(
 ) -> _Run:
     """Prepare ``config`` afresh, warm it up and sample it, then (``score``) score it on the
     labelled images; exceptions propagate."""
+    load_runtime(config, device)  # before the baseline: no row carries the runtime's start-up
     memory = PeakMemory(device)
     with prepare(
         config,
