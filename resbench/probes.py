@@ -133,18 +133,27 @@ def _timed_call_s(fn: Callable, device: torch.device) -> float:
 
 
 def _sized(device: torch.device, dtype: torch.dtype, family, ladder) -> dict[str, Probe]:
-    """The family's probes at the largest size worth timing within the sizing deadline."""
+    """The family's probes at the largest size worth timing within the sizing deadline (and
+    that fits in the device's free memory)."""
     deadline = time.perf_counter() + PROBE_SIZING_S
+    fitted = None
     for size in ladder:
         probes = family(device, dtype, size)
-        _, fn = next(iter(probes.values()))()
-        fn()  # its one-off costs: oneDNN's JIT, cuDNN's autotuning, cuBLAS's workspace
-        call_s = _timed_call_s(fn, device)
+        try:
+            _, fn = next(iter(probes.values()))()
+            fn()  # its one-off costs: oneDNN's JIT, cuDNN's autotuning, cuBLAS's workspace
+            call_s = _timed_call_s(fn, device)
+        except Exception as exc:
+            if fitted is None or not is_oom(exc):
+                raise
+            free_memory(device)
+            return fitted  # the last size that fitted
         del fn
+        fitted = probes
         # large enough, or the next size (up to ~8x this call, run twice) would pass the deadline
         if call_s >= PROBE_CALL_S or time.perf_counter() + 16 * call_s > deadline:
             break
-    return probes
+    return fitted
 
 
 def _fastest_tflops(probe: Probe, device: torch.device, budget_s: float) -> float:

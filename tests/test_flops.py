@@ -233,3 +233,20 @@ def test_the_peak_probe_grows_to_the_largest_size_when_products_are_fast(monkeyp
     _fake_clock(monkeypatch, clock)
     probes._peak.__wrapped__("cpu", "fp32", 0.05)
     assert max(built) == probes.PROBE_SIZES["cpu"][-1]
+
+
+def test_the_peak_probe_keeps_the_last_size_that_fits_in_memory(monkeypatch):
+    from resbench import probes
+
+    built: list = []
+    family, clock = _fake_family(built, lambda n: 1e-6 * (n / 256) ** 3)
+
+    def tight(device, dtype, n):
+        if n > 512:  # the device's free memory ends here
+            return {f"mm fake {n}": lambda: (_ for _ in ()).throw(MemoryError("out of memory"))}
+        return family(device, dtype, n)
+
+    monkeypatch.setattr(probes, "PROBE_FAMILIES", ((tight, probes.PROBE_SIZES),))
+    _fake_clock(monkeypatch, clock)
+    peak = probes._peak.__wrapped__("cpu", "fp32", 0.05)
+    assert peak.probe == "mm fake 512" and max(built) == 512
