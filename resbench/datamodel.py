@@ -85,8 +85,13 @@ class Result(Config):
     iterations: int | None = None
     throughput_ips: float | None = None  # images per second = batch_size / median latency
     tflops_achieved: float | None = None
-    peak_tflops: float | None = None  # matmul probe on this device and precision
-    mfu: float | None = None  # tflops_achieved / peak_tflops
+    peak_tflops: float | None = None  # the fastest peak probe on this device and precision
+    mfu: float | None = None  # tflops_achieved / peak_tflops; None when peak_exceeded
+    # issue 21 (FIGURES): which probe gave peak_tflops ("conv3x3 oneDNN 32x256x14x14 cl",
+    # "mm cuBLAS 8192x8192x8192", "given to measure()"), and whether this row beat it (a probe
+    # defect: then mfu is None, never above 1)
+    peak_probe: str | None = None
+    peak_exceeded: bool | None = None
     peak_memory_mb: float | None = None
     peak_memory_method: str | None = None
     compile_time_s: float | None = None  # the first call (torch.compile compiles lazily)
@@ -167,9 +172,15 @@ class Result(Config):
 
     @classmethod
     def from_dict(cls, data: dict) -> Result:
-        """Tolerates older runs: unknown keys are dropped, missing ones take their defaults."""
+        """Tolerates older runs: unknown keys are dropped, missing ones take their defaults; a row
+        from before ``peak_exceeded`` with an MFU above 1 is flagged, its MFU dropped."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        values = {k: v for k, v in data.items() if k in names}
+        mfu = values.get("mfu")
+        if "peak_exceeded" not in values and isinstance(mfu, int | float) and mfu == mfu:
+            values["peak_exceeded"] = bool(mfu > 1)
+            values["mfu"] = None if mfu > 1 else mfu
+        return cls(**values)
 
     @classmethod
     def for_config(cls, config: Config, **values) -> Result:

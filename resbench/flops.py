@@ -9,24 +9,18 @@ Counting runs on the ``meta`` device: an eager copy of the model with no storage
 ResNet-152 takes about a second and never touches the device under test (and compiled graphs, which
 FlopCounterMode cannot see into, never enter). Results are cached per model, image size and mode.
 
-The peak for MFU is measured, not taken from a data sheet: ``measure_peak_tflops`` times a large
-matrix product on the same device and precision with the same clock as every measurement (on CPUs,
-the faster of the BLAS and oneDNN doing that product). Convolutions can still exceed it: Winograd
-and FFT algorithms do fewer multiplications than the nominal count, so MFU above 100% can happen.
-
 Bytes moved are the naive traffic estimate: a ``TorchDispatchMode`` beside the FLOP counter, over the
 same meta-device pass, adds the sizes of every operator's input and output tensors. It ignores caches
 and fusion (a fused kernel moves less, a cache-blocked one re-reads more), so it is an upper bound on
 the unfused traffic, the usual basis of a roofline's arithmetic intensity. No layer has a formula here.
-The memory ceiling is measured like the peak: ``measure_bandwidth_gbs`` times a large copy on the
-device (read + write bytes over the median time).
+The roofline's two ceilings, the peak FLOP/s for MFU and the memory bandwidth, are measured on the
+device in ``resbench/probes.py`` (re-exported here, where callers have imported them from).
 """
 
 from __future__ import annotations
 
 import functools
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -36,8 +30,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
-from resbench import settings, timing
 from resbench.models import build_model, list_models
+from resbench.probes import (  # noqa: F401 (their home; imported from here before)
+    PROBE_SIZING_S,
+    Peak,
+    measure_bandwidth_gbs,
+    measure_peak,
+    measure_peak_tflops,
+    mfu_fields,
+)
 
 _COUNT_BATCH = 2  # FLOPs are linear in batch; 2 keeps train-mode BatchNorm well defined
 
@@ -195,119 +196,6 @@ def count_params(model: torch.nn.Module | str, overrides: tuple = ()) -> int:
 def _registry_params(name: str, overrides: tuple = ()) -> int:
     with torch.device("meta"):
         return count_params(build_model(name, **dict(overrides)))
-
-
-# the probe's product grows from the smallest size until one call takes PROBE_CALL_S (the BLAS's
-# steady rate) or the largest size is reached; sizing stops at PROBE_SIZING_S whatever the device
-# computes (an emulated bf16 2048^3 product takes ~56 s on an AVX2-only CPU, 256^3 ~0.1 s)
-PROBE_SIZES = {"cpu": (256, 512, 1024, 2048), "other": (1024, 2048, 4096, 8192)}
-PROBE_CALL_S, PROBE_SIZING_S = 0.05, 1.0
-
-
-def _probe_products(device: torch.device, dtype: torch.dtype, n: int) -> dict[str, Callable]:
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(n, n, generator=gen).to(device, dtype)
-    b = torch.randn(n, n, generator=gen).to(device, dtype)
-    probes = {"mm": lambda: torch.mm(a, b)}
-    if device.type == "cpu":
-        # the same n x n x n product as a 1x1 convolution runs on oneDNN, which convolutions use
-        # too; the BLAS behind torch.mm can be far slower (MKL on AMD CPUs: half the rate here)
-        x = a.t().reshape(1, n, n, 1).contiguous(memory_format=torch.channels_last)
-        w = b.t().reshape(n, n, 1, 1).contiguous(memory_format=torch.channels_last)
-        probes["conv1x1"] = lambda: F.conv2d(x, w)
-    return probes
-
-
-def _timed_call_s(fn: Callable, device: torch.device) -> float:
-    start = time.perf_counter()
-    fn()
-    timing.synchronize(device)
-    return time.perf_counter() - start
-
-
-def _sized_probe(device: torch.device, dtype: torch.dtype, name: str) -> tuple[int, Callable]:
-    """The largest product size (up to the last of PROBE_SIZES) worth timing within the sizing
-    deadline, and its callable."""
-    sizes = PROBE_SIZES["cpu" if device.type == "cpu" else "other"]
-    deadline = time.perf_counter() + PROBE_SIZING_S
-    for n in sizes:
-        fn = _probe_products(device, dtype, n)[name]
-        call_s = _timed_call_s(fn, device)
-        # large enough, or the next size (~8x this call) would pass the deadline
-        if call_s >= PROBE_CALL_S or time.perf_counter() + 8 * call_s > deadline:
-            break
-    return n, fn
-
-
-@functools.cache
-def _peak_tflops(device_str: str, precision: str, budget_s: float) -> float:
-    device = torch.device(device_str)
-    entry = settings.PRECISIONS.get(precision)
-    if entry is None or entry.probe is None:
-        probed = [p for p, e in settings.PRECISIONS.items() if e.probe is not None]
-        raise ValueError(
-            f"no matmul probe for precision {precision!r}; probed: {', '.join(probed)}"
-        )
-    saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = entry.tf32
-    best = 0.0
-    try:
-        for name in _probe_products(device, entry.probe, 1):
-            n, fn = _sized_probe(device, entry.probe, name)
-            warm, _ = timing.warmup(fn, device, max_s=budget_s)
-            samples = timing.autorange(
-                fn, device, budget_s, float(warm.samples_ms[-1]), min_iters=5
-            )
-            median_s = timing.stats(samples.samples_ms).median / 1e3
-            best = max(best, 2 * n**3 / median_s / 1e12)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = saved
-    return best
-
-
-def measure_peak_tflops(device: str | torch.device, precision: str, budget_s: float = 1.0) -> float:
-    """Achieved TFLOP/s of an n x n matrix product on ``device`` in ``precision``, cached per process.
-
-    On CPUs the better of torch.mm and the same product as a 1x1 convolution (oneDNN).
-
-    n grows (256 to 2048 on CPUs, 1024 to 8192 elsewhere) until one product takes ~50 ms, within
-    a sizing deadline, so that a precision the device only emulates costs seconds, not minutes.
-    Each product is then timed for ``budget_s``. MFU = achieved / this.
-    """
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    return _peak_tflops(str(device), precision, budget_s)
-
-
-_BANDWIDTH_BYTES = {"cpu": 256 * 2**20, "other": 2 * 2**30}  # well past every cache
-
-
-@functools.cache
-def _bandwidth_gbs(device_str: str, budget_s: float) -> float:
-    device = torch.device(device_str)
-    n = _BANDWIDTH_BYTES["cpu" if device.type == "cpu" else "other"] // 4
-    src = torch.randn(n, device=device)
-    dst = torch.empty_like(src)
-
-    def copy():
-        dst.copy_(src)
-
-    warm, _ = timing.warmup(copy, device, max_s=budget_s)
-    samples = timing.autorange(copy, device, budget_s, float(warm.samples_ms[-1]), min_iters=5)
-    median_s = timing.stats(samples.samples_ms).median / 1e3
-    return 2 * src.numel() * src.element_size() / median_s / 1e9  # read + write
-
-
-def measure_bandwidth_gbs(device: str | torch.device, budget_s: float = 1.0) -> float:
-    """Achieved GB/s (1e9 bytes) of a large device-to-device copy, read + write; cached per process.
-
-    256 MiB on CPUs, 2 GiB elsewhere, timed with the same clock as every measurement.
-    """
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    return _bandwidth_gbs(str(device), budget_s)
 
 
 def registry_table(models: Sequence[str] | None = None, image_size: int | None = None) -> str:

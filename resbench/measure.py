@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from resbench import backends, env, evaluate, flops, power, settings, timing
+from resbench import backends, env, evaluate, flops, power, probes, settings, timing
 from resbench.datamodel import (
     Config,
     Result,
@@ -197,6 +197,16 @@ def prepare(
         )  # fmt: skip
 
 
+def load_runtime(config: Config, device: torch.device) -> None:
+    """Load the Config's backend runtime once per process (``backends.load_runtime``); call it
+    before a row's memory baseline and first call."""
+    entry = settings.BACKENDS[config.backend]
+    with numerics(config.precision, device):
+        autocast = settings.PRECISIONS[config.precision].autocast
+        wrap = entry.warm or entry.wrap
+        backends.load_runtime(wrap, device, config.mode, config.precision, autocast, config.compile)
+
+
 @dataclass
 class _Run:
     """What one preparation of a Config yields."""
@@ -255,6 +265,7 @@ def _measure_once(
 ) -> _Run:
     """Prepare ``config`` afresh, warm it up and sample it, then (``score``) score it on the
     labelled images; exceptions propagate."""
+    load_runtime(config, device)  # before the baseline: no row carries the runtime's start-up
     memory = PeakMemory(device)
     with prepare(
         config,
@@ -308,14 +319,15 @@ def measure(
     allow_emulated: bool = False,
     evaluation: dict | None = None,
     score: bool = True,
+    peak_probe: str | None = None,
 ) -> Result:
     """Measure one Config: warm up until settled, then sample until the median is known to ~1%.
 
     Args:
         budget_s: time for the measured region, shared by the repeats (at least 3 iterations each).
         max_warmup_s: cap on warm-up after the first call; default max(2 s, 2 x budget per repeat).
-        peak: True to measure the device's matmul peak (cached per process) for MFU, a number to
-            use that peak (TFLOP/s) as it is, False for no MFU.
+        peak: True to measure the device's peak (``probes.measure_peak``, cached per process) for
+            MFU, a number to use that peak (TFLOP/s) as it is, False for no MFU.
         repeats: independent preparations; the Result's median is the median of their medians.
         wait_quiet_s: before each preparation, wait up to this long for other processes to leave
             the CPUs idle (timing.wait_quiet); 0 to start at once.
@@ -328,6 +340,8 @@ def measure(
             them (``config.calibration_data``).
         score: False skips the agreement with fp32 eager and the scoring on labelled images (a
             sweep's later forks: the first fork's are the Config's); int8 still calibrates.
+        peak_probe: what gave a ``peak`` that is a number (the Result's ``peak_probe``), e.g. the
+            name a sweep's earlier Result recorded.
     """
     device = validate_config(config)
     spec = evaluate.Spec(**evaluation) if evaluation is not None else None
@@ -405,11 +419,18 @@ def measure(
             **common,
         )
     wait = {"quiet_wait_s": waited, "quiet": quiet} if wait_quiet_s > 0 else {}
-    return _result(config, device, runs, peak, common | wait)
+    return _result(config, device, runs, peak, common | wait, peak_probe)
 
 
-def _result(config: Config, device: torch.device, runs: list[_Run], peak, common: dict) -> Result:
-    """One Result from the runs of every repeat."""
+def _result(
+    config: Config,
+    device: torch.device,
+    runs: list[_Run],
+    peak,
+    common: dict,
+    peak_probe: str | None = None,
+) -> Result:
+    """One Result from the runs of every repeat; ``peak``/``peak_probe`` as measure() takes them."""
     samples = [x for run in runs for x in run.samples.samples_ms]
     s = timing.stats(samples)
     medians = [timing.stats(run.samples.samples_ms).median for run in runs]
@@ -419,9 +440,12 @@ def _result(config: Config, device: torch.device, runs: list[_Run], peak, common
     if settings.PRECISIONS[config.precision].probe is None:
         peak_tflops = None  # no matmul probe for this precision: no MFU
     elif peak is True:
-        peak_tflops = flops.measure_peak_tflops(device, config.precision)
+        probed = probes.measure_peak(device, config.precision)
+        peak_tflops, peak_probe = probed.tflops, probed.probe
+    elif peak:
+        peak_tflops, peak_probe = float(peak), peak_probe or "given to measure()"
     else:
-        peak_tflops = float(peak) if peak else None
+        peak_tflops = None
     first = runs[0]
     return Result.for_config(
         config,
@@ -434,7 +458,8 @@ def _result(config: Config, device: torch.device, runs: list[_Run], peak, common
         throughput_ips=config.batch_size / (median / 1e3),
         tflops_achieved=achieved,
         peak_tflops=peak_tflops,
-        mfu=achieved / peak_tflops if peak_tflops else None,
+        peak_probe=peak_probe if peak_tflops else None,
+        **probes.mfu_fields(achieved, peak_tflops),
         peak_memory_mb=max(run.peak_mb for run in runs),
         peak_memory_method=first.memory_method,
         compile_time_s=first.first_s if config.backend == "compile" else 0.0,

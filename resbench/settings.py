@@ -80,6 +80,9 @@ class Backend:
     # why the runtime would not compute a precision here (its own capability report), or None;
     # None for PyTorch's backends, whose arithmetic devices.emulated() judges
     lacks: Callable[[str], str | None] | None = None
+    # the wrap run once per process on a tiny model before the first row (backends.load_runtime),
+    # so that no row's memory or first call carries the runtime's start-up; None: its own wrap
+    warm: Callable | None = None
 
 
 BACKENDS = {
@@ -88,7 +91,12 @@ BACKENDS = {
         Backend("eager", ALL_DEVICES, MODES, FLOAT_PRECISIONS, backends.eager),
         Backend("compile", ("cpu", "cuda"), MODES, FLOAT_PRECISIONS, backends.compiled),
         Backend(
-            "aotinductor", ("cpu", "cuda"), ("inference",), FLOAT_PRECISIONS, backends.aotinductor
+            "aotinductor",
+            ("cpu", "cuda"),
+            ("inference",),
+            FLOAT_PRECISIONS,
+            backends.aotinductor,
+            warm=backends.compiled,  # Inductor, without a whole ahead-of-time build of its own
         ),
         Backend(
             "onnxruntime",

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from resbench.flops import count_flops, measure_peak_tflops
+from resbench.flops import count_flops
+from resbench.probes import measure_peak, measure_peak_tflops
 
 # torchvision's published `_ops` (GMACs) at 224x224; a multiply-add is 2 FLOPs here
 PUBLISHED_GMACS = {
@@ -59,12 +60,83 @@ def test_counting_is_cached():
     assert count_flops("resnet34", 224) is count_flops("resnet34", 224)
 
 
-def test_peak_probe_is_positive_and_cached():
-    peak = measure_peak_tflops("cpu", "fp32", budget_s=0.1)
-    assert peak > 0
-    assert measure_peak_tflops("cpu", "fp32", budget_s=0.1) == peak
+def test_peak_probe_is_the_fastest_probe_named_and_cached():
+    peak = measure_peak("cpu", "fp32", budget_s=0.1)
+    rates = dict(peak.rates)
+    assert peak.tflops > 0 and peak.tflops == max(rates.values()) == rates[peak.probe]
+    # several matmul shapes and a 3x3 convolution in both layouts, each timed
+    assert sum(name.startswith("mm ") for name in rates) == 3
+    assert {n.startswith("conv3x3 oneDNN") and n.endswith(" cl") for n in rates} == {True, False}
+    assert measure_peak("cpu", "fp32", budget_s=0.1) is peak
+    assert measure_peak_tflops("cpu", "fp32", budget_s=0.1) == peak.tflops
     with pytest.raises(ValueError, match="precision"):
         measure_peak_tflops("cpu", "fp8")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+def test_the_cuda_peak_is_the_fastest_of_cublas_and_cudnn_with_the_rows_switches(precision):
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    peak = measure_peak("cuda", precision, budget_s=0.3)
+    rates = dict(peak.rates)
+    assert sum(name.startswith("mm cuBLAS") for name in rates) == 3
+    assert sum(name.startswith("conv3x3 cuDNN") for name in rates) == 2
+    assert peak.tflops == max(rates.values()) > 0
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == saved
+
+
+def test_every_probe_counts_its_flops_as_the_rows_are_counted():
+    # a probe's rate is nominal FLOPs over time, as a row's is: FlopCounterMode must agree
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from resbench import probes
+
+    cpu = torch.device("cpu")
+    for family, ladders in probes.PROBE_FAMILIES:
+        members = family(cpu, torch.float32, ladders["cpu"][0])
+        assert len(members) >= 2
+        for name, probe in members.items():
+            count, fn = probe()
+            with FlopCounterMode(display=False) as counter:
+                fn()
+            assert counter.get_total_flops() == count, name
+
+
+def test_the_peak_is_the_fastest_of_every_family_and_says_which(monkeypatch):
+    # a convolution that beats every matmul (oneDNN's 3x3 kernels beat a 2048^3 product on an
+    # EPYC, so ONNX Runtime and OpenVINO rows read 101-108% MFU against the matmul alone)
+    from resbench import probes
+
+    clock = [0.0]
+
+    def family(rates: dict[str, float]):
+        def members(device, dtype, size):
+            def probe(rate):
+                def build():
+                    return 10**12, lambda: clock.__setitem__(0, clock[0] + 1 / rate)
+
+                return build
+
+            return {name: probe(rate) for name, rate in rates.items()}
+
+        return members
+
+    matmuls = family({"mm fake 8x8x8": 2.0, "mm fake 32x4x4": 3.0})
+    convs = family({"conv3x3 fake 1x8x4x4": 4.0, "conv3x3 fake 1x8x4x4 cl": 5.0})
+    sizes = {"cpu": (1,), "other": (1,)}
+    monkeypatch.setattr(probes, "PROBE_FAMILIES", ((matmuls, sizes), (convs, sizes)))
+    _fake_clock(monkeypatch, clock)
+    peak = probes._peak.__wrapped__("cpu", "fp32", 0.05)
+    assert peak.probe == "conv3x3 fake 1x8x4x4 cl" and peak.tflops == pytest.approx(5.0)
+    assert len(peak.rates) == 4
+
+
+def test_a_row_that_beats_its_peak_has_no_mfu_but_the_flag():
+    from resbench.probes import mfu_fields
+
+    assert mfu_fields(0.21, 0.2) == {"mfu": None, "peak_exceeded": True}
+    assert mfu_fields(0.1, 0.2) == {"mfu": 0.5, "peak_exceeded": False}
+    assert mfu_fields(0.1, None) == {"mfu": None, "peak_exceeded": None}
 
 
 def test_flop_counting_does_not_touch_real_memory():
@@ -107,7 +179,7 @@ def _meta(name):
 
 
 def test_bandwidth_probe_is_positive_and_cached():
-    from resbench.flops import measure_bandwidth_gbs
+    from resbench.probes import measure_bandwidth_gbs
 
     gbs = measure_bandwidth_gbs("cpu", budget_s=0.2)
     assert gbs > 0 and measure_bandwidth_gbs("cpu", budget_s=0.2) == gbs
@@ -121,43 +193,60 @@ def _fake_clock(monkeypatch, clock: list[float]) -> None:
     monkeypatch.setattr(time, "perf_counter_ns", lambda: int(clock[0] * 1e9))
 
 
+def _fake_family(built: list, cost_of):
+    """One probe per size whose call advances the fake clock by ``cost_of(size)``."""
+    clock = [0.0]
+
+    def members(device, dtype, n):
+        def build():
+            built.append(n)
+            cost = cost_of(n)
+            return 2 * n**3, lambda: clock.__setitem__(0, clock[0] + cost)
+
+        return {f"mm fake {n}": build}
+
+    return members, clock
+
+
 def test_the_peak_probe_stops_growing_when_a_product_is_slow(monkeypatch):
     # an emulated bf16 product: ~56 s at 2048^3 on an AVX2-only CPU, so ~0.11 s at 256^3; the
     # probe must settle at the smallest size instead of running 2048^3 for minutes
-    from resbench import flops
+    from resbench import probes
 
-    built, clock = [], [0.0]
-
-    def products(device, dtype, n):
-        built.append(n)
-        cost = 0.11 * (n / 256) ** 3
-
-        def run():
-            clock[0] += cost
-
-        return {"mm": run, "conv1x1": run}
-
-    monkeypatch.setattr(flops, "_probe_products", products)
+    built: list = []
+    family, clock = _fake_family(built, lambda n: 0.11 * (n / 256) ** 3)
+    monkeypatch.setattr(probes, "PROBE_FAMILIES", ((family, probes.PROBE_SIZES),))
     _fake_clock(monkeypatch, clock)
-    peak = flops._peak_tflops.__wrapped__("cpu", "bf16", 0.3)
+    peak = probes._peak.__wrapped__("cpu", "bf16", 0.3)
     assert max(built) == 256  # never a larger product
-    assert peak == pytest.approx(2 * 256**3 / 0.11 / 1e12, rel=0.01)
+    assert peak.tflops == pytest.approx(2 * 256**3 / 0.11 / 1e12, rel=0.01)
+    assert peak.probe == "mm fake 256"
 
 
 def test_the_peak_probe_grows_to_the_largest_size_when_products_are_fast(monkeypatch):
-    from resbench import flops
+    from resbench import probes
 
-    built, clock = [], [0.0]
-
-    def products(device, dtype, n):
-        built.append(n)
-
-        def run():
-            clock[0] += 1e-4 * (n / 256) ** 3 / 64  # 2048^3 in ~0.8 ms: a fast accelerator
-
-        return {"mm": run}
-
-    monkeypatch.setattr(flops, "_probe_products", products)
+    built: list = []
+    # 2048^3 in ~0.8 ms: a fast accelerator
+    family, clock = _fake_family(built, lambda n: 1e-4 * (n / 256) ** 3 / 64)
+    monkeypatch.setattr(probes, "PROBE_FAMILIES", ((family, probes.PROBE_SIZES),))
     _fake_clock(monkeypatch, clock)
-    flops._peak_tflops.__wrapped__("cpu", "fp32", 0.05)
-    assert max(built) == flops.PROBE_SIZES["cpu"][-1]
+    probes._peak.__wrapped__("cpu", "fp32", 0.05)
+    assert max(built) == probes.PROBE_SIZES["cpu"][-1]
+
+
+def test_the_peak_probe_keeps_the_last_size_that_fits_in_memory(monkeypatch):
+    from resbench import probes
+
+    built: list = []
+    family, clock = _fake_family(built, lambda n: 1e-6 * (n / 256) ** 3)
+
+    def tight(device, dtype, n):
+        if n > 512:  # the device's free memory ends here
+            return {f"mm fake {n}": lambda: (_ for _ in ()).throw(MemoryError("out of memory"))}
+        return family(device, dtype, n)
+
+    monkeypatch.setattr(probes, "PROBE_FAMILIES", ((tight, probes.PROBE_SIZES),))
+    _fake_clock(monkeypatch, clock)
+    peak = probes._peak.__wrapped__("cpu", "fp32", 0.05)
+    assert peak.probe == "mm fake 512" and max(built) == 512

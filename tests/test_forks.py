@@ -7,6 +7,7 @@ a process start each; one test runs real workers and checks their PIDs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -106,6 +107,10 @@ def test_combine_takes_the_median_of_fork_medians_and_pools_the_rest():
     assert two.throughput_ips == pytest.approx(2 / 3.0e-3) and two.noisy  # 67% apart
     assert two.tflops_achieved == pytest.approx(0.08 / 3e-3 / 1e3)
     assert two.mfu == pytest.approx(two.tflops_achieved / 1.0)
+    assert two.peak_exceeded is False
+    # a combined median faster than the peak allows: flagged, no MFU above 100%
+    fast = forks.combine(two, dataclasses.replace(fork1, peak_tflops=1e-6))
+    assert fast.peak_exceeded is True and fast.mfu is None
     assert two.samples_ms == [1.9, 2.0, 2.1, 3.0, 4.0, 5.0, 4.0] and two.iterations == 7
     assert two.latency_ms_p90 == pytest.approx(4.4)  # of the pooled samples, not a fork's
     assert two.warmup_s == pytest.approx(0.2) and two.measure_s == pytest.approx(0.02)

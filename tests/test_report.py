@@ -123,6 +123,38 @@ def test_older_runs_without_newer_fields_load(tmp_path):
     assert "800.0" in (run / "summary.md").read_text()
 
 
+def test_mfu_is_never_shown_above_100_percent_and_an_old_row_above_its_peak_is_flagged(tmp_path):
+    # results/backends-cpu: ONNX Runtime and OpenVINO rows beat a lone 2048^3 matmul, MFU 104%
+    import html
+
+    fast = result(batch=8, ms=5, backend="openvino").to_dict()
+    fast = {k: v for k, v in fast.items() if k not in ("peak_exceeded", "peak_probe")}
+    fast |= {"tflops_achieved": 0.216, "peak_tflops": 0.2075, "mfu": 1.04}  # from before the flag
+    probed = result(batch=8, ms=10).to_dict() | {
+        "tflops_achieved": 0.1, "peak_tflops": 0.25, "mfu": 0.4,
+        "peak_probe": "conv3x3 oneDNN 32x256x14x14 cl", "peak_exceeded": False,
+    }  # fmt: skip
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.jsonl").write_text(json.dumps(fast) + "\n" + json.dumps(probed) + "\n")
+    assert report.main([str(run)]) == 0
+    summary = (run / "summary.md").read_text()
+    page = html.unescape((run / "report.html").read_text())
+    warning = "MFU not shown for 1 rows: they beat the probe's peak, a probe defect"
+    for text in (summary, page):
+        assert "104%" not in text and warning in text and "over peak" in text
+    assert "resnet18 b8 inference fp32+openvino (0.216 TFLOP/s, peak 0.207, probe not" in summary
+    assert "cpu fp32 0.250 TFLOP/s (conv3x3 oneDNN 32x256x14x14 cl)" in summary  # which probe
+    assert "40%" in summary
+    loaded = {r.backend: r for r in report.read_results(run)}
+    assert loaded["openvino"].peak_exceeded is True and loaded["openvino"].mfu is None
+    # a Result built in memory with an MFU above 1 is shown the same way
+    frame = report.results_frame(
+        [dataclasses.replace(loaded["eager"], mfu=1.2, peak_exceeded=None)]
+    )
+    assert frame["peak_exceeded"].tolist() == [True] and frame["mfu"].isna().all()
+
+
 def test_report_bad_input_exits_2(tmp_path, capsys):
     assert report.main([str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err

@@ -598,3 +598,18 @@ def test_a_sweep_on_a_cpu_without_bf16_skips_bf16_with_the_reason(tmp_path, monk
     assert "no bf16 units" in rows["bf16"].error
     env_json = json.loads((tmp_path / "run" / "env.json").read_text())
     assert env_json["cpu_flags"] == ["avx2", "fma"]  # what decided it, in the run's env.json
+
+
+def test_the_peak_and_the_probe_that_gave_it_pass_from_the_first_row_to_the_next(monkeypatch):
+    seen = []
+
+    def fake(config, budget_s, *, peak, peak_probe=None, **options):
+        seen.append((peak, peak_probe))
+        probe = peak_probe or "conv3x3 oneDNN 32x256x14x14 cl"
+        return Result.for_config(config, peak_tflops=0.25, peak_probe=probe)
+
+    monkeypatch.setattr(sweep.runner, "measure", fake)
+    run_one = sweep.runner._measurer(0.05, {})
+    rows = [run_one(Config("small_resnet20", b, device="cpu")) for b in (1, 2)]
+    assert seen == [(True, None), (0.25, "conv3x3 oneDNN 32x256x14x14 cl")]  # probed once
+    assert rows[1].peak_probe == rows[0].peak_probe == "conv3x3 oneDNN 32x256x14x14 cl"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from resbench.report.analysis import BASELINE_SETTING, ROW_KEY, accuracy_picks, answers, by_input
-from resbench.report.text import ci_text, flags, fmt, p_text, pct, points, times
+from resbench.report.text import ci_text, flags, fmt, mfu_text, p_text, points, times
 
 NOT_MEASURED = "accuracy not measured"
 
@@ -81,7 +81,7 @@ def answer_rows(part: pd.DataFrame, max_drop: float) -> pd.DataFrame:
             row["fastest overall"] = "the same"
         else:
             row["fastest overall"] = overall_text(fastest.iloc[0], max_drop)
-        row["MFU"] = pct(chosen["mfu"]) if chosen is not None else ""
+        row["MFU"] = mfu_text(chosen) if chosen is not None else ""
         rows.append(row)
     return pd.DataFrame(rows)
 

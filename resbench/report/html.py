@@ -26,6 +26,7 @@ from resbench.report.analysis import (
     roofline,
     setting_order,
 )
+from resbench.report.loading import beat_peak
 from resbench.report.plots import ERROR_BARS, colours, log_ticks, quartile_bars, tick_label
 from resbench.report.table_html import TABLE_SCRIPT
 from resbench.report.text import flags, p_text, points
@@ -64,7 +65,9 @@ def _hover(r) -> str:
     ]
     if finite(r.get("latency_ms_iqr")) is not None:
         bits.append(f"IQR {r['latency_ms_iqr']:.2f} ms")
-    if finite(r.get("mfu")) is not None:
+    if beat_peak(r.get("peak_exceeded"), r.get("mfu")):
+        bits.append("MFU not shown: over the probe's peak")
+    elif finite(r.get("mfu")) is not None:
         bits.append(f"MFU {r['mfu']:.1%}")
     if finite(r.get("foreign_cpu")) is not None:
         bits.append(f"other processes: {r['foreign_cpu']:.2f} cores")

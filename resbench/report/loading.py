@@ -34,7 +34,20 @@ OPTIONAL_FIELDS = {
     "repeat_spread": None,
     "forks": None,
     "fork_spread": None,
+    "peak_probe": None,
+    "peak_exceeded": None,
 }
+
+
+def beat_peak(peak_exceeded, mfu) -> bool:
+    """Whether a row ran faster than its peak probe: flagged ``peak_exceeded``, or an MFU above 1
+    (a row from before the flag, or one built in memory). Its MFU is never shown: a probe defect."""
+    if peak_exceeded is not None and pd.notna(peak_exceeded) and bool(peak_exceeded):
+        return True
+    try:
+        return float(mfu) > 1
+    except (TypeError, ValueError):
+        return False
 
 
 def field(result: Result, name: str):
@@ -127,6 +140,11 @@ def results_frame(results: Sequence[Result]) -> pd.DataFrame:
     # one preparation has no spread between preparations to show
     frame.loc[frame["repeats"].fillna(1) <= 1, "repeat_spread"] = None
     frame.loc[frame["forks"].fillna(1) <= 1, "fork_spread"] = None  # one process: no spread
+    # MFU is never above 100%: a row that beat its peak is flagged and its MFU not shown
+    over = [beat_peak(f, m) for f, m in zip(frame["peak_exceeded"], frame["mfu"], strict=True)]
+    frame["peak_exceeded"] = frame["peak_exceeded"].astype(object)
+    frame.loc[over, "peak_exceeded"] = True
+    frame.loc[over, "mfu"] = None
     return frame
 
 

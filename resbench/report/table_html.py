@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import pandas as pd
 
 from resbench.report.analysis import by_input, finite
-from resbench.report.text import diff_text, flags
+from resbench.report.loading import beat_peak
+from resbench.report.text import OVER_PEAK, diff_text, flags
 
 FILTER_COLUMNS = ("model", "batch", "device", "mode", "setting", "status")
 
@@ -96,6 +97,7 @@ TABLE_COLUMNS = [
     ("computed in", "effective_precision", None),
     ("kernel", "compute_kernel", None),
     ("MFU", "mfu", "{:.0%}"),
+    ("peak probe", "peak_probe", None),
     ("BW", "bandwidth_fraction", "{:.0%}"),
     ("bound", "bound", None),
     ("peak MB", "peak_memory_mb", "{:,.0f}"),
@@ -140,6 +142,8 @@ def _number_cell(r, col: str, form: str) -> str:
         text = diff_text(value)  # said, never left blank like an unknown
     elif col == "top1_agreement" and broken:
         number, text = None, "n/a"  # a top-1 over NaN logits is no agreement
+    elif col == "mfu" and beat_peak(r.get("peak_exceeded"), value):
+        number, text = None, OVER_PEAK  # never above 100%: the row beat its probe's peak
     elif number is not None:
         text = form.format(number)
     else:
@@ -174,6 +178,8 @@ def results_table_html(frame: pd.DataFrame, columns=TABLE_COLUMNS) -> str:
     known = {c for c in frame if frame[c].notna().any()}
     if _any(frame, "diff_not_finite"):
         known.add("max_abs_diff")  # NaN there is said, not an unknown
+    if _any(frame, "peak_exceeded"):
+        known.add("mfu")  # "over peak" is said, not left blank
     columns = [c for c in columns if c[1] in known]
     head = "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in columns)
     boxes = "".join(

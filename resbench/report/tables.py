@@ -21,11 +21,13 @@ from resbench.report.analysis import (
     results_table,
     row_loaded,
 )
+from resbench.report.loading import beat_peak, field
 from resbench.report.text import (
     agreement,
     diff_text,
     flags,
     fmt,
+    mfu_text,
     named,
     pct,
     points,
@@ -141,10 +143,37 @@ def warnings_for(results: Sequence[Result]) -> list[str]:
             + named(unfaithful, lambda r: f"it would compute {r.effective_precision}")
             + " (the reason is in the status column)."
         )
+    over = [r for r in ok if beat_peak(field(r, "peak_exceeded"), r.mfu)]
+    if over:
+        out.append(
+            f"MFU not shown for {len(over)} rows: they beat the probe's peak, a probe defect: "
+            + named(over, peak_detail)
+            + ". Their MFU cells say `over peak`."
+        )
     failed = [r for r in results if r.status in ("error", "oom")]
     if failed:
         out.append(f"{len(failed)} Configs did not finish (see Errors and the detail tables).")
     return out
+
+
+def peak_detail(r) -> str:
+    """ "0.221 TFLOP/s, peak 0.207 by mm BLAS 2048x2048x2048"."""
+    probe = field(r, "peak_probe")
+    by = f" by {probe}" if probe else ", probe not recorded"
+    return f"{fmt(r.tflops_achieved, 3)} TFLOP/s, peak {fmt(r.peak_tflops, 3)}{by}"
+
+
+def peak_lines(results: Sequence[Result]) -> list[str]:
+    """The peaks MFU divides by, per device and precision, with the probe that gave each."""
+    peaks: dict[tuple, None] = {}
+    for r in results:
+        if r.status == "ok" and finite(r.peak_tflops) is not None:
+            probe = field(r, "peak_probe") or "probe not recorded"
+            peaks[(r.device, r.precision, fmt(r.peak_tflops, 3), probe)] = None
+    if not peaks:
+        return []
+    said = [f"{d} {p} {tflops} TFLOP/s ({probe})" for d, p, tflops, probe in peaks]
+    return ["- MFU's peak (the fastest probe): " + "; ".join(said)]
 
 
 def answers_rows(part: pd.DataFrame, max_drop: float = MAX_ACCURACY_DROP) -> pd.DataFrame:
@@ -164,7 +193,7 @@ def answers_rows(part: pd.DataFrame, max_drop: float = MAX_ACCURACY_DROP) -> pd.
                 "fastest": r["setting"] + flags(r) + (" (only one measured)" if only else ""),
                 "img/s": fmt(r["throughput_ips"]),
                 f"vs {BASELINE_SETTING}": times(r["speedup"]),
-                "MFU": pct(r["mfu"]),
+                "MFU": mfu_text(r),
                 "agreement": agreement(r),
             }
         )
@@ -252,7 +281,7 @@ def detail_table(part: pd.DataFrame) -> str:
             "peak MB": fmt(r["peak_memory_mb"], 0) if ok else "",
             "GFLOPs/step": fmt(r["gflops_per_step"], 1),
             "TFLOP/s": fmt(r["tflops_achieved"], 2) if ok else "",
-            "MFU": pct(r["mfu"]) if ok else "",
+            "MFU": mfu_text(r) if ok else "",
             "BW": pct(r.get("bandwidth_fraction")) if ok else "",
             "bound": (r.get("bound") or "") if ok and isinstance(r.get("bound"), str) else "",
         }
@@ -279,7 +308,9 @@ LEGEND = (
     "contiguous, eager row of the same model and batch. `~` marks a noisy (IQR above 10% of the "
     f"median) or throttled result, `!` one measured while other processes kept {LOAD_MEDIAN_CORES:g}+ "
     "cores busy. Settings: precision, `cl` = channels_last, `compile` = torch.compile. MFU is the "
-    "achieved FLOP/s over the measured matmul peak; BW the naive bytes moved per second over the "
+    "achieved FLOP/s over the measured peak, the fastest of several matmul shapes and 3x3 "
+    "convolutions on the same device and precision (`over peak`: the row beat it, a probe defect, "
+    "so no MFU is shown); BW the naive bytes moved per second over the "
     "measured copy bandwidth; `bound` says which roofline ceiling limits the row (`overhead`: under "
     "20% of both). GFLOPs/img is the forward pass (a multiply-add counts 2). `one-off s` is a "
     "setting's one-time cost before its timed iterations, whatever its backend calls it: export, "
@@ -309,7 +340,7 @@ def summary_markdown(
     warns = warnings_for(results)
     if warns:
         out += ["## Warnings", "", *[f"- {w}" for w in warns], ""]
-    out += ["## Environment", "", *env_lines(env), "", LEGEND]
+    out += ["## Environment", "", *env_lines(env), *peak_lines(results), "", LEGEND]
     if accuracy.has_accuracy(frame):
         out += ["", accuracy.LEGEND.format(bound=points(max_accuracy_drop))]
     for (device, mode), part in frame.groupby(["device", "mode"], sort=False):

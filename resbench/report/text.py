@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from resbench.report.analysis import finite, row_flagged, row_loaded
+from resbench.report.loading import beat_peak
 
 
 def fmt(value, digits: int = 1) -> str:
@@ -21,6 +22,15 @@ def fmt(value, digits: int = 1) -> str:
 def pct(value) -> str:
     value = finite(value)
     return "" if value is None else f"{value:.0%}"
+
+
+OVER_PEAK = "over peak"  # an MFU cell of a row that beat its peak probe (a probe defect)
+
+
+def mfu_text(r) -> str:
+    """A row's MFU as a cell: "42%", "over peak" where it beat the probe's peak (never above
+    100%), or "" where there is none."""
+    return OVER_PEAK if beat_peak(r.get("peak_exceeded"), r.get("mfu")) else pct(r.get("mfu"))
 
 
 def times(value) -> str:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
-from resbench import power, timing
+from resbench import power, probes, timing
 from resbench.measure import Config, Result, utc_now
 from resbench.runfolder import ResultLog, latest
 from resbench.sweep.eta import Progress
@@ -99,7 +99,8 @@ def combine(previous_ok: Result | None, new: Result) -> Result:
         throughput_ips=new.batch_size / (median / 1e3),
         tflops_achieved=achieved,
         peak_tflops=peak,
-        mfu=achieved / peak if achieved and peak else None,
+        peak_probe=new.peak_probe if new.peak_tflops else first.peak_probe,
+        **probes.mfu_fields(achieved, peak),  # never above 100%: a row over its peak is flagged
         peak_memory_mb=_largest(first.peak_memory_mb, new.peak_memory_mb),
         warmup_s=_total(first.warmup_s, new.warmup_s),
         measure_s=_total(first.measure_s, new.measure_s),

@@ -304,18 +304,18 @@ def _announce(args, plan: _Plan, state: dict) -> None:
 
 
 def _measurer(budget_s: float, options: dict) -> Callable[..., Result]:
-    """measure(), in the worker when there is one, with each device's matmul peak probed once
-    (and passed on to later workers)."""
-    peaks: dict[tuple, float] = {}
+    """measure(), in the worker when there is one, with each device's peak probed once (and
+    passed on to later workers, with the probe's name)."""
+    peaks: dict[tuple, tuple[float | bool, str | None]] = {}
 
     def run_one(config: Config, worker: Worker | None = None, **extra) -> Result:
-        peak = peaks.get((config.device, config.precision), True)
+        peak, probe = peaks.get((config.device, config.precision), (True, None))
         if worker is not None:
-            result = worker.measure(config, budget_s, peak, **options, **extra)
+            result = worker.measure(config, budget_s, peak, peak_probe=probe, **options, **extra)
         else:
-            result = measure(config, budget_s, peak=peak, **options, **extra)
+            result = measure(config, budget_s, peak=peak, peak_probe=probe, **options, **extra)
         if result.peak_tflops:
-            peaks[(config.device, config.precision)] = result.peak_tflops
+            peaks[(config.device, config.precision)] = (result.peak_tflops, result.peak_probe)
         return result
 
     return run_one
