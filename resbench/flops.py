@@ -64,18 +64,38 @@ def _stage_of(child: str) -> str:
 
 
 class ByteCounter(TorchDispatchMode):
-    """Adds up the bytes of every operator's input and output tensors (the naive traffic estimate)."""
+    """Adds up what every operator reads and writes: the elements of its floating-point tensors
+    (whose bytes depend on the precision counted) and the bytes of the others (labels, indices)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.total = 0
+        self.floating = 0  # elements
+        self.other = 0  # bytes
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in tree_leaves((args, kwargs, out)):
             if isinstance(t, torch.Tensor):
-                self.total += t.numel() * t.element_size()
+                if t.is_floating_point():
+                    self.floating += t.numel()
+                else:
+                    self.other += t.numel() * t.element_size()
         return out
+
+    def bytes_in(self, dtype: torch.dtype) -> int:
+        """The bytes moved with every floating-point tensor in ``dtype``."""
+        return self.floating * dtype.itemsize + self.other
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """What one meta pass counted: FLOPs per module, in total, and the traffic."""
+
+    flops_by_module: dict
+    total_flops: int
+    moved: ByteCounter
+    stage_names: tuple
+    prefix: str
 
 
 def _conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation,
@@ -104,23 +124,20 @@ _COUNT_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfl
 _COUNT_DTYPES["fp16"] = torch.float16
 
 
+@functools.cache
 def _meta_pass(
-    model_name: str,
-    image_size: int,
-    mode: str,
-    batch: int,
-    dtype: torch.dtype,
-    overrides: tuple = (),
-) -> tuple[FlopCounterMode, int, torch.nn.Module]:
-    """One forward (or forward + backward) on the meta device under a FLOP and a byte counter;
-    ``overrides`` are build_model's keyword arguments as sorted (name, value) pairs (the classes
-    and input channels of loaded weights)."""
+    model_name: str, image_size: int, mode: str, batch: int, overrides: tuple = ()
+) -> _Pass:
+    """One forward (or forward + backward) in fp32 on the meta device under a FLOP and a byte
+    counter, cached: the FLOP count and both byte counts share their batch-2 pass; ``overrides``
+    are build_model's keyword arguments as sorted (name, value) pairs (the classes and input
+    channels of loaded weights)."""
     if mode not in ("inference", "train"):
         raise ValueError(f"unknown mode {mode!r}; choose one of: inference, train")
     with torch.device("meta"):
-        model = build_model(model_name, **dict(overrides)).to(dtype)
+        model = build_model(model_name, **dict(overrides))
         channels = dict(overrides).get("in_channels", 3)
-        x = torch.randn(batch, channels, image_size, image_size, dtype=dtype)
+        x = torch.randn(batch, channels, image_size, image_size)
         labels = torch.zeros(batch, dtype=torch.long)
     model.train(mode == "train")
     flops, moved = FlopCounterMode(display=False, custom_mapping=_FLOP_FORMULAS), ByteCounter()
@@ -130,10 +147,40 @@ def _meta_pass(
         else:
             with torch.no_grad():
                 model(x)
-    return flops, moved.total, model
+    by_module = {name: sum(ops.values()) for name, ops in flops.get_flop_counts().items()}
+    prefix = type(model).__name__ + "."
+    return _Pass(by_module, flops.get_total_flops(), moved, tuple(model.stage_names), prefix)
 
 
-@functools.cache
+# what this process has counted, by the counting function's arguments: a worker process is handed
+# its parent's (known_counts / remember), so that each fork does not count every model again
+_COUNTED: dict[tuple, FlopCount | int] = {}
+
+
+def known_counts() -> dict[tuple, FlopCount | int]:
+    """The FLOP and parameter counts this process has made (picklable)."""
+    return dict(_COUNTED)
+
+
+def remember(counts: dict[tuple, FlopCount | int]) -> None:
+    """Take counts another process made (``known_counts``) as this process's own."""
+    _COUNTED.update(counts)
+
+
+def _remembered(fn):
+    """Cache ``fn`` in _COUNTED, keyed by its name and arguments."""
+
+    @functools.wraps(fn)
+    def cached(*args):
+        key = (fn.__name__, *args)
+        if key not in _COUNTED:
+            _COUNTED[key] = fn(*args)
+        return _COUNTED[key]
+
+    return cached
+
+
+@_remembered
 def count_flops(
     model_name: str, image_size: int, mode: str = "inference", overrides: tuple = ()
 ) -> FlopCount:
@@ -142,15 +189,13 @@ def count_flops(
     The optimizer's update is elementwise and not counted (a few FLOPs per parameter, under 0.1%).
     ``overrides``: build_model's keyword arguments as sorted (name, value) pairs.
     """
-    counter, _, model = _meta_pass(
-        model_name, image_size, mode, _COUNT_BATCH, torch.float32, overrides
-    )
-    prefix = type(model).__name__ + "."
-    by_stage = dict.fromkeys(model.stage_names, 0)
-    for name, ops in counter.get_flop_counts().items():
+    counted = _meta_pass(model_name, image_size, mode, _COUNT_BATCH, overrides)
+    prefix = counted.prefix
+    by_stage = dict.fromkeys(counted.stage_names, 0)
+    for name, n in counted.flops_by_module.items():
         if name.startswith(prefix) and "." not in name[len(prefix) :]:
-            by_stage[_stage_of(name[len(prefix) :])] += sum(ops.values()) // _COUNT_BATCH
-    return FlopCount(counter.get_total_flops() // _COUNT_BATCH, by_stage)
+            by_stage[_stage_of(name[len(prefix) :])] += n // _COUNT_BATCH
+    return FlopCount(counted.total_flops // _COUNT_BATCH, by_stage)
 
 
 @dataclass(frozen=True)
@@ -178,9 +223,9 @@ def count_bytes(
         raise ValueError(
             f"no byte count for precision {precision!r}; choose one of: {', '.join(_COUNT_DTYPES)}"
         )
-    dtype = _COUNT_DTYPES[precision]
-    one = _meta_pass(model_name, image_size, mode, 1, dtype)[1]
-    two = _meta_pass(model_name, image_size, mode, 2, dtype)[1]
+    dtype = _COUNT_DTYPES[precision]  # the fp32 passes' floating-point elements, in this dtype
+    one = _meta_pass(model_name, image_size, mode, 1).moved.bytes_in(dtype)
+    two = _meta_pass(model_name, image_size, mode, 2).moved.bytes_in(dtype)
     return Traffic(fixed=2 * one - two, per_image=two - one)
 
 
@@ -192,7 +237,7 @@ def count_params(model: torch.nn.Module | str, overrides: tuple = ()) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@functools.cache
+@_remembered
 def _registry_params(name: str, overrides: tuple = ()) -> int:
     with torch.device("meta"):
         return count_params(build_model(name, **dict(overrides)))

@@ -47,6 +47,9 @@ from resbench.settings import numerics
 from resbench.weights import Weights, load_into
 from resbench.weights import read as read_weights
 
+# the least cap on warm-up after the first call: ample for a GPU's thousands of calls; on a CPU a
+# 1 s step still gets two warm calls (the median of the measured ones shrugs off a slow first)
+MIN_WARMUP_CAP_S = 1.0
 # the update's size does not change the work; a small one keeps random-label steps finite
 TRAIN_LR = 1e-3
 # fault injection for scripts/aa_check.py's power check: a known, real slowdown of every step
@@ -325,7 +328,8 @@ def measure(
 
     Args:
         budget_s: time for the measured region, shared by the repeats (at least 3 iterations each).
-        max_warmup_s: cap on warm-up after the first call; default max(2 s, 2 x budget per repeat).
+        max_warmup_s: cap on warm-up after the first call; default max(1 s, 2 x budget per
+            preparation): the blocks stop early once two agree within 5%.
         peak: True to measure the device's peak (``probes.measure_peak``, cached per process) for
             MFU, a number to use that peak (TFLOP/s) as it is, False for no MFU.
         repeats: independent preparations; the Result's median is the median of their medians.
@@ -361,7 +365,7 @@ def measure(
             config, status="skipped", error=why, effective_precision=would, timestamp=utc_now()
         )
     per_repeat_s = budget_s / repeats
-    max_warmup_s = max(2.0, 2 * per_repeat_s) if max_warmup_s is None else max_warmup_s
+    max_warmup_s = max(MIN_WARMUP_CAP_S, 2 * per_repeat_s) if max_warmup_s is None else max_warmup_s
     loaded = read_weights(weights) if weights is not None else None  # read once, not per repeat
     shape = tuple(sorted(loaded.overrides().items())) if loaded is not None else ()
     count = flops.count_flops(config.model, config.image_size, config.mode, shape)

@@ -155,7 +155,12 @@ def test_bytes_are_every_operators_inputs_and_outputs():
         w = torch.randn(16, 8, 1, 1)
     with ByteCounter() as counter:
         torch.nn.functional.conv2d(x, w)
-    assert counter.total == 4 * (2 * 8 * 16 + 16 * 8 + 2 * 16 * 16)
+    elements = 2 * 8 * 16 + 16 * 8 + 2 * 16 * 16
+    assert counter.bytes_in(torch.float32) == 4 * elements
+    assert counter.bytes_in(torch.bfloat16) == 2 * elements  # the same pass, counted in bf16
+    with ByteCounter() as counter:  # integer tensors keep their own size (zeros out, add in+out)
+        torch.zeros(3, dtype=torch.long, device="meta").add(1)
+    assert counter.floating == 0 and counter.bytes_in(torch.bfloat16) == 3 * (3 * 8)  # zeros, add
 
 
 def test_byte_count_splits_weights_from_per_image_traffic():

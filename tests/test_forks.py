@@ -368,3 +368,15 @@ def test_max_minutes_between_forks_exits_3_and_resume_finishes_them(tmp_path, wo
     assert not workers.made[0].calls  # the deadline had passed before the first Config
     assert sweep_main(out, "--resume", "--no-progress") == 0
     assert {r.forks for r in runfolder.read_results(out)} == {2}
+
+
+def test_a_worker_takes_its_parents_flop_counts_instead_of_counting_again(monkeypatch):
+    from resbench import flops
+
+    # a count no real pass gives: the worker's Result can only carry it if it was handed over
+    monkeypatch.setattr(flops, "_COUNTED", dict(flops._COUNTED))
+    planted = flops.FlopCount(123_000_000_000, {"stem": 0})
+    flops.remember({("count_flops", "small_resnet20", 32, "inference", ()): planted})
+    with isolate.Worker(120) as worker:
+        r = worker.measure(Config("small_resnet20", 1, device="cpu"), 0.05, peak=False)
+    assert r.status == "ok" and r.gflops_per_image == pytest.approx(123.0)

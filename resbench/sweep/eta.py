@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from resbench import flops
 from resbench.datamodel import missing_package
-from resbench.measure import Config, Result, unfaithful
+from resbench.measure import MIN_WARMUP_CAP_S, Config, Result, unfaithful
 from resbench.settings import PRECISIONS
 
 # FLOP/s a Config's step runs at, to know how long its iterations take. CPU, per torch thread: the
@@ -129,7 +129,9 @@ def fork_s(
     prepare = PREPARE_S.get(config.backend, 0.0)
     if PRECISIONS[config.precision].quantised:
         prepare += QUANTISE_S
-    one = build + prepare + first + WARMUP_FIXED_S + WARMUP_ITERS * step
+    # warm-up stops at measure()'s cap, overrun by the block in flight and the one before it
+    cap = max(MIN_WARMUP_CAP_S, 2 * share)
+    one = build + prepare + first + WARMUP_FIXED_S + min(WARMUP_ITERS * step, cap + 2 * step)
     one += max(share, MIN_ITERS * step)
     agree = not config.is_baseline and config.mode == "inference"
     reference = (build + step) / max(forks, 1) if agree else 0.0

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 
+from resbench import flops
 from resbench.measure import Config, Result, measure, utc_now
 
 PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15  # from <linux/prctl.h>
@@ -61,6 +62,9 @@ def _serve(conn) -> None:
             return
         if job is None:
             return
+        if job[0] == "remember":  # the parent's FLOP and parameter counts, sent at the start
+            flops.remember(job[1])
+            continue
         config, budget_s, peak, options = job
         conn.send(measure(Config(**config), budget_s, peak=peak, **options).to_dict())
 
@@ -90,6 +94,8 @@ class Worker:
         self._proc.start()
         child.close()  # so the worker's death shows here as EOF
         self.starts += 1
+        if self._target is _serve:  # what the parent counted need not be counted again
+            self._conn.send(("remember", flops.known_counts()))
         self.pids.append(self._proc.pid)
 
     def measure(
