@@ -90,3 +90,23 @@ def test_one_process_notes_name_the_side():
     assert "one process on the old side" in sig.one_process_note(1.0, (3, 1))
     assert "one process on the new side" in sig.one_process_note(1.0, (1, 3))
     assert sig.percent(0.05) == "5%" and sig.percent(0.025) == "2.5%"
+
+
+def test_the_prior_follows_the_rows_time_so_long_precise_rows_keep_their_power():
+    # short steps 30% apart between processes, long ones 2%: one prior for both would lend the
+    # long rows the short rows' noise; the trend in log time keeps them apart
+    rng = np.random.default_rng(0)
+    times = [2.0] * 10 + [200.0] * 4
+    sds = [0.3] * 10 + [0.02] * 4
+    found = np.zeros(4)
+    for _ in range(20):
+        pairs = [
+            (list(t * 1.25 * np.exp(sd * rng.standard_normal(2))),
+             list(t * np.exp(sd * rng.standard_normal(2))))
+            for t, sd in zip(times, sds, strict=True)
+        ]  # fmt: skip
+        ests = sig.moderated_tests(pairs)
+        found += [sig.decide(e, 0.05)[0] == "slower" for e in ests[10:]]
+        priors, _ = sig.fit_f_dist_trend([e.sd**2 for e in ests], [2] * 14, np.log(times))
+        assert priors[-1] < priors[0]  # a long row's prior spread is the smaller
+    assert (found / 20 >= 0.9).all(), found
