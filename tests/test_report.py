@@ -71,7 +71,8 @@ def test_report_renders_tables_and_pngs(tmp_path):
     assert "throughput_ips" in csv.splitlines()[0] and "samples_ms" not in csv
 
 
-def test_compare_flags_a_planted_2x_slowdown_and_not_a_wobble(tmp_path):
+def planted() -> tuple[list[Result], list[Result]]:
+    """(new, old) with 3 forks a Config: resnet18 2x slower, resnet50 the same."""
     old = [
         result("resnet18", 8, ms=10, seed=1, forks=3),
         result("resnet50", 8, ms=20, seed=2, forks=3),
@@ -80,6 +81,11 @@ def test_compare_flags_a_planted_2x_slowdown_and_not_a_wobble(tmp_path):
         result("resnet18", 8, ms=20, seed=3, forks=3),
         result("resnet50", 8, ms=20.2, seed=4, forks=3),
     ]
+    return new, old
+
+
+def test_compare_flags_a_planted_2x_slowdown_and_not_a_wobble(tmp_path):
+    new, old = planted()
     only_new = result("resnet34", 8, ms=15, seed=5)  # measured in one run: said, not compared
     table = report.compare(new, old).set_index("model")
     assert table.loc["resnet18", "verdict"] == "slower"
@@ -533,15 +539,8 @@ def test_the_summary_names_every_invocation_of_a_resumed_run(tmp_path):
 
 
 def _forked_runs(tmp_path):
-    """An old and a new run with 3 forks a Config: resnet18 2x slower, resnet50 the same."""
-    old = [
-        result("resnet18", 8, ms=10, seed=1, forks=3),
-        result("resnet50", 8, ms=20, seed=2, forks=3),
-    ]
-    new = [
-        result("resnet18", 8, ms=20, seed=3, forks=3),
-        result("resnet50", 8, ms=20.2, seed=4, forks=3),
-    ]
+    """An old and a new run on disk: ``planted``."""
+    new, old = planted()
     write_run(tmp_path / "old", old)
     write_run(tmp_path / "new", new)
     return str(tmp_path / "new"), str(tmp_path / "old")
