@@ -39,8 +39,10 @@ def trained(tmp_path_factory):
 
 
 def _sweep(tmp_path, *flags) -> tuple[int, list]:
+    # one fork, in this process: the scoring is fork 0's (tests/test_forks.py tests the others)
     rc = sweep_main(["--device", "cpu", "--models", "small_resnet20", "--budget", "0.02",
-                     "--repeats", "1", "--no-progress", "--out", str(tmp_path / "run"), *flags])  # fmt: skip
+                     "--repeats", "1", "--forks", "1", "--no-progress", "--out",
+                     str(tmp_path / "run"), *flags])  # fmt: skip
     return rc, read_results(tmp_path / "run") if (tmp_path / "run").exists() else []
 
 

@@ -186,8 +186,9 @@ def test_resume_keeps_the_recorded_runs_and_epochs_or_says_what_the_folder_holds
 
 
 def _sweep_cmd(out: Path, *extra: str) -> list[str]:
+    # one fork: these test the run folder and the signals, not the passes (tests/test_forks.py)
     return [sys.executable, "-m", "resbench.sweep", "--device", "cpu", "--models", "small_resnet20",
-            "--no-progress", "--out", str(out), *extra]  # fmt: skip
+            "--forks", "1", "--no-progress", "--out", str(out), *extra]  # fmt: skip
 
 
 def _wait_for(predicate, proc, timeout: float = 120) -> None:
