@@ -577,3 +577,17 @@ def test_fail_on_slower_exits_1_when_a_row_is_slower(tmp_path, capsys):
     assert report.main([new, "--compare", old, "--fail-on", "faster"]) == 2
     helptext = report.build_parser().format_help()
     assert "Exit codes" in helptext and "--fail-on" in helptext
+
+
+def test_the_compared_times_divide_to_the_speedup_shown():
+    # two forks far apart: their median (the mean of two) and their geometric mean differ, and
+    # the table's times must be the ones its speedup is the ratio of
+    old = [
+        dataclasses.replace(result(forks=2), fork_medians_ms=[8.9, 19.8], latency_ms_median=14.35)
+    ]
+    new = [
+        dataclasses.replace(result(forks=2), fork_medians_ms=[12.0, 13.7], latency_ms_median=12.85)
+    ]
+    row = report.compare(new, old).iloc[0]
+    assert row["old ms"] == pytest.approx((8.9 * 19.8) ** 0.5)
+    assert row["old ms"] / row["new ms"] == pytest.approx(row["speedup"])

@@ -81,6 +81,15 @@ def _key(r: Result) -> tuple:
     return (*r.key(), setting_label(r))
 
 
+def _typical(r: Result) -> float:
+    """A row's time as the comparison sees it: the geometric mean of its fork medians (what the
+    test on their logs compares), its headline median with one process."""
+    medians = fork_medians(r)
+    if len(medians) < MIN_FORKS:
+        return r.latency_ms_median
+    return float(np.exp(np.mean(np.log(medians))))
+
+
 def compare(
     new: Sequence[Result],
     old: Sequence[Result],
@@ -106,6 +115,7 @@ def compare(
     rows = []
     for i, (r, base) in enumerate(matched):
         est = estimates.get(i)
+        old_ms, new_ms = _typical(base), _typical(r)  # what the speedup is the ratio of
         if est is not None:
             speedup, low, high, p = est.speedup, est.low, est.high, est.p
             verdict, note = decide(est, threshold, alpha)
@@ -133,8 +143,8 @@ def compare(
                 "setting": setting_label(r),
                 "device": r.device,
                 "forks": f"{forks[i][1]}/{forks[i][0]}",
-                "old ms": base.latency_ms_median,
-                "new ms": r.latency_ms_median,
+                "old ms": old_ms,
+                "new ms": new_ms,
                 "speedup": speedup,
                 "speedup low": low,
                 "speedup high": high,
