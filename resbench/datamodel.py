@@ -187,6 +187,15 @@ class Result(Config):
         return cls(**dataclasses.asdict(config.config()), **values)
 
 
+def fork_medians(result: Result) -> list[float]:
+    """One median per process: a Result's fork medians, or, for one without them (a run from
+    before forks, a pytest-benchmark file), its headline median (none without one)."""
+    medians = [float(m) for m in (getattr(result, "fork_medians_ms", None) or [])]
+    if not medians and result.latency_ms_median is not None:
+        medians = [float(result.latency_ms_median)]
+    return medians
+
+
 def validate_config(config: Config) -> torch.device:
     """Refuse bad input up front with a ValueError naming the valid choices; return the device."""
     if config.model not in list_models():

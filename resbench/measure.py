@@ -286,7 +286,7 @@ def _result(
     s = timing.stats(samples)
     medians = [timing.stats(run.samples.samples_ms).median for run in runs]
     median = statistics.median(medians)
-    spread = (max(medians) - min(medians)) / median if median > 0 else 0.0
+    spread = timing.spread(medians)
     achieved = common["gflops_per_step"] / (median / 1e3) / 1e3
     if settings.PRECISIONS[config.precision].probe is None:
         peak_tflops = None  # no matmul probe for this precision: no MFU

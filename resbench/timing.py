@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +27,12 @@ import torch
 NOISY_IQR_FRACTION = (
     0.10  # torch.utils.benchmark flags a measurement as noisy above this IQR/median
 )
+
+
+def spread(medians: Sequence[float]) -> float:
+    """(max - min) / median of independent measurements' medians (repeats, forks); 0 for one."""
+    middle = float(np.median(medians))
+    return (max(medians) - min(medians)) / middle if middle > 0 else 0.0
 
 
 def synchronize(device: torch.device) -> None:

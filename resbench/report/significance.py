@@ -45,6 +45,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special, stats
 
+from resbench.datamodel import fork_medians  # noqa: F401 (compare and aa_check read it here)
+
 ALPHA = 0.01  # significance level of "faster"/"slower"; the interval shown is 1 - ALPHA
 MIN_FORKS = 2  # forks a side below which a row's process-to-process variance is not measured
 MAX_FORKS_ADVISED = 100  # beyond this, "run with more forks" is not advice
@@ -62,15 +64,6 @@ class Estimate:
     sd: float  # posterior standard deviation of one log fork median
     prior_df: float  # d0 of the prior the row's variance was shrunk toward
     forks: tuple[int, int]  # (new, old)
-
-
-def fork_medians(result) -> list[float]:
-    """A Result's fork medians; a Result without them (an old run, pytest-benchmark) is one process
-    with its headline median."""
-    medians = [float(m) for m in (getattr(result, "fork_medians_ms", None) or [])]
-    if not medians and result.latency_ms_median is not None:
-        medians = [float(result.latency_ms_median)]
-    return medians
 
 
 def trigamma_inverse(x: float) -> float:

@@ -26,6 +26,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from resbench import power, probes, timing
+from resbench.datamodel import fork_medians
 from resbench.measure import Config, Result, utc_now
 from resbench.runfolder import ResultLog, latest
 from resbench.sweep.eta import Progress
@@ -49,15 +50,6 @@ def forks_of(result: Result) -> int:
     return result.forks or 1
 
 
-def fork_medians(result: Result) -> list[float]:
-    return list(result.fork_medians_ms) or [result.latency_ms_median]
-
-
-def _spread(values: Sequence[float]) -> float:
-    median = statistics.median(values)
-    return (max(values) - min(values)) / median if median > 0 else 0.0
-
-
 def _reading(r: Result) -> power.Reading:
     """The energy reading a Result was made from, as far as its fields keep it."""
     wall = r.energy_j / r.avg_power_w if r.energy_j and r.avg_power_w else None
@@ -77,7 +69,7 @@ def combine(previous_ok: Result | None, new: Result) -> Result:
         return dataclasses.replace(new, forks=1, fork_medians_ms=[median], fork_spread=0.0)
     first = previous_ok
     medians = [*fork_medians(first), new.latency_ms_median]
-    median, spread = statistics.median(medians), _spread(medians)
+    median, spread = statistics.median(medians), timing.spread(medians)
     samples = [*first.samples_ms, *new.samples_ms]
     s = timing.stats(samples) if samples else None
     achieved = new.gflops_per_step / (median / 1e3) / 1e3 if new.gflops_per_step else None

@@ -110,7 +110,7 @@ CUDA_TIMEOUT_S = 900.0  # per Config in an isolated worker: max-autotune can com
 # two fresh processes per Config, one preparation each: on this 2-core CPU the process (its memory
 # layout, allocator state, placement) moves a Config's median 1.1-1.7x between fresh sweeps, while
 # two preparations in one process agree within a few %; 2 x 1 costs what 1 x 2 did, but for a
-# second worker's start-up and warm-up (the quick preset stays within ~3 minutes)
+# second worker's start-up and warm-up (the quick preset: 3.6 minutes on the 2-core EPYC)
 DEFAULT_FORKS = 2
 DEFAULT_REPEATS = 1
 # what a run recorded before --forks existed meant by these options not given (one process, two
