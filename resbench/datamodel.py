@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from resbench import settings
-from resbench.devices import default_device, parse_device
+from resbench import scenarios, settings
+from resbench.devices import default_device, default_threads, parse_device
 from resbench.models import default_image_size, list_models
 from resbench.settings import COMPILE_MODES
 
@@ -36,6 +36,16 @@ class Config:
     # int8: what the scales are calibrated on ("train", "noise", a folder; settings.calibration_mark);
     # None for every other precision, and for int8 without labelled data (N(0,1) images)
     calibration_data: str | None = None
+    # how calls are issued (settings.SCENARIOS; resbench/scenarios.py): "single-stream" (one call
+    # at a time), "offline" (every stream busy) or "server" (Poisson arrivals, a dynamic batcher)
+    scenario: str = settings.DEFAULT_SCENARIO
+    streams: int = 1  # independent executors running at once (offline, server)
+    # intra-op threads per stream; None resolves to devices.default_threads(streams) when built, so
+    # every Config and Result names the count it ran with (one stream: all the cores, as always)
+    threads: int | None = None
+    rate: float | None = None  # server: requests per second offered (Poisson), or None to search
+    max_queue_ms: float = 0.0  # server: how long the oldest request waits for a fuller batch
+    target_p99_ms: float | None = None  # server: find the highest rate whose p99 meets this
 
     def __post_init__(self) -> None:
         if self.image_size is None and self.model in list_models():
@@ -44,6 +54,8 @@ class Config:
             object.__setattr__(self, "backend", settings.backend_of(self.compile))
         elif self.backend == "compile" and self.compile == "off":
             object.__setattr__(self, "compile", "default")
+        if self.threads is None and isinstance(self.streams, int) and self.streams >= 1:
+            object.__setattr__(self, "threads", default_threads(self.streams))
 
     def config(self) -> Config:
         """The Config part of this object (a Result's measured setting)."""
@@ -81,9 +93,26 @@ class Result(Config):
     latency_ms_p10: float | None = None
     latency_ms_p90: float | None = None
     latency_ms_p99: float | None = None
+    latency_ms_p999: float | None = None
     latency_ms_iqr: float | None = None
     iterations: int | None = None
-    throughput_ips: float | None = None  # images per second = batch_size / median latency
+    # images per second: batch_size / median latency (single-stream); images / wall time with
+    # every stream busy (offline); completed requests per second (server: achieved_rate)
+    throughput_ips: float | None = None
+    # the offline and server scenarios (resbench/serve.py). The latency figures above are then per
+    # request: offline, the duration of the call that served it; server, from its scheduled
+    # arrival to its completion, and None unless sustained (never a figure for a rate beyond
+    # capacity). With target_p99_ms, offered_rate is the highest rate found to meet it.
+    offered_rate: float | None = None  # requests per second offered
+    achieved_rate: float | None = None  # requests completed per second
+    sustained: bool | None = None  # the queue did not grow without bound (scenarios.ServerResult)
+    mean_batch: float | None = None  # the batcher's mean batch (images per call)
+    max_batch: int | None = None  # its largest batch (never above batch_size)
+    requests: int | None = None  # requests offered (server) or images issued (offline)
+    backlog_at_end: int | None = None  # server: arrived but not done when the last one arrived
+    # target_p99_ms: every rate the peak search tried, in order: {rate, sustained, met,
+    # latency_ms_p99, achieved_rate, mean_batch}
+    peak_tries: list[dict] = field(default_factory=list)
     tflops_achieved: float | None = None
     peak_tflops: float | None = None  # the fastest peak probe on this device and precision
     mfu: float | None = None  # tflops_achieved / peak_tflops; None when peak_exceeded
@@ -158,7 +187,6 @@ class Result(Config):
     temperature_c_end: int | None = None
     throttled: bool | None = None  # a power-cap, thermal or hardware slowdown was active
     throttle_reasons: str | None = None  # which, comma-separated
-    threads: int | None = None
     tf32_matmul: bool | None = None
     tf32_cudnn: bool | None = None
     cudnn_benchmark: bool | None = None
@@ -216,6 +244,17 @@ def validate_config(config: Config) -> torch.device:
         )
     device = parse_device(config.device)
     settings.check(device.type, config.mode, config.precision, config.backend, config.channels_last)
+    scenarios.check_streams(config.streams)
+    scenarios.check_threads(config.threads, oversubscribe=True)  # the cores: the sweep's check
+    if config.rate is not None:
+        scenarios.check_rate(config.rate)
+    if config.target_p99_ms is not None:
+        scenarios.check_rate(config.target_p99_ms, "target_p99_ms")
+    scenarios.check_queue_ms(config.max_queue_ms)
+    settings.check_scenario(
+        config.scenario, config.mode, config.streams, config.rate, config.max_queue_ms,
+        config.target_p99_ms, device.type, config.backend,
+    )  # fmt: skip
     return device
 
 

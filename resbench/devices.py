@@ -77,6 +77,29 @@ def parse_device(name: str) -> torch.device:
     return device
 
 
+# PyTorch's intra-op threads as this process began (all the cores, or OMP_NUM_THREADS): what a
+# Config's threads default to, read before any row sets its own
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+def default_threads(streams: int = 1) -> int:
+    """Intra-op threads per stream when a Config gives none: the process's default threads shared
+    out between the streams (at least 1 each), as OpenVINO's throughput hint does."""
+    return max(1, DEFAULT_THREADS // max(1, streams))
+
+
+@contextlib.contextmanager
+def intra_op_threads(threads: int):
+    """PyTorch's intra-op threads set to ``threads`` for a row; restored after. Threads started
+    inside (a scenario's streams) take this count for their own OpenMP team on first use."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -221,7 +221,6 @@ def measure(
         "params": flops.count_params(config.model, shape),
         "gflops_per_image": forward.gflops,
         "gflops_per_step": count.gflops * config.batch_size,
-        "threads": torch.get_num_threads(),
         "effective_batch_size": config.batch_size,
         "device_name": device_name(device),
         "allocator": steady_allocator(),

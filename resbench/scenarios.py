@@ -80,6 +80,12 @@ def check_rate(rate: object, name: str = "rate") -> float:
     return _positive(rate, name)
 
 
+def check_queue_ms(max_queue_ms: object, name: str = "max_queue_ms") -> float:
+    """``max_queue_ms`` (how long a request may wait for a fuller batch) if finite and at least 0,
+    else a one-line ValueError."""
+    return _positive(max_queue_ms, name, zero=True)
+
+
 def check_streams(streams: object, name: str = "streams") -> int:
     """``streams`` if a whole number of at least 1, else a one-line ValueError."""
     return _positive_int(streams, name)
@@ -280,7 +286,7 @@ def server(
     streams = check_streams(streams)
     batch_size = _positive_int(batch_size, "batch_size")
     rate = check_rate(rate)
-    max_queue_ms = _positive(max_queue_ms, "max_queue_ms", zero=True)
+    max_queue_ms = check_queue_ms(max_queue_ms)
     requests = _positive_int(requests, "requests")
     max_seconds = _positive(max_seconds, "max_seconds")
     arrivals = plan_arrivals(rate, requests, ARRIVAL_SHARE * max_seconds, seed)

@@ -1,10 +1,12 @@
-"""Settings as data: one entry per precision and one per backend, and the labels the tables use.
+"""Settings as data: one entry per precision, per backend and per scenario, and the tables' labels.
 
 A precision says which devices and modes it runs on, its autocast dtype (if it is one), and the dtype
 of the matmul probe that gives MFU its peak. A backend says which devices, modes and precisions it
-runs, whether channels_last means anything to it, the package it needs (and the pip extra that
-brings it), and how it turns a model and its inputs into the one call that is timed
-(``resbench/backends.py``). Validation reads the entries; nothing else branches on a name.
+runs, whether channels_last means anything to it, whether it runs several streams, the package it
+needs (and the pip extra that brings it), and how it turns a model and its inputs into the calls
+that are timed (``resbench/backends.py``). A scenario says how calls are issued (single-stream,
+offline, server: ``resbench/scenarios.py``) and which knobs it takes. Validation reads the entries;
+nothing else branches on a name.
 
 A setting's label is its precision, then "+cl" for channels_last, then the backend ("+compile" or the
 torch.compile mode for torch.compile, "+onnxruntime", "+openvino", ...): "bf16+cl+compile",
@@ -83,6 +85,8 @@ class Backend:
     # the wrap run once per process on a tiny model before the first row (backends.load_runtime),
     # so that no row's memory or first call carries the runtime's start-up; None: its own wrap
     warm: Callable | None = None
+    # the devices on which it runs more than one stream (independent executors at once)
+    stream_devices: tuple[str, ...] = ("cpu", "cuda")
 
 
 BACKENDS = {
@@ -122,6 +126,62 @@ BACKENDS = {
         Backend("cudagraphs", ("cuda",), MODES, FLOAT_PRECISIONS, backends.cudagraphs),
     )
 }
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """How calls are issued (resbench/scenarios.py), and what its Configs may set."""
+
+    name: str
+    about: str  # what it measures, in a few words (the tables' and --help's)
+    modes: tuple[str, ...] = ("inference",)
+    streams: bool = True  # takes --streams above 1
+    rate: bool = False  # takes --rate or --target-p99-ms (and --max-queue-ms): one of the two
+
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario("single-stream", "one call at a time, back to back", MODES, streams=False),
+        Scenario("offline", "every stream busy with full batches"),
+        Scenario("server", "Poisson arrivals through a dynamic batcher", rate=True),
+    )
+}
+DEFAULT_SCENARIO = "single-stream"
+
+
+def check_scenario(
+    scenario: str,
+    mode: str,
+    streams: int,
+    rate: float | None,
+    max_queue_ms: float,
+    target_p99_ms: float | None,
+    device_type: str,
+    backend: str,
+) -> None:
+    """Refuse a scenario's knobs where they mean nothing, with a ValueError that says why."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; choose one of: {', '.join(SCENARIOS)}")
+    s = SCENARIOS[scenario]
+    if mode not in s.modes:
+        raise ValueError(f"scenario {scenario} is for inference only; got mode {mode}")
+    if streams > 1 and not s.streams:
+        raise ValueError(f"scenario {scenario} runs one stream; got {streams} (use offline/server)")
+    if streams > 1 and device_type not in BACKENDS[backend].stream_devices:
+        on = ", ".join(BACKENDS[backend].stream_devices) or "no device"
+        raise ValueError(
+            f"backend {backend} runs more than one stream on {on}; got {streams} on {device_type}"
+        )
+    if s.rate and (rate is None) == (target_p99_ms is None):
+        raise ValueError(
+            f"scenario {scenario} needs either a rate (--rate) or a p99 bound to search "
+            "under (--target-p99-ms), not both"
+        )
+    if not s.rate and (rate is not None or target_p99_ms is not None or max_queue_ms):
+        raise ValueError(
+            f"rate, max_queue_ms and target_p99_ms are the server scenario's; got scenario {scenario}"
+        )
 
 
 def backend_of(compile_mode: str) -> str:
