@@ -78,6 +78,7 @@ class Prepared:
     reference: torch.Tensor | None = None  # fp32 eager logits on the same inputs (agreement)
     notes: dict = field(default_factory=dict)  # what the backend recorded (calibration)
     scoring: evaluate.Scoring | None = None  # the labelled images this row is scored on
+    workdir: Path | None = None  # the backend's files (model.onnx, ...), gone when prepare() exits
 
     def output(self) -> torch.Tensor:
         """One more step's output (the logits; the loss in train) as a CPU tensor, refused with
@@ -168,7 +169,7 @@ def prepare(
         check_faithful(config, target.notes["effective_precision"], allow_emulated)
         yield Prepared(
             config, device, model, inputs, labels, step, prepare_s, optimizer, ref, target.notes,
-            scoring,
+            scoring, Path(workdir),
         )  # fmt: skip
 
 
