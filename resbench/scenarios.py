@@ -21,9 +21,8 @@ every stream has stopped.
   every request that arrived during it (no coordinated omission). The run is *sustained* when the
   queue did not grow without bound (see ``ServerResult``); latency figures of an unsustained run
   are None, never a number.
-- ``peak_search(run_at_rate, target_p99_ms, low, high, steps)``: bisection over offered rates, as
-  MLPerf LoadGen's server peak search, for the highest sustained rate whose p99 meets the bound;
-  every rate tried is kept.
+- The peak search over offered rates (the highest sustained rate whose p99 meets a bound) is
+  ``resbench/peak.py``.
 - ``check_streams``, ``check_threads``, ``check_rate``: one-line ValueErrors for bad values.
 
 Percentiles are numpy's (linear interpolation) over the raw per-request latencies, which are kept.
@@ -59,13 +58,13 @@ class Executor(Protocol):
 MakeCall = Callable[[int], "Executor | Callable[[Sequence[int]], object]"]
 
 
-def _positive_int(value: object, name: str) -> int:
+def positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a whole number of at least 1; got {value!r}")
     return int(value)
 
 
-def _positive(value: object, name: str, zero: bool = False) -> float:
+def positive_number(value: object, name: str, zero: bool = False) -> float:
     """``value`` as a float if finite and above 0 (or at least 0 with ``zero``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
         raise ValueError(f"{name} must be a number; got {value!r}")
@@ -77,18 +76,18 @@ def _positive(value: object, name: str, zero: bool = False) -> float:
 
 def check_rate(rate: object, name: str = "rate") -> float:
     """``rate`` (requests per second) if finite and above 0, else a one-line ValueError."""
-    return _positive(rate, name)
+    return positive_number(rate, name)
 
 
 def check_queue_ms(max_queue_ms: object, name: str = "max_queue_ms") -> float:
     """``max_queue_ms`` (how long a request may wait for a fuller batch) if finite and at least 0,
     else a one-line ValueError."""
-    return _positive(max_queue_ms, name, zero=True)
+    return positive_number(max_queue_ms, name, zero=True)
 
 
 def check_streams(streams: object, name: str = "streams") -> int:
     """``streams`` if a whole number of at least 1, else a one-line ValueError."""
-    return _positive_int(streams, name)
+    return positive_int(streams, name)
 
 
 def check_threads(
@@ -100,7 +99,7 @@ def check_threads(
 ) -> int:
     """Intra-op ``threads`` per stream if at least 1 and, unless ``oversubscribe``, if
     streams x threads fits in ``cores`` (this machine's when None), else a one-line ValueError."""
-    threads = _positive_int(threads, name)
+    threads = positive_int(threads, name)
     streams = check_streams(streams)
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -180,11 +179,11 @@ def offline(
     """Issue full batches on every stream until ``images`` were issued or ``seconds`` passed
     (whichever comes first; at least one is needed). Ids count up from 0 across streams."""
     streams = check_streams(streams)
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = positive_int(batch_size, "batch_size")
     if images is None and seconds is None:
         raise ValueError("offline needs a bound: images, seconds or both")
-    limit = math.inf if images is None else _positive_int(images, "images")
-    deadline_s = math.inf if seconds is None else _positive(seconds, "seconds")
+    limit = math.inf if images is None else positive_int(images, "images")
+    deadline_s = math.inf if seconds is None else positive_number(seconds, "seconds")
     calls = _executors(make_call, streams)
     lock = threading.Lock()
     issued = 0
@@ -288,11 +287,11 @@ def server(
             (a call already running is waited for: it cannot be interrupted).
     """
     streams = check_streams(streams)
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = positive_int(batch_size, "batch_size")
     rate = check_rate(rate)
     max_queue_ms = check_queue_ms(max_queue_ms)
-    requests = _positive_int(requests, "requests")
-    max_seconds = _positive(max_seconds, "max_seconds")
+    requests = positive_int(requests, "requests")
+    max_seconds = positive_number(max_seconds, "max_seconds")
     arrivals = plan_arrivals(rate, requests, ARRIVAL_SHARE * max_seconds, seed)
     n = len(arrivals)
     max_queue_s = max_queue_ms / 1e3
@@ -381,88 +380,3 @@ def _server_result(
         batch_sizes=list(batches),
         **figures,
     )
-
-
-@dataclass(frozen=True)
-class Try:
-    """One rate the peak search tried, and whether it met the bound."""
-
-    rate: float
-    passed: bool
-    result: object  # what run_at_rate returned (a ServerResult)
-
-
-@dataclass(frozen=True)
-class PeakResult:
-    """The highest rate tried that was sustained with p99 within the bound (None if low failed)."""
-
-    target_p99_ms: float
-    peak_rate: float | None
-    best: object | None  # run_at_rate's result at peak_rate
-    tries: list[Try]  # in the order tried
-    ceiling_passed: bool  # high itself passed: the true peak may lie above the searched range
-
-
-def meets(result: object, target_p99_ms: float) -> bool:
-    """Sustained, with a p99 at most ``target_p99_ms``."""
-    p99 = getattr(result, "latency_ms_p99", None)
-    return bool(getattr(result, "sustained", False)) and p99 is not None and p99 <= target_p99_ms
-
-
-def peak_search(
-    run_at_rate: Callable[[float], object],
-    target_p99_ms: float,
-    low: float,
-    high: float,
-    steps: int = 6,
-    floor: float | None = None,
-) -> PeakResult:
-    """Bisect offered rates in [low, high] for the highest that ``meets`` the p99 bound.
-
-    ``run_at_rate(rate)`` runs one server scenario and returns something with ``sustained`` and
-    ``latency_ms_p99`` (a ServerResult). ``low`` and ``high`` are tried first; then ``steps``
-    bisections narrow the bracket to (high - low) / 2**steps. With ``floor``, a ``low`` that fails
-    is divided by 4 until a rate passes or would fall below ``floor``, and the bisection runs
-    between that rate and the last one that failed.
-    """
-    target_p99_ms = _positive(target_p99_ms, "target_p99_ms")
-    low, high = check_rate(low, "low"), check_rate(high, "high")
-    if low >= high:
-        raise ValueError(f"low must be below high; got low={low}, high={high}")
-    steps = _positive_int(steps, "steps")
-    tries: list[Try] = []
-
-    def attempt(rate: float) -> Try:
-        result = run_at_rate(rate)
-        tries.append(Try(rate, meets(result, target_p99_ms), result))
-        return tries[-1]
-
-    def done(best: Try | None, ceiling: bool) -> PeakResult:
-        return PeakResult(
-            target_p99_ms,
-            best.rate if best else None,
-            best.result if best else None,
-            tries,
-            ceiling,
-        )
-
-    if floor is not None:
-        floor = check_rate(floor, "floor")
-    best, fail = attempt(low), None
-    while not best.passed:
-        if floor is None or best.rate / 4 < floor:
-            return done(None, False)
-        fail = best.rate
-        best = attempt(best.rate / 4)
-    if fail is None:
-        top = attempt(high)
-        if top.passed:
-            return done(top, True)
-        fail = high
-    for _ in range(steps):
-        mid = attempt((best.rate + fail) / 2)
-        if mid.passed:
-            best = mid
-        else:
-            fail = mid.rate
-    return done(best, False)

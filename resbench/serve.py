@@ -11,7 +11,7 @@ stream up; for an offline or server Config it then hands the Prepared to ``run``
   (``scenarios.server``), for a window of the budget or long enough for ``MIN_REQUESTS`` requests,
   whichever is longer, but at most ``max(budget, MAX_WINDOW_S)``;
 - server with ``target_p99_ms``: the offline capacity C of the same streams and batch first, then
-  ``scenarios.peak_search`` over offered rates in [C / 4, 1.2 C] (a server cannot outrun its own
+  ``peak.peak_search`` over offered rates in [C / 4, 1.2 C] (a server cannot outrun its own
   offline throughput, as batches are never fuller; below C / 4 by quarters where C / 4 fails), every
   rate tried kept in ``peak_tries``.
 
@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from resbench import scenarios, timing
+from resbench import peak, scenarios, timing
 
 MIN_REQUESTS = (
     500  # a server run's requests at least, where the window allows: p99 of 500 is the 5th
@@ -176,7 +176,7 @@ def server_fields(r: scenarios.ServerResult) -> dict:
     }
 
 
-def _tried(t: scenarios.Try) -> dict:
+def _tried(t: peak.Try) -> dict:
     r = t.result
     return {
         "rate": t.rate,
@@ -188,23 +188,23 @@ def _tried(t: scenarios.Try) -> dict:
     }
 
 
-def peak_fields(peak: scenarios.PeakResult) -> dict:
+def peak_fields(search: peak.PeakResult) -> dict:
     """The search's best run as the Result's figures (offered_rate: the highest rate that met the
     bound); with none, not sustained and no latency."""
-    tries = [_tried(t) for t in peak.tries]
-    if peak.best is None:
+    tries = [_tried(t) for t in search.tries]
+    if search.best is None:
         return {
             **_latency_fields(None),
             "offered_rate": None,
             "achieved_rate": None,
             "throughput_ips": None,
             "sustained": False,
-            "requests": sum(t.result.requests for t in peak.tries),
-            "iterations": sum(len(t.result.batch_sizes) for t in peak.tries),
+            "requests": sum(t.result.requests for t in search.tries),
+            "iterations": sum(len(t.result.batch_sizes) for t in search.tries),
             "samples_ms": [],
             "peak_tries": tries,
         }
-    return server_fields(peak.best) | {"peak_tries": tries}
+    return server_fields(search.best) | {"peak_tries": tries}
 
 
 def run(prepared, budget_s: float) -> dict:
@@ -229,7 +229,7 @@ def _run(config, make_call, budget_s: float) -> dict:
     probe = scenarios.offline(make_call, streams, batch, seconds=max(budget_s, MIN_CALLS * call_s))
     if probe.throughput_ips <= 0:
         raise RuntimeError("the offline run before the peak search completed no call")
-    peak = scenarios.peak_search(
+    search = peak.peak_search(
         lambda rate: server_at(make_call, config, rate, budget_s),
         config.target_p99_ms,
         PEAK_LOW * probe.throughput_ips,
@@ -237,7 +237,7 @@ def _run(config, make_call, budget_s: float) -> dict:
         steps=PEAK_STEPS,
         floor=PEAK_FLOOR * probe.throughput_ips,
     )
-    return peak_fields(peak)
+    return peak_fields(search)
 
 
 def expected_s(config, budget_s: float, step_s: float) -> float:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from resbench import scenarios
+from resbench.peak import peak_search
 
 
 class Sleeper:
@@ -148,7 +149,7 @@ def _fake_run(capacity: float, p99_per_rate: float = 0.0):
 
 
 def test_peak_search_bisects_to_a_known_capacity():
-    peak = scenarios.peak_search(_fake_run(137.0), 50.0, low=10.0, high=500.0, steps=8)
+    peak = peak_search(_fake_run(137.0), 50.0, low=10.0, high=500.0, steps=8)
     assert 137.0 - (500.0 - 10.0) / 2**8 <= peak.peak_rate <= 137.0
     assert [t.rate for t in peak.tries[:2]] == [10.0, 500.0] and len(peak.tries) == 10
     assert peak.best.sustained and not peak.ceiling_passed
@@ -156,14 +157,22 @@ def test_peak_search_bisects_to_a_known_capacity():
 
 def test_peak_search_obeys_the_p99_bound_not_only_sustained():
     # sustained up to 300/s, but p99 = rate / 4 ms passes 50 ms only up to 200/s
-    peak = scenarios.peak_search(_fake_run(300.0, 0.25), 50.0, low=10.0, high=400.0, steps=10)
+    peak = peak_search(_fake_run(300.0, 0.25), 50.0, low=10.0, high=400.0, steps=10)
     assert 200.0 - 390.0 / 2**10 <= peak.peak_rate <= 200.0
 
 
+def test_peak_search_looks_below_a_failing_low_end_down_to_its_floor():
+    found = peak_search(_fake_run(3.0), 50.0, low=40.0, high=100.0, steps=4, floor=1.0)
+    assert [t.rate for t in found.tries[:3]] == [40.0, 10.0, 2.5]  # quarters until one passes
+    assert 2.5 <= found.peak_rate <= 3.0 and all(t.rate < 10.0 for t in found.tries[3:])
+    gone = peak_search(_fake_run(0.1), 50.0, low=40.0, high=100.0, floor=1.0)
+    assert gone.peak_rate is None and min(t.rate for t in gone.tries) >= 1.0
+
+
 def test_peak_search_edges():
-    none = scenarios.peak_search(_fake_run(5.0), 50.0, low=10.0, high=100.0)
+    none = peak_search(_fake_run(5.0), 50.0, low=10.0, high=100.0)
     assert none.peak_rate is None and len(none.tries) == 1 and not none.tries[0].passed
-    ceiling = scenarios.peak_search(_fake_run(1000.0), 50.0, low=10.0, high=100.0)
+    ceiling = peak_search(_fake_run(1000.0), 50.0, low=10.0, high=100.0)
     assert ceiling.peak_rate == 100.0 and ceiling.ceiling_passed
 
 
@@ -173,7 +182,7 @@ def test_peak_search_over_real_server_runs():
     def run(rate: float):
         return scenarios.server(lambda s: fake, 1, 1, rate=rate, requests=60, max_seconds=10)
 
-    peak = scenarios.peak_search(run, 100.0, low=100.0, high=800.0, steps=3)
+    peak = peak_search(run, 100.0, low=100.0, high=800.0, steps=3)
     assert peak.peak_rate is not None and 100.0 <= peak.peak_rate < 1.3 * 200.0
     assert all(t.result.offered_rate == t.rate for t in peak.tries)
 
@@ -228,6 +237,6 @@ def test_bad_offline_and_peak_arguments_raise():
     with pytest.raises(ValueError, match="bound"):
         scenarios.offline(lambda s: Sleeper(0), 1, 1)
     with pytest.raises(ValueError, match="low must be below high"):
-        scenarios.peak_search(_fake_run(1.0), 50.0, low=10.0, high=10.0)
+        peak_search(_fake_run(1.0), 50.0, low=10.0, high=10.0)
     with pytest.raises(ValueError, match="target_p99_ms"):
-        scenarios.peak_search(_fake_run(1.0), math.nan, low=1.0, high=10.0)
+        peak_search(_fake_run(1.0), math.nan, low=1.0, high=10.0)
