@@ -124,6 +124,14 @@ def test_compare_verdicts_and_the_facts_that_differ():
     assert "benchmark_app ran 2 streams x 1 threads, not 1 x 2" in out["differences"]
 
 
+def test_a_side_run_under_load_is_marked():
+    row = serving_check.Row("resnet18", 1, "fp32", "single-stream", 1, 2)
+    res, bapp = _sides(100.0, 10.0, 100.0, 10.0)
+    out = serving_check.compare(row, 1, 2, res, bapp | {"foreign_cpu": 0.9})
+    assert out["verdict"] == "within 10%, under load (benchmark_app)"
+    assert "other processes kept 0.90 cores busy while benchmark_app ran" in out["differences"]
+
+
 def test_an_offline_row_from_a_measure_without_offline_is_refused():
     config = Config("resnet18", 1, device="cpu", backend="openvino", scenario="offline", streams=2)
     single = Result.for_config(config, status="ok", throughput_ips=100.0, latency_ms_median=10.0)
