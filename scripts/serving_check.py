@@ -219,6 +219,7 @@ def compiled_properties(prepared: Prepared) -> dict | None:
         if isinstance(obj, ov.AsyncInferQueue) and len(obj):
             todo.append(obj[0])
         todo += [c.cell_contents for c in getattr(obj, "__closure__", None) or ()]
+        todo += list(getattr(obj, "__defaults__", None) or ())  # def infer(request=request)
         todo += [getattr(obj, a) for a in ("func", "__self__") if hasattr(obj, a)]
         if isinstance(obj, (list, tuple)):
             todo += list(obj)
