@@ -232,6 +232,18 @@ def parse_positive_ints(text: str, flag: str) -> list[int]:
     return sorted(set(values))
 
 
+def parse_positive_floats(text: str, flag: str) -> list[float]:
+    """Sorted distinct finite numbers above 0 (rates, bounds); one line naming ``flag`` else."""
+    values = []
+    for item in split_list(text, flag):
+        try:
+            value = float(item)
+        except ValueError:
+            raise UsageError(f"{flag} takes numbers above 0; got {item!r}") from None
+        values.append(positive(value, flag))
+    return sorted(set(values))
+
+
 def parse_choices(text: str, flag: str, choices: Sequence[str]) -> list[str]:
     values = split_list(text, flag)
     for value in values:

@@ -15,6 +15,7 @@ Results. Peak memory and the CPU allocator are explained in ``resbench/devices.p
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import math
 import os
 import statistics
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from resbench import backends, evaluate, flops, power, probes, settings, timing
+from resbench import backends, evaluate, flops, power, probes, serve, settings, timing
 from resbench.datamodel import (
     Config,
     Result,
@@ -72,6 +73,7 @@ class _Run:
     agreement: dict
     notes: dict
     energy: power.Reading
+    serving: dict | None = None  # an offline or server row's figures (serve.run)
 
 
 def utc_now() -> str:
@@ -139,10 +141,18 @@ def _measure_once(
         first_s = time.perf_counter() - t0
         warm, warm_s = timing.warmup(step, device, max_warmup_s)
         memory.start()
+        serving = None
         with power.Meter(device) as meter, timing.ForeignCpu() as foreign:
-            samples = timing.autorange(
-                step, device, budget_s, float(warm.samples_ms[-1]), min_iters=3
-            )
+            if config.scenario == settings.DEFAULT_SCENARIO:
+                samples = timing.autorange(
+                    step, device, budget_s, float(warm.samples_ms[-1]), min_iters=3
+                )
+            else:  # every stream, as its scenario issues calls (resbench/serve.py)
+                t0 = time.perf_counter()
+                serving = serve.run(prepared, budget_s)
+                wall_ms = (time.perf_counter() - t0) * 1e3
+                calls = serving["iterations"]
+                samples = timing.Samples(serving["samples_ms"], [wall_ms], [wall_ms], [calls])
             memory.sample()
         peak_mb = memory.peak_mb()
         out = prepared.output()  # after the timed region: a NaN or Inf fails the row
@@ -153,7 +163,7 @@ def _measure_once(
             agreement |= evaluate.score(prepared, prepared.scoring, key)
     return _Run(
         samples, first_s, warm_s, peak_mb, memory.method, foreign.cores, flags,
-        prepared.prepare_s, agreement, prepared.notes, meter.reading,
+        prepared.prepare_s, agreement, prepared.notes, meter.reading, serving,
     )  # fmt: skip
 
 
@@ -281,22 +291,15 @@ def _result(
     peak_probe: str | None = None,
 ) -> Result:
     """One Result from the runs of every repeat; ``peak``/``peak_probe`` as measure() takes them."""
+    if runs[0].serving is not None:
+        return _serving_result(config, device, runs, peak, common, peak_probe)
     samples = [x for run in runs for x in run.samples.samples_ms]
     s = timing.stats(samples)
     medians = [timing.stats(run.samples.samples_ms).median for run in runs]
     median = statistics.median(medians)
     spread = timing.spread(medians)
     achieved = common["gflops_per_step"] / (median / 1e3) / 1e3
-    if settings.PRECISIONS[config.precision].probe is None:
-        peak_tflops = None  # no matmul probe for this precision: no MFU
-    elif peak is True:
-        probed = probes.measure_peak(device, config.precision)
-        peak_tflops, peak_probe = probed.tflops, probed.probe
-    elif peak:
-        peak_tflops, peak_probe = float(peak), peak_probe or "given to measure()"
-    else:
-        peak_tflops = None
-    first = runs[0]
+    peak_tflops, peak_probe = _peak(config, device, peak, peak_probe)
     return Result.for_config(
         config,
         latency_ms_median=median,
@@ -308,8 +311,35 @@ def _result(
         throughput_ips=config.batch_size / (median / 1e3),
         tflops_achieved=achieved,
         peak_tflops=peak_tflops,
-        peak_probe=peak_probe if peak_tflops else None,
+        peak_probe=peak_probe,
         **probes.mfu_fields(achieved, peak_tflops),
+        **_common_fields(config, runs, len(samples) * config.batch_size),
+        noisy=s.noisy or spread > timing.NOISY_IQR_FRACTION,
+        repeat_medians_ms=medians,
+        repeat_spread=spread,
+        samples_ms=samples,
+        **common,
+    )
+
+
+def _peak(config: Config, device: torch.device, peak, peak_probe: str | None) -> tuple:
+    """(peak TFLOP/s, the probe that gave it) for MFU, as measure() takes ``peak``; (None, None)
+    for no MFU."""
+    if settings.PRECISIONS[config.precision].probe is None:
+        return None, None  # no matmul probe for this precision: no MFU
+    if peak is True:
+        probed = probes.measure_peak(device, config.precision)
+        return probed.tflops, probed.probe
+    if peak:
+        return float(peak), peak_probe or "given to measure()"
+    return None, None
+
+
+def _common_fields(config: Config, runs: list[_Run], images: int) -> dict:
+    """What a Result takes from its runs whatever the scenario: memory, the first preparation's
+    notes and agreement, warm-up and measured times, load, energy over ``images``."""
+    first = runs[0]
+    return dict(
         peak_memory_mb=max(run.peak_mb for run in runs),
         peak_memory_method=first.memory_method,
         compile_time_s=first.first_s if config.backend == "compile" else 0.0,
@@ -320,16 +350,42 @@ def _result(
         measure_s=sum(run.samples.wall_s for run in runs),
         host_ms_per_iter=statistics.median(run.samples.host_ms_per_iter() for run in runs),
         issue_ms_per_iter=statistics.median(run.samples.issue_ms_per_iter() for run in runs),
-        noisy=s.noisy or spread > timing.NOISY_IQR_FRACTION,
         foreign_cpu=statistics.fmean(run.foreign_cpu for run in runs),
         repeats=len(runs),
-        repeat_medians_ms=medians,
-        repeat_spread=spread,
-        **power.fields(
-            power.combine([run.energy for run in runs]), len(samples) * config.batch_size
-        ),
+        **power.fields(power.combine([run.energy for run in runs]), images),
         timestamp=utc_now(),
-        samples_ms=samples,
         **first.flags,
+    )
+
+
+def _serving_result(
+    config: Config,
+    device: torch.device,
+    runs: list[_Run],
+    peak,
+    common: dict,
+    peak_probe: str | None = None,
+) -> Result:
+    """One Result of an offline or server Config's runs (serve.pool combines the repeats):
+    per-request latencies, throughput as served, MFU on the images served."""
+    figures = functools.reduce(serve.pool, [run.serving for run in runs])
+    medians = [run.serving["latency_ms_median"] for run in runs]
+    medians = [m for m in medians if m is not None]
+    throughput = figures.get("throughput_ips")
+    per_image = common["gflops_per_image"]
+    achieved = per_image * throughput / 1e3 if throughput and per_image else None
+    peak_tflops, peak_probe = _peak(config, device, peak, peak_probe)
+    served = sum(run.serving.get("requests") or 0 for run in runs)
+    return Result.for_config(
+        config,
+        **figures,
+        tflops_achieved=achieved,
+        peak_tflops=peak_tflops,
+        peak_probe=peak_probe,
+        **probes.mfu_fields(achieved, peak_tflops),
+        **_common_fields(config, runs, served),
+        noisy=len(medians) > 1 and timing.spread(medians) > timing.NOISY_IQR_FRACTION,
+        repeat_medians_ms=medians,
+        repeat_spread=timing.spread(medians) if medians else None,
         **common,
     )

@@ -18,7 +18,7 @@ import torch
 
 from resbench import backends, env, evaluate, settings
 from resbench.datamodel import Config, validate_config
-from resbench.devices import emulated, steady_allocator, torch_precision
+from resbench.devices import emulated, intra_op_threads, steady_allocator, torch_precision
 from resbench.models import build_model, input_channels
 from resbench.settings import numerics
 from resbench.weights import Weights, load_into
@@ -79,6 +79,9 @@ class Prepared:
     notes: dict = field(default_factory=dict)  # what the backend recorded (calibration)
     scoring: evaluate.Scoring | None = None  # the labelled images this row is scored on
     workdir: Path | None = None  # the backend's files (model.onnx, ...), gone when prepare() exits
+    # one call per stream (config.streams), each for its own thread (resbench/serve.py); the
+    # first is ``step``
+    streams: list[Callable[[], object]] = field(default_factory=list)
 
     def output(self) -> torch.Tensor:
         """One more step's output (the logits; the loss in train) as a CPU tensor, refused with
@@ -123,13 +126,18 @@ def prepare(
     ``weights.Weights``) the model is built with the file's classes and input channels and loaded
     strictly, instead of He-initialised. A setting whose arithmetic is not what its label
     says raises ``backends.Unfaithful`` (an emulated precision only without ``allow_emulated``);
-    ``notes`` records ``effective_precision`` and ``compute_kernel``. With ``evaluation`` (labelled
-    images) the Prepared carries their ``scoring``, and int8 calibrates on the Config's
-    ``calibration_data`` from them.
+    ``notes`` records ``effective_precision`` and ``compute_kernel``. PyTorch runs
+    ``config.threads`` intra-op threads inside (restored after), and the backend makes one call per
+    ``config.streams``. With ``evaluation`` (labelled images) the Prepared carries their
+    ``scoring``, and int8 calibrates on the Config's ``calibration_data`` from them.
     """
     device = validate_config(config)
     steady_allocator()
-    with numerics(config.precision, device), tempfile.TemporaryDirectory() as workdir:
+    with (
+        numerics(config.precision, device),
+        intra_op_threads(config.threads),
+        tempfile.TemporaryDirectory() as workdir,
+    ):
         torch.manual_seed(seed)
         if weights is not None and not isinstance(weights, Weights):
             weights = read_weights(weights)
@@ -153,13 +161,14 @@ def prepare(
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         target = backends.Target(
             model, inputs, labels, device, config.mode, settings.PRECISIONS[config.precision].autocast,
-            config.precision, config.compile, Path(workdir), TRAIN_LR,
+            config.precision, config.compile, Path(workdir), TRAIN_LR, streams=config.streams,
+            threads=config.threads,
         )  # fmt: skip
         if scoring is not None and settings.PRECISIONS[config.precision].quantised:
             target.calibration = scoring.calibration(
                 config.calibration_data, evaluation.calibration_method, config.batch_size
             )
-        step, prepare_s = settings.BACKENDS[config.backend].wrap(target)
+        steps, prepare_s = settings.BACKENDS[config.backend].wrap(target)
         optimizer = target.notes.pop("optimizer", None)
         if "effective_precision" not in target.notes:  # PyTorch's own arithmetic
             target.notes["effective_precision"] = torch_precision(device, config.precision)
@@ -168,8 +177,8 @@ def prepare(
             target.notes["compute_kernel"] = kernel
         check_faithful(config, target.notes["effective_precision"], allow_emulated)
         yield Prepared(
-            config, device, model, inputs, labels, step, prepare_s, optimizer, ref, target.notes,
-            scoring, Path(workdir),
+            config, device, model, inputs, labels, steps[0], prepare_s, optimizer, ref,
+            target.notes, scoring, Path(workdir), steps,
         )  # fmt: skip
 
 

@@ -163,6 +163,7 @@ class OfflineResult:
     wall_s: float  # first call's start to last call's end
     throughput_ips: float
     latencies_ms: list[float] = field(repr=False)  # one per request, raw
+    calls_ms: list[float] = field(repr=False, default_factory=list)  # one per call, in order done
     latency_ms_p50: float | None = None
     latency_ms_p90: float | None = None
     latency_ms_p99: float | None = None
@@ -188,6 +189,7 @@ def offline(
     lock = threading.Lock()
     issued = 0
     latencies: list[float] = []
+    call_ms: list[float] = []
     spans: list[tuple[float, float]] = []
     start = threading.Barrier(streams)
     t0 = 0.0
@@ -208,6 +210,7 @@ def offline(
             end = time.perf_counter()
             with lock:
                 latencies.extend([(end - begin) * 1e3] * batch_size)
+                call_ms.append((end - begin) * 1e3)
                 spans.append((begin, end))
 
     _run_threads([lambda c=c: stream(c) for c in calls])
@@ -219,6 +222,7 @@ def offline(
         wall_s=wall,
         throughput_ips=len(latencies) / wall if wall > 0 else 0.0,
         latencies_ms=latencies,
+        calls_ms=call_ms,
         **percentiles_ms(latencies),
     )
 
@@ -411,12 +415,15 @@ def peak_search(
     low: float,
     high: float,
     steps: int = 6,
+    floor: float | None = None,
 ) -> PeakResult:
     """Bisect offered rates in [low, high] for the highest that ``meets`` the p99 bound.
 
     ``run_at_rate(rate)`` runs one server scenario and returns something with ``sustained`` and
     ``latency_ms_p99`` (a ServerResult). ``low`` and ``high`` are tried first; then ``steps``
-    bisections narrow the bracket to (high - low) / 2**steps.
+    bisections narrow the bracket to (high - low) / 2**steps. With ``floor``, a ``low`` that fails
+    is divided by 4 until a rate passes or would fall below ``floor``, and the bisection runs
+    between that rate and the last one that failed.
     """
     target_p99_ms = _positive(target_p99_ms, "target_p99_ms")
     low, high = check_rate(low, "low"), check_rate(high, "high")
@@ -439,13 +446,19 @@ def peak_search(
             ceiling,
         )
 
-    best = attempt(low)
-    if not best.passed:
-        return done(None, False)
-    top = attempt(high)
-    if top.passed:
-        return done(top, True)
-    fail = high
+    if floor is not None:
+        floor = check_rate(floor, "floor")
+    best, fail = attempt(low), None
+    while not best.passed:
+        if floor is None or best.rate / 4 < floor:
+            return done(None, False)
+        fail = best.rate
+        best = attempt(best.rate / 4)
+    if fail is None:
+        top = attempt(high)
+        if top.passed:
+            return done(top, True)
+        fail = high
     for _ in range(steps):
         mid = attempt((best.rate + fail) / 2)
         if mid.passed:

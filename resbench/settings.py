@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from resbench import backends
+from resbench import backends, runtimes
 
 MODES = ("inference", "train")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
@@ -75,7 +75,7 @@ class Backend:
     devices: tuple[str, ...]
     modes: tuple[str, ...]
     precisions: tuple[str, ...]
-    wrap: Callable  # backends.<name>(prepared pieces) -> the timed call; see backends.py
+    wrap: Callable  # backends.<name>(Target) -> (one call per stream, prepare_s); see backends.py
     needs: str | None = None  # module to import; missing -> a "skipped" Result
     extra: str | None = None  # the pip extra that brings it
     channels_last: bool = True  # False: the runtime picks its own layout, "+cl" means nothing
@@ -107,7 +107,7 @@ BACKENDS = {
             ("cpu", "cuda"),
             ("inference",),
             ("fp32", "int8"),
-            backends.onnxruntime,
+            runtimes.onnxruntime,
             needs="onnxruntime",
             extra="deploy",
             channels_last=False,
@@ -117,11 +117,11 @@ BACKENDS = {
             ("cpu",),
             ("inference",),
             ("fp32", "bf16", "int8"),
-            backends.openvino,
+            runtimes.openvino,
             needs="openvino",
             extra="deploy",
             channels_last=False,
-            lacks=backends.openvino_lacks,
+            lacks=runtimes.openvino_lacks,
         ),
         Backend("cudagraphs", ("cuda",), MODES, FLOAT_PRECISIONS, backends.cudagraphs),
     )

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from resbench import backends, data, evaluate, weights
+from resbench import backends, data, evaluate, runtimes, weights
 from resbench.measure import Config, measure
 from resbench.models import build_model
 from resbench.runfolder import read_results
@@ -118,7 +118,7 @@ def test_int8_scales_come_from_the_given_images_not_noise(trained, tmp_path):
                             torch.device("cpu"), "inference", None, "int8",
                             workdir=tmp_path / source)  # fmt: skip
         t.calibration = scoring.calibration(source, "minmax")
-        graph = onnx.load(str(backends.quantise_onnx(t, backends.export_onnx(t)))).graph
+        graph = onnx.load(str(runtimes.quantise_onnx(t, runtimes.export_onnx(t)))).graph
         scales[source] = {
             i.name: numpy_helper.to_array(i) for i in graph.initializer if "scale" in i.name
         }

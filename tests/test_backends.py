@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from resbench import backends, cli, devices, env, settings
+from resbench import cli, devices, env, runtimes, settings
 from resbench.measure import Config, Result, measure, validate_config
 
 FAST = {"budget_s": 0.1, "max_warmup_s": 0.1, "peak": False}
@@ -88,7 +88,7 @@ def test_a_result_written_before_backends_loads_as_eager_or_compile():
 )
 def test_a_runtime_is_timed_with_its_agreement_and_preparation(backend, precision, tolerance):
     r = measure(cpu(backend, precision=precision), **FAST)
-    if backend == "openvino" and backends.openvino_lacks(precision):  # a CPU without its units
+    if backend == "openvino" and runtimes.openvino_lacks(precision):  # a CPU without its units
         assert r.status == "skipped" and r.effective_precision == "fp32", r.error
         return
     assert r.status == "ok", r.error
@@ -165,8 +165,8 @@ NO_BF16 = frozenset({"fpu", "sse2", "avx", "avx2", "fma"})  # an AVX2-only host'
 
 
 def test_bf16_openvino_on_a_cpu_without_bf16_is_skipped_before_any_export(monkeypatch):
-    monkeypatch.setattr(backends, "openvino_capabilities", lambda: ["FP32", "INT8", "BIN"])
-    monkeypatch.setattr(backends, "export_onnx", lambda t: pytest.fail("exported a refused row"))
+    monkeypatch.setattr(runtimes, "openvino_capabilities", lambda: ["FP32", "INT8", "BIN"])
+    monkeypatch.setattr(runtimes, "export_onnx", lambda t: pytest.fail("exported a refused row"))
     r = measure(cpu("openvino", precision="bf16"), **FAST)
     assert r.status == "skipped" and r.effective_precision == "fp32"
     assert "lists no BF16" in r.error and "FP32, INT8, BIN" in r.error
@@ -175,9 +175,9 @@ def test_bf16_openvino_on_a_cpu_without_bf16_is_skipped_before_any_export(monkey
 def test_a_runtime_that_computes_another_precision_than_its_label_is_skipped(monkeypatch):
     # the capabilities say BF16, but the compiled model's convolutions ran in f32 (a hint the
     # plugin overrode): what ran decides, not what was asked
-    monkeypatch.setattr(backends, "openvino_capabilities", lambda: ["FP32", "BF16", "INT8"])
+    monkeypatch.setattr(runtimes, "openvino_capabilities", lambda: ["FP32", "BF16", "INT8"])
     monkeypatch.setattr(
-        backends,
+        runtimes,
         "openvino_precision",
         lambda compiled: {"effective_precision": "fp32", "compute_kernel": "jit_avx2_FP32"},
     )
@@ -206,9 +206,9 @@ def test_openvino_precision_is_what_most_convolutions_ran_in():
         def get_runtime_model(self):
             return type("M", (), {"get_ordered_ops": lambda self: ops})()
 
-    got = backends.openvino_precision(Compiled())
+    got = runtimes.openvino_precision(Compiled())
     assert got == {"effective_precision": "fp32", "compute_kernel": "jit_avx2_FP32"}
-    assert backends.conv_precision({"fp32": 2, "bf16": 2}) == "mixed (fp32 x2, bf16 x2)"
+    assert runtimes.conv_precision({"fp32": 2, "bf16": 2}) == "mixed (fp32 x2, bf16 x2)"
 
 
 def test_torch_bf16_on_a_cpu_without_bf16_units_is_skipped_or_marked_emulated(monkeypatch):

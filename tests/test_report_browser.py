@@ -291,3 +291,22 @@ def test_the_accuracy_tradeoff_draws_on_the_page(tmp_path, browser):
     assert any("top-1 88.80%" in h and "McNemar p 1e-9" in h for h in points["hover"])
     assert any(t["name"] == "Pareto front" for t in traces)
     assert shown_cells(browser, "top-1") == ["92.00%", "91.70%", "88.80%"]
+
+
+def test_the_serving_rows_draw_on_the_page(tmp_path, browser):
+    from test_report_serving import serving_run
+
+    write_run(tmp_path / "run", serving_run())
+    assert report.main([str(tmp_path / "run")]) == 0
+    open_page(browser, tmp_path / "run" / "report.html")
+    assert browser.js("window.__errors") == []
+    assert not [e for e in browser.events if e.get("method") == "Runtime.exceptionThrown"]
+    hover = browser.js(
+        "Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(p => p.data)"
+        ".flatMap(t => t.hovertext || [])"
+    )
+    assert any("offered 400.0 req/s" in h and "not sustained" in h for h in hover)
+    assert any("offered 156.0 req/s" in h and "the peak found" in h for h in hover)
+    choose(browser, "scenario", "server")
+    assert shown_cells(browser, "sustained") == ["yes", "no", "yes", "yes"]
+    assert shown_cells(browser, "p99 ms")[1] == ""  # not sustained: no latency

@@ -5,9 +5,11 @@ Usage: ``python -m resbench.report RUN [--compare OLD] [--max-accuracy-drop POIN
 JSON -> Results), ``analysis`` (speed-ups, answers, the load rule, the roofline, the accuracy
 picks and Pareto front), ``text`` (how numbers and rows are written), ``accuracy`` (the answers and
 table of rows scored on labelled images), ``tables`` (markdown), ``plots`` (PNG), ``tradeoff``
-(images/s against accuracy drop, PNG), ``table_html`` (the page's table of every result), ``html``
-(report.html), ``significance`` (the moderated t on fork medians and the verdicts), ``compare``
-(two runs), ``cli`` (writing outputs, ``main``).
+(images/s against accuracy drop, PNG), ``serving`` (offline and server rows: what a machine
+serves, their table, the latency curves' points), ``serving_plot`` (p99 against offered rate, PNG
+and Plotly), ``table_html`` (the page's table of every result), ``html`` (report.html),
+``significance`` (the moderated t on fork medians and the verdicts), ``serving_compare`` (what a
+pair of serving rows is judged on), ``compare`` (two runs), ``cli`` (writing outputs, ``main``).
 """
 
 from __future__ import annotations

@@ -17,7 +17,12 @@ from resbench.report.loading import field, results_frame
 from resbench.timing import LOAD_ANY_CORES, LOAD_MEDIAN_CORES
 
 BASELINE_SETTING = "fp32"  # fp32, contiguous, eager: the row every speed-up is over
-ROW_KEY = ["device", "mode", "model", "image_size", "batch_size"]
+# rows differ also by how calls were issued (issue 23): a speed-up or an answer compares settings at
+# the same scenario, streams and intra-op threads, never a 1-thread row with a 2-thread one
+ROW_KEY = ["device", "mode", "model", "image_size", "batch_size", "scenario", "streams", "threads"]
+SINGLE_STREAM = (
+    "single-stream"  # settings.DEFAULT_SCENARIO: one call at a time, the per-batch tables
+)
 # The load rule (thresholds in timing.py): a run was measured under load when the median Result saw
 # LOAD_MEDIAN_CORES busy with other processes, or any one LOAD_ANY_CORES; a row at the first is loaded.
 # a row far under both roofline ceilings is bound by overhead (launches, Python, small kernels)
@@ -154,10 +159,18 @@ def headline(results: Sequence[Result]) -> str:
     return text
 
 
+def single_stream(frame: pd.DataFrame) -> pd.DataFrame:
+    """The single-stream rows of ``frame``: what the per-batch tables, the throughput and speed-up
+    plots, the roofline and the accuracy trade-off are about. Offline and server rows (per-request
+    latencies, a rate offered) are the serving tables' (``serving``)."""
+    return frame[frame["scenario"].fillna(SINGLE_STREAM) == SINGLE_STREAM]
+
+
 def with_speedups(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` plus ``speedup``: images/s over the fp32 eager baseline of the same row."""
+    """``frame`` plus ``speedup``: images/s over the fp32 eager baseline of the same row (the same
+    scenario, streams and threads); none for a server row, whose images/s is the rate offered."""
     frame = frame.copy()
-    ok = frame["status"] == "ok"
+    ok = (frame["status"] == "ok") & (frame["scenario"] != "server")
     base = frame[ok & (frame["setting"] == BASELINE_SETTING)]
     base = base.groupby(ROW_KEY, dropna=False)["throughput_ips"].last().rename("_base")
     frame = frame.join(base, on=ROW_KEY)
@@ -184,14 +197,29 @@ def answers(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def by_input(part: pd.DataFrame) -> pd.DataFrame:
+def by_input(part: pd.DataFrame, threads: bool = True) -> pd.DataFrame:
     """``part`` for display: a model measured at several input sides is named with each, e.g.
-    "resnet50 288px", so that its rows do not fold into one (the sweep's --image-size)."""
+    "resnet50 288px", so that its rows do not fold into one (the sweep's --image-size); with
+    ``threads``, one measured at several intra-op thread counts too, "resnet50 1 thread" (the
+    sweep's --threads). A table with a threads column of its own passes ``threads=False``."""
     if part.empty or "image_size" not in part:
         return part
     sizes = part.groupby("model")["image_size"].transform("nunique")
     named = part["model"] + " " + part["image_size"].astype("Int64").astype(str) + "px"
-    return part.assign(model=part["model"].where(sizes <= 1, named))
+    model = part["model"].where(sizes <= 1, named)
+    if threads and "threads" in part:
+        counts = part.groupby("model")["threads"].transform("nunique")
+        said = [thread_text(t) for t in part["threads"]]
+        model = model.where(counts <= 1, model + " " + pd.Series(said, index=part.index))
+    return part.assign(model=model)
+
+
+def thread_text(threads) -> str:
+    """ "1 thread", "4 threads"; "threads not recorded" where none is."""
+    n = finite(threads)
+    if n is None:
+        return "threads not recorded"
+    return f"{n:.0f} thread" + ("" if n == 1 else "s")
 
 
 def speedups_per_batch(part: pd.DataFrame) -> pd.DataFrame:
@@ -228,7 +256,9 @@ def roofline(frame: pd.DataFrame, env: dict) -> pd.DataFrame:
     from resbench import flops
     from resbench.models import list_models
 
-    frame = with_speedups(frame[frame["status"] == "ok"])
+    # single-stream rows only: an offline or server row's latencies are per request, its FLOP rate
+    # shared out between streams, so batch / median latency is not the rate it reached
+    frame = with_speedups(single_stream(frame[frame["status"] == "ok"]))
     known = set(list_models())
     bandwidth = env.get("bandwidth_gbs") or {}
     rows = []

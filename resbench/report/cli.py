@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import html
 import math
 import sys
 from collections.abc import Sequence
@@ -11,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from resbench.measure import Result
-from resbench.report import accuracy, table_html
+from resbench.report import accuracy, serving, table_html
 from resbench.report import html as page_html
-from resbench.report.analysis import MAX_ACCURACY_DROP, headline, results_table
+from resbench.report.analysis import MAX_ACCURACY_DROP, headline, results_table, single_stream
 from resbench.report.compare import compare_report, markdown_of, shown_table, slower_rows
 from resbench.report.loading import (
     ENV_FILE,
@@ -24,6 +25,7 @@ from resbench.report.loading import (
     results_frame,
 )
 from resbench.report.plots import write_plots
+from resbench.report.serving_plot import write_latency_plots
 from resbench.report.tables import answers_rows, errors, summary_markdown, warnings_for
 from resbench.report.tradeoff import PNG as TRADEOFF_PNG
 from resbench.report.tradeoff import write_tradeoff
@@ -103,22 +105,30 @@ def write_outputs(
     paths = {"csv": out_dir / "results.csv", "summary": out_dir / "summary.md"}
     results_frame(results).drop(columns=["samples_ms"]).to_csv(paths["csv"], index=False)
     frame = results_table(results, env)
+    latency = single_stream(frame)  # the per-batch answers and plots; serving rows: serving's
     summary = summary_markdown(env, results, title, max_batch, max_accuracy_drop)
-    plots = write_plots(frame, env, out_dir / "plots")
-    plots += write_tradeoff(frame, out_dir / "plots", max_accuracy_drop)
+    plots = write_plots(latency, env, out_dir / "plots")
+    plots += write_tradeoff(latency, out_dir / "plots", max_accuracy_drop)
+    plots += write_latency_plots(frame, out_dir / "plots")
     if plots:
         summary += (
             "\n## Plots\n\n" + "\n".join(f"![{p.stem}](plots/{p.name})" for p in plots) + "\n"
         )
     paths["summary"].write_text(summary)
-    groups = list(frame.groupby(["device", "mode"], sort=False))
-    sections = [
+    groups = list(latency.groupby(["device", "mode"], sort=False))
+    opening, shape = serving.opener_lines(frame), serving.shows_shape(frame)
+    sections = [("What this machine serves", table_html.items_html(opening))] if opening else []
+    sections += [
         (
-            f"Answers: {mode} on {device}",
+            f"Answers: {mode} on {device}" + (", single-stream" if shape else ""),
             answers_rows(part, max_accuracy_drop).to_html(index=False, border=0),
         )
         for (device, mode), part in groups
     ]
+    for device, part in serving.serving(frame).groupby("device", sort=False):
+        table = serving.serving_rows(part).to_html(index=False, border=0)
+        legend = f"<p>{html.escape(serving.LEGEND.replace('`', ''))}</p>"
+        sections.append((f"Serving on {device}: offline and server", table + legend))
     for (device, mode), part in groups:
         scored = accuracy.accuracy_rows(part, max_accuracy_drop)
         if not scored.empty:
@@ -129,7 +139,8 @@ def write_outputs(
     images = "".join(
         f'<div><img src="plots/{p.name}" alt="{p.stem}"></div>'
         for p in plots
-        if not p.name.startswith("throughput_") and p.name != TRADEOFF_PNG  # drawn above
+        if not p.name.startswith(("throughput_", "latency_rate_")) and p.name != TRADEOFF_PNG
+        # drawn above, interactively
     )
     if images:
         sections.append(("Speed-ups and rooflines", f'<div class="plots">{images}</div>'))

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from resbench.measure import Result
+from resbench.report import serving_compare
 from resbench.report.analysis import (
     DROP_TOLERANCE,
     LOAD_MEDIAN_CORES,
@@ -31,6 +32,7 @@ from resbench.report.analysis import (
     run_load,
 )
 from resbench.report.loading import setting_label
+from resbench.report.serving_compare import OFFLINE, PEAKS, SERVER
 from resbench.report.significance import (
     ALPHA,
     MIN_FORKS,
@@ -86,7 +88,7 @@ def _typical(r: Result) -> float:
     test on their logs compares), its headline median with one process."""
     medians = fork_medians(r)
     if len(medians) < MIN_FORKS:
-        return r.latency_ms_median
+        return math.nan if r.latency_ms_median is None else r.latency_ms_median
     return float(np.exp(np.mean(np.log(medians))))
 
 
@@ -104,24 +106,39 @@ def compare(
     and ``speedup high`` and the moderated t's ``p``; with one process on a side, the headline
     medians' ratio, untested (NaN interval and p). ``forks`` is "old/new". Where both sides of any
     row were scored on labelled images, two more columns beside the verdict: ``accuracy change``
-    (points of top-1, new minus old) and ``accuracy`` (``accuracy_verdict``).
+    (points of top-1, new minus old) and ``accuracy`` (``accuracy_verdict``). A server row is
+    judged on its peak rate (``speedup`` new peak over old) or on whether it was sustained (no
+    speedup), as ``serving_compare`` says; ``basis`` names which, and the serving columns (scenario,
+    streams, threads, images/s, peaks, p99, sustained) come where some row needs them.
     """
     old_by_key = {_key(r): r for r in old if r.status == "ok"}
     matched = [(r, old_by_key[_key(r)]) for r in new if r.status == "ok" and _key(r) in old_by_key]
     forks = [(len(fork_medians(r)), len(fork_medians(base))) for r, base in matched]
-    tested = [i for i, f in enumerate(forks) if min(f) >= MIN_FORKS]
+    bases = [serving_compare.basis(r, base) for r, base in matched]
+    tested = [
+        i
+        for i, f in enumerate(forks)
+        if min(f) >= MIN_FORKS and bases[i] == serving_compare.LATENCY
+    ]
     pairs = [(fork_medians(matched[i][0]), fork_medians(matched[i][1])) for i in tested]
     estimates = dict(zip(tested, moderated_tests(pairs, alpha), strict=True)) if pairs else {}
+    shown = serving_compare.needed(matched)
     rows = []
     for i, (r, base) in enumerate(matched):
         est = estimates.get(i)
         old_ms, new_ms = _typical(base), _typical(r)  # what the speedup is the ratio of
-        if est is not None:
+        low = high = p = math.nan
+        if bases[i] != serving_compare.LATENCY:  # a peak rate, or a rate sustained or not
+            old_ms = new_ms = math.nan
+            speedup, verdict, note = serving_compare.judge(r, base, bases[i], threshold)
+        elif est is not None:
             speedup, low, high, p = est.speedup, est.low, est.high, est.p
             verdict, note = decide(est, threshold, alpha)
+        elif min(forks[i]) == 0:
+            old_ms = new_ms = speedup = math.nan
+            verdict, note = "inconclusive", "no latency recorded on a side"
         else:
             speedup = base.latency_ms_median / r.latency_ms_median
-            low = high = p = math.nan
             verdict, note = "inconclusive", one_process_note(speedup, forks[i])
         notes = [note] if note else []
         loaded = [
@@ -142,6 +159,7 @@ def compare(
                 "mode": r.mode,
                 "setting": setting_label(r),
                 "device": r.device,
+                **{k: v for k, v in serving_compare.columns(r, base).items() if k in shown},
                 "forks": f"{forks[i][1]}/{forks[i][0]}",
                 "old ms": old_ms,
                 "new ms": new_ms,
@@ -153,6 +171,7 @@ def compare(
                 "accuracy change": change,
                 "accuracy": accurate,
                 "note": "; ".join(notes),
+                "basis": bases[i],  # what the verdict is on (serving_compare); not shown
             }
         )
     table = pd.DataFrame(rows)
@@ -258,17 +277,20 @@ def _verdict_line(
     verdicts = table["verdict"]
     counts = {v: int(verdicts.str.startswith(v).sum()) for v in VERDICTS}
     loaded = verdicts.str.contains("under load").sum()
-    untested = table["p"].isna().sum()
-    geo = float(np.exp(np.log(table["speedup"]).mean()))
+    on_latency = table["basis"] == serving_compare.LATENCY
+    untested = (table["p"].isna() & on_latency & table["speedup"].notna()).sum()
+    ratios = table["speedup"].dropna()  # none for a row judged on whether it was sustained
+    geo = f"{np.exp(np.log(ratios).mean()):.3f}x" if len(ratios) else "none (no ratio)"
     text = (
         f"Verdict: {counts['faster']} faster, {counts['slower']} slower, {counts['unchanged']} "
         f"unchanged, {counts['inconclusive']} inconclusive of {len(table)} matching Configs "
         f"(threshold {percent(threshold)}; significance from the variance between forks, a "
-        f"moderated t on the log fork medians, p < {alpha:g}); geometric-mean speedup {geo:.3f}x."
+        f"moderated t on the log fork medians, p < {alpha:g}); geometric-mean speedup {geo}."
     )
     if untested:
         rows = "1 row has" if untested == 1 else f"{untested} rows have"
         text += f" {rows} one process on a side, so their changes are untested: {'; '.join(hints)}."
+    text += serving_compare.served_sentence(int((~on_latency).sum()))
     if loaded:
         text += f" {loaded} of the verdicts were measured under load."
     return text
@@ -279,18 +301,25 @@ def _interval(low: float, high: float) -> str:
 
 
 def shown_table(table: pd.DataFrame) -> pd.DataFrame:
-    shown = table.assign(
-        **{
-            "old ms": table["old ms"].map(lambda v: fmt(v, 3)),
-            "new ms": table["new ms"].map(lambda v: fmt(v, 3)),
-            "speedup": table["speedup"].map(lambda v: f"{v:.3f}x"),
-            "speedup low": [
-                _interval(a, b)
-                for a, b in zip(table["speedup low"], table["speedup high"], strict=True)
-            ],
-            "p": table["p"].map(lambda v: "" if math.isnan(v) else p_text(v)),
-        }
-    ).drop(columns=["speedup high"])
+    numbers = {c: table[c].map(fmt) for c in (*OFFLINE, *PEAKS) if c in table}
+    numbers |= {c: table[c].map(lambda v: fmt(v, 2)) for c in SERVER[:2] if c in table}
+    shown = (
+        table.drop(columns="basis", errors="ignore")
+        .assign(
+            **numbers,
+            **{
+                "old ms": table["old ms"].map(lambda v: fmt(v, 3)),
+                "new ms": table["new ms"].map(lambda v: fmt(v, 3)),
+                "speedup": table["speedup"].map(lambda v: "" if math.isnan(v) else f"{v:.3f}x"),
+                "speedup low": [
+                    _interval(a, b)
+                    for a, b in zip(table["speedup low"], table["speedup high"], strict=True)
+                ],
+                "p": table["p"].map(lambda v: "" if math.isnan(v) else p_text(v)),
+            },
+        )
+        .drop(columns=["speedup high"])
+    )
     shown = shown.rename(columns={"speedup low": "interval", "forks": "forks old/new"})
     if "accuracy change" in table:
         change = table["accuracy change"].map(lambda v: "" if math.isnan(v) else f"{v:+.2f}")

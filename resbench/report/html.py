@@ -25,9 +25,11 @@ from resbench.report.analysis import (
     roof_bandwidth,
     roofline,
     setting_order,
+    single_stream,
 )
 from resbench.report.loading import beat_peak
 from resbench.report.plots import ERROR_BARS, colours, log_ticks, quartile_bars, tick_label
+from resbench.report.serving_plot import latency_figures
 from resbench.report.table_html import TABLE_SCRIPT
 from resbench.report.text import flags, p_text, points
 from resbench.report.tradeoff import FRONT_COLOUR, ci_bars, panels, step_line
@@ -275,6 +277,7 @@ def _log_ticks(lo: float, hi: float) -> dict:
 def figures_html(frame: pd.DataFrame, env: dict, max_drop: float = MAX_ACCURACY_DROP) -> list[str]:
     """The interactive plots of a run, as HTML fragments that use the page's plotly.min.js."""
     ok = frame[frame["status"] == "ok"].dropna(subset=["throughput_ips"])
+    ok = single_stream(ok)  # throughput against batch; the serving rows have their own figure
     colour = colours(frame["setting"])
     figs = []
     for (device, mode), part in ok.groupby(["device", "mode"], sort=False):
@@ -283,9 +286,10 @@ def figures_html(frame: pd.DataFrame, env: dict, max_drop: float = MAX_ACCURACY_
         roof = roofline(part, env)
         if not roof.empty:
             figs.append(roofline_figure(roof, colour, f"Roofline, {device}"))
-    shown = [p for p in panels(frame, max_drop) if not p.rows.empty]
+    shown = [p for p in panels(single_stream(frame), max_drop) if not p.rows.empty]
     if shown:
         figs.append(tradeoff_figure(shown, colour, max_drop))
+    figs += latency_figures(frame)
     return [
         f.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot{i}")
         for i, f in enumerate(figs)

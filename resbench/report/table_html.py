@@ -15,9 +15,12 @@ import pandas as pd
 
 from resbench.report.analysis import by_input, finite
 from resbench.report.loading import beat_peak
+from resbench.report.serving import shows_shape, sustained_text
 from resbench.report.text import OVER_PEAK, diff_text, flags
 
-FILTER_COLUMNS = ("model", "batch", "device", "mode", "setting", "status")
+FILTER_COLUMNS = ("model", "batch", "device", "mode", "setting", "status", "scenario", "streams",
+                  "threads")  # fmt: skip
+SHAPE_COLUMNS = ("scenario", "streams", "threads")
 
 # Sorting: numbers by their data-v value, text by locale. Filtering: a column's select keeps the rows
 # whose cell value (data-f) equals its choice exactly; the search box keeps rows holding its text.
@@ -75,11 +78,24 @@ TABLE_COLUMNS = [
     ("mode", "mode", None),
     ("setting", "setting", None),
     ("status", "status", None),
+    # how calls were issued (issue 23): shown where a row is not single-stream, or the rows ran at
+    # more than one stream or thread count (serving.shows_shape)
+    ("scenario", "scenario", None),
+    ("streams", "streams", "{:.0f}"),
+    ("threads", "threads", "{:.0f}"),
+    ("queue ms", "max_queue_ms", "{:g}"),
+    ("p99 bound ms", "target_p99_ms", "{:g}"),
+    ("offered req/s", "offered_rate", "{:,.1f}"),
+    ("achieved req/s", "achieved_rate", "{:,.1f}"),
+    ("sustained", "sustained_text", None),
     ("img/s", "throughput_ips", "{:,.1f}"),
     ("vs fp32", "speedup", "{:.2f}x"),
     ("img/J", "images_per_joule", "{:.2f}"),
     ("median ms", "latency_ms_median", "{:.2f}"),
     ("p99 ms", "latency_ms_p99", "{:.2f}"),
+    ("p99.9 ms", "latency_ms_p999", "{:.2f}"),
+    ("mean batch", "mean_batch", "{:.2f}"),
+    ("max batch", "max_batch", "{:.0f}"),
     ("IQR %", "iqr_fraction", "{:.0%}"),
     ("repeat spread", "repeat_spread", "{:.0%}"),
     ("forks", "forks", "{:.0f}"),
@@ -170,7 +186,10 @@ def _filter_select(header: str, i: int, frame: pd.DataFrame, col: str, form) -> 
 
 def results_table_html(frame: pd.DataFrame, columns=TABLE_COLUMNS) -> str:
     """A sortable, filterable HTML table of every row of ``frame``."""
-    frame = by_input(frame).copy()  # a model at several input sizes: a row per size
+    shape = columns is not TABLE_COLUMNS or shows_shape(frame)  # compare's table: as it is given
+    frame = by_input(frame, threads=not shape).copy()  # a row per input size (and thread count)
+    if "sustained" in frame:
+        frame["sustained_text"] = [sustained_text(v) or None for v in frame["sustained"]]
     if "latency_ms_iqr" in frame:
         frame["iqr_fraction"] = frame["latency_ms_iqr"] / frame["latency_ms_median"]
     if "quiet" in frame:
@@ -180,6 +199,10 @@ def results_table_html(frame: pd.DataFrame, columns=TABLE_COLUMNS) -> str:
         known.add("max_abs_diff")  # NaN there is said, not an unknown
     if _any(frame, "peak_exceeded"):
         known.add("mfu")  # "over peak" is said, not left blank
+    if not shape:
+        known -= set(SHAPE_COLUMNS)
+    if "max_queue_ms" in frame and not (pd.to_numeric(frame["max_queue_ms"]).fillna(0) > 0).any():
+        known.discard("max_queue_ms")  # 0: no batcher window (every row but a server's)
     columns = [c for c in columns if c[1] in known]
     head = "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in columns)
     boxes = "".join(

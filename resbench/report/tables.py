@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from resbench.measure import Result
-from resbench.report import accuracy
+from resbench.report import accuracy, serving
 from resbench.report.analysis import (
     BASELINE_SETTING,
     LOAD_MEDIAN_CORES,
@@ -20,6 +20,7 @@ from resbench.report.analysis import (
     nonfinite,
     results_table,
     row_loaded,
+    single_stream,
 )
 from resbench.report.loading import beat_peak, field
 from resbench.report.text import (
@@ -256,7 +257,9 @@ def computed_in(r) -> str:
     return f"{eff} ({kernel})" if isinstance(kernel, str) else eff
 
 
-def detail_table(part: pd.DataFrame) -> str:
+def detail_table(part: pd.DataFrame, threads: bool = False) -> str:
+    """Every row of ``part`` with its numbers; ``threads``: a column of the intra-op threads each
+    ran with (a run whose rows differ in how they were issued, ``serving.shows_shape``)."""
     has = {
         c: c in part and part[c].notna().any()
         for c in ("images_per_joule", "repeat_spread", "fork_spread", "max_abs_diff",
@@ -270,6 +273,7 @@ def detail_table(part: pd.DataFrame) -> str:
             "model": r["model"],
             "batch": r["batch_size"],
             "setting": r["setting"],
+            **({"threads": r["threads"]} if threads else {}),
             "img/s": fmt(r["throughput_ips"]) if ok else "",
             f"vs {BASELINE_SETTING}": times(r["speedup"]) if ok else "",
         }
@@ -329,28 +333,40 @@ def summary_markdown(
 ) -> str:
     """summary.md; ``max_accuracy_drop`` (points) bounds the answers where rows were scored."""
     frame = results_table(results, env)
-    out = [f"# {title}", "", f"**{headline(results)}**", ""]
+    latency = single_stream(frame)  # the per-batch tables; offline and server rows: serving's
+    shape = serving.shows_shape(frame)
+    kind = ", single-stream" if shape else ""  # said where other rows were issued otherwise
+    out = [f"# {title}", ""]
+    opening = serving.opener_lines(frame)
+    if opening:
+        out += [*[f"- {line}" for line in opening], ""]
+    out += [f"**{headline(results)}**", ""]
     load = load_warning(results)
     if load:
         out += [f"**Warning: {load}.**", ""]
-    for (device, mode), part in frame.groupby(["device", "mode"], sort=False):
+    for (device, mode), part in latency.groupby(["device", "mode"], sort=False):
         name = part["device_name"].dropna().iloc[0] if part["device_name"].notna().any() else device
         table = answers_table(part, max_accuracy_drop)
-        out += [f"## Answers: {mode} on {device} ({name})", "", table, ""]
+        out += [f"## Answers: {mode} on {device} ({name}){kind}", "", table, ""]
     warns = warnings_for(results)
     if warns:
         out += ["## Warnings", "", *[f"- {w}" for w in warns], ""]
     out += ["## Environment", "", *env_lines(env), *peak_lines(results), "", LEGEND]
     if accuracy.has_accuracy(frame):
         out += ["", accuracy.LEGEND.format(bound=points(max_accuracy_drop))]
-    for (device, mode), part in frame.groupby(["device", "mode"], sort=False):
+    for (device, mode), part in latency.groupby(["device", "mode"], sort=False):
         name = part["device_name"].dropna().iloc[0] if part["device_name"].notna().any() else device
-        out += ["", f"## {mode} on {device} ({name})", "", throughput_table(part)]
+        out += ["", f"## {mode} on {device} ({name}){kind}", "", throughput_table(part)]
         scored = accuracy.accuracy_rows(part, max_accuracy_drop)
         if not scored.empty:
             heading = f"### {mode} on {device}: accuracy on {accuracy.scored_on(part)}"
             out += ["", heading, "", scored.to_markdown(index=False, disable_numparse=True)]
-        out += ["", f"### {mode} on {device}: details", "", detail_table(part)]
+        out += ["", f"### {mode} on {device}: details", "", detail_table(part, shape)]
+    for device, part in serving.serving(frame).groupby("device", sort=False):
+        name = part["device_name"].dropna().iloc[0] if part["device_name"].notna().any() else device
+        table = serving.serving_rows(part).to_markdown(index=False, disable_numparse=True)
+        out += ["", f"## Serving on {device} ({name}): offline and server", "", table, "",
+                serving.LEGEND]  # fmt: skip
     if max_batch:
         out += ["", "## Largest batch that fits", ""]
         table = pd.DataFrame(list(max_batch)).drop(columns=["probes"], errors="ignore")

@@ -41,7 +41,7 @@ def panels(frame: pd.DataFrame, max_drop: float) -> list[Panel]:
     picks = accuracy_picks(by_input(frame), max_drop)
     out = []
     for key, part in picks.groupby(ROW_KEY, sort=False, dropna=False):
-        device, mode, model, _, batch = key
+        device, mode, model, _, batch, *_ = key
         placed = part["measured"] & pd.to_numeric(part["accuracy_drop"]).notna()
         rows = part[placed]
         front = rows[rows["pareto"]].sort_values(["accuracy_drop", "throughput_ips"])

@@ -32,10 +32,10 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm import tqdm
 
-from resbench import flops
+from resbench import flops, serve
 from resbench.datamodel import missing_package
 from resbench.measure import MIN_WARMUP_CAP_S, Config, Result, unfaithful
-from resbench.settings import PRECISIONS
+from resbench.settings import DEFAULT_SCENARIO, PRECISIONS
 
 # FLOP/s a Config's step runs at, to know how long its iterations take. CPU, per torch thread: the
 # quick preset's fp32 eager rows of 3 GFLOP or more per step ran at 88-145 GFLOP/s on 2 threads
@@ -132,7 +132,10 @@ def fork_s(
     # warm-up stops at measure()'s cap, overrun by the block in flight and the one before it
     cap = max(MIN_WARMUP_CAP_S, 2 * share)
     one = build + prepare + first + WARMUP_FIXED_S + min(WARMUP_ITERS * step, cap + 2 * step)
-    one += max(share, MIN_ITERS * step)
+    if config.scenario == DEFAULT_SCENARIO:
+        one += max(share, MIN_ITERS * step)
+    else:  # its scenario's runs (resbench/serve.py), a peak search's every rate
+        one += serve.expected_s(config, share, step)
     agree = not config.is_baseline and config.mode == "inference"
     reference = (build + step) / max(forks, 1) if agree else 0.0
     return ROW_S + repeats * one + reference

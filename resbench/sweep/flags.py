@@ -11,11 +11,11 @@ import argparse
 from pathlib import Path
 
 from resbench import cli
-from resbench.backends import CALIBRATION_METHODS
 from resbench.devices import default_device
 from resbench.evaluate import CALIBRATION_IMAGES
 from resbench.report.analysis import MAX_ACCURACY_DROP
-from resbench.settings import BACKENDS, COMPILE_MODES, PRECISIONS
+from resbench.runtimes import CALIBRATION_METHODS
+from resbench.settings import BACKENDS, COMPILE_MODES, PRECISIONS, SCENARIOS
 from resbench.sweep.grid import (
     CUDA_TIMEOUT_S,
     DEFAULT_BATCH_SIZES,
@@ -69,6 +69,51 @@ def build_parser(epilog: str = "") -> cli.Parser:
         help=f"one more axis: {', '.join(BACKENDS)}; each setting runs on each (--compile "
         "gives the compile backend's modes; a --settings label that names a backend keeps it) "
         "(default: eager, or compile where --compile asks)",
+    )
+    serve = p.add_argument_group("how calls are issued (inference; resbench/scenarios.py)")
+    serve.add_argument(
+        "--scenario",
+        help="a list of: "
+        + "; ".join(f"{name} ({s.about})" for name, s in SCENARIOS.items())
+        + " (default: single-stream)",
+    )
+    serve.add_argument(
+        "--streams",
+        help="independent executors running at once, a list (offline and server; each backend's "
+        "own: OpenVINO streams with an infer request each, an ONNX Runtime session each, a "
+        "PyTorch thread each, a CUDA stream each) (default: 1)",
+    )
+    serve.add_argument(
+        "--threads",
+        help="intra-op threads per stream, a list, for PyTorch and every runtime; streams x "
+        "threads may not pass the cores without --oversubscribe (default: the cores shared "
+        "between the streams)",
+    )
+    serve.add_argument(
+        "--oversubscribe",
+        action="store_true",
+        default=None,  # None: not given, so --resume takes the recorded choice
+        help="allow streams x threads above this machine's cores",
+    )
+    serve.add_argument(
+        "--rate",
+        help="server: requests per second offered, one image each, as a seeded Poisson process; "
+        "a list, each its own row",
+    )
+    serve.add_argument(
+        "--max-queue-ms",
+        type=float,
+        metavar="MS",
+        help="server: how long the oldest waiting request may wait for a fuller batch (the "
+        "dynamic batcher's window; batches never pass the batch size) (default: 0, an idle "
+        "stream takes whatever waits)",
+    )
+    serve.add_argument(
+        "--target-p99-ms",
+        type=float,
+        metavar="MS",
+        help="server: search for the highest sustained rate whose p99 latency is at most MS "
+        "(bisection, as MLPerf LoadGen's peak search; every rate tried is recorded)",
     )
     how = p.add_argument_group("how")
     how.add_argument(

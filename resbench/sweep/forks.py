@@ -25,8 +25,9 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
-from resbench import power, probes, timing
+from resbench import power, probes, serve, settings, timing
 from resbench.datamodel import fork_medians
+from resbench.devices import default_threads
 from resbench.measure import Config, Result, utc_now
 from resbench.runfolder import ResultLog, latest
 from resbench.sweep.eta import Progress
@@ -66,7 +67,10 @@ def combine(previous_ok: Result | None, new: Result) -> Result:
     fork 0 measures (accuracy, agreement, the first call) is ``previous_ok``'s."""
     if previous_ok is None:
         median = new.latency_ms_median
-        return dataclasses.replace(new, forks=1, fork_medians_ms=[median], fork_spread=0.0)
+        medians = [median] if median is not None else []
+        return dataclasses.replace(new, forks=1, fork_medians_ms=medians, fork_spread=0.0)
+    if new.scenario != settings.DEFAULT_SCENARIO:
+        return _combine_serving(previous_ok, new)
     first = previous_ok
     medians = [*fork_medians(first), new.latency_ms_median]
     median, spread = statistics.median(medians), timing.spread(medians)
@@ -111,6 +115,49 @@ def combine(previous_ok: Result | None, new: Result) -> Result:
         fork_medians_ms=medians,
         fork_spread=spread,
         samples_ms=samples,
+    )
+
+
+# the figures of an offline or server Result that serve.pool combines
+SERVING_FIELDS = ("latency_ms_median", "latency_ms_p10", "latency_ms_p90", "latency_ms_p99",
+                  "latency_ms_p999", "latency_ms_iqr", "throughput_ips", "offered_rate",
+                  "achieved_rate", "sustained", "mean_batch", "max_batch", "requests",
+                  "backlog_at_end", "iterations", "samples_ms", "peak_tries")  # fmt: skip
+
+
+def _combine_serving(first: Result, new: Result) -> Result:
+    """``combine`` for an offline or server Result: its figures pooled as serve.pool pools
+    repeats (a peak search keeps the lower peak), the rest as for any row."""
+    figures = serve.pool(
+        {n: getattr(first, n) for n in SERVING_FIELDS}, {n: getattr(new, n) for n in SERVING_FIELDS}
+    )
+    medians = [*fork_medians(first), *([new.latency_ms_median] if new.latency_ms_median else [])]
+    throughput = figures["throughput_ips"]
+    achieved = (
+        new.gflops_per_image * throughput / 1e3 if throughput and new.gflops_per_image else None
+    )
+    peak = new.peak_tflops or first.peak_tflops
+    k = forks_of(first)
+    energy = power.combine([_reading(first), _reading(new)])
+    return dataclasses.replace(
+        new,
+        **{name: getattr(first, name) for name in FIRST_FORK_FIELDS},
+        **figures,
+        tflops_achieved=achieved,
+        peak_tflops=peak,
+        peak_probe=new.peak_probe if new.peak_tflops else first.peak_probe,
+        **probes.mfu_fields(achieved, peak),
+        peak_memory_mb=_largest(first.peak_memory_mb, new.peak_memory_mb),
+        warmup_s=_total(first.warmup_s, new.warmup_s),
+        measure_s=_total(first.measure_s, new.measure_s),
+        foreign_cpu=_largest(first.foreign_cpu, new.foreign_cpu),
+        repeat_medians_ms=[*first.repeat_medians_ms, *new.repeat_medians_ms],
+        noisy=bool(first.noisy or new.noisy)
+        or (len(medians) > 1 and timing.spread(medians) > timing.NOISY_IQR_FRACTION),
+        **power.fields(energy, figures["requests"] or 0),
+        forks=k + 1,
+        fork_medians_ms=medians,
+        fork_spread=timing.spread(medians) if medians else None,
     )
 
 
@@ -168,16 +215,38 @@ def forks_left(state: dict[tuple, _State], config: Config, forks: int) -> int:
 
 def _series(config: Config) -> tuple:
     """Configs that differ only in batch size: an OOM at one batch skips the larger ones."""
-    return (config.device, config.model, config.image_size, config.mode, config.setting)
+    return (config.device, config.model, config.image_size, config.mode, config.setting,
+            config.scenario, config.streams, config.threads, config.rate, config.max_queue_ms,
+            config.target_p99_ms)  # fmt: skip
+
+
+def scenario_part(r: Config) -> str:
+    """How a row issued its calls, for a progress line: "" for single-stream on the default
+    threads, else "offline 2x1" (streams x threads), "server 2x1 @200/s", "server 1x2 p99<=100ms"."""
+    if r.scenario == settings.DEFAULT_SCENARIO:
+        return "" if r.threads == default_threads() else f" {r.threads} threads"
+    knob = ""
+    if r.scenario == "server":
+        knob = f" @{r.rate:g}/s" if r.target_p99_ms is None else f" p99<={r.target_p99_ms:g}ms"
+    return f" {r.scenario} {r.streams}x{r.threads}{knob}"
 
 
 def summary_line(r: Result) -> str:
     head = f"{r.model:<16} b={r.batch_size:<4} {r.device:<6} {r.mode:<9} {r.setting:<22}"
+    head += scenario_part(r)
     if r.status != "ok":
         return f"{head} {r.status}: {(r.error or '')[:80]}"
     mem = f"{r.peak_memory_mb:8.0f} MB" if r.peak_memory_mb is not None else "       - MB"
     noisy = " (noisy)" if r.noisy else ""
     forks = f" {r.forks} forks {r.fork_spread or 0:.0%} apart" if (r.forks or 1) > 1 else ""
+    if r.scenario == "server" and not r.sustained:
+        if r.target_p99_ms is not None:
+            return f"{head} no rate met p99 <= {r.target_p99_ms:g} ms ({len(r.peak_tries)} tried)"
+        achieved = f"{r.achieved_rate:.1f}/s" if r.achieved_rate is not None else "-"
+        return f"{head} not sustained: {achieved} of {r.rate:g}/s served"
+    if r.scenario == "server":
+        return (f"{head} {r.throughput_ips:10.1f} img/s  p99 {r.latency_ms_p99:9.3f} ms {mem}  "
+                f"ok{noisy}{forks}")  # fmt: skip
     return (f"{head} {r.throughput_ips:10.1f} img/s {r.latency_ms_median:9.3f} ms {mem}  "
             f"ok{noisy}{forks}")  # fmt: skip
 

@@ -12,20 +12,28 @@ import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
-from resbench import cli, settings
+from resbench import cli, scenarios, settings
 from resbench.devices import default_device
 from resbench.evaluate import CALIBRATION_IMAGES
 from resbench.measure import Config, validate_config
 from resbench.models import list_models
 from resbench.report.analysis import MAX_ACCURACY_DROP
-from resbench.settings import BACKENDS, COMPILE_MODES, MODES, PRECISIONS, with_backends
+from resbench.settings import (
+    BACKENDS,
+    COMPILE_MODES,
+    MODES,
+    PRECISIONS,
+    SCENARIOS,
+    with_backends,
+)
 
 IMAGENET, CIFAR = list_models("imagenet"), list_models("cifar")
 # the flags that choose the Configs, and those that choose how they are measured: both kept in
 # run.json; None in the parsed flags means "not given", so a resume takes the recorded value
 GRID_OPTIONS = ("device", "preset", "models", "batch_sizes", "modes", "precision",
                 "channels_last", "compile", "settings", "backends", "image_size",
-                "calibration_data")  # fmt: skip
+                "calibration_data", "scenario", "streams", "threads", "rate", "max_queue_ms",
+                "target_p99_ms", "oversubscribe")  # fmt: skip
 RUN_OPTIONS = ("budget", "isolate", "timeout", "find_max_batch", "repeats", "forks", "wait_quiet",
                "weights", "allow_emulated", "eval_data", "eval_images", "calibration",
                "calibration_images", "max_accuracy_drop")  # fmt: skip
@@ -164,7 +172,9 @@ DEFAULTS = {"budget": DEFAULT_BUDGET_S, "isolate": "auto", "timeout": CUDA_TIMEO
 GRID_DEFAULTS = {"preset": None, "models": DEFAULT_MODELS, "batch_sizes": DEFAULT_BATCH_SIZES,
                  "modes": "inference", "precision": "fp32", "channels_last": "off",
                  "compile": "off", "settings": None, "backends": "eager",
-                 "calibration_data": None}  # fmt: skip
+                 "calibration_data": None, "scenario": settings.DEFAULT_SCENARIO, "streams": "1",
+                 "threads": None, "rate": None, "max_queue_ms": None, "target_p99_ms": None,
+                 "oversubscribe": None}  # fmt: skip
 
 
 def _flag(name: str) -> str:
@@ -299,7 +309,7 @@ def build_grid(args) -> tuple[list[Config], list[str]]:
         elif any(explicit[axis] for axis in ("precision", "channels_last", "compile")):
             grid.pop("settings", None)  # the three flags replace a preset's settings
         configs += expand(devices, **grid)
-    configs = list({c.key(): c for c in _calibrated(configs, args)}.values())
+    configs = list({c.key(): c for c in serving(_calibrated(configs, args), args)}.values())
     if explicit["image_sizes"]:  # a size too small for a model is the user's mistake, not a drop
         for model in dict.fromkeys(c.model for c in configs):
             cli.check_image_size(model, min(explicit["image_sizes"]))
@@ -348,4 +358,53 @@ def _calibrated(configs: list[Config], args) -> list[Config]:
             out.append(c)
             continue
         out += [dataclasses.replace(c, calibration_data=s) for s in sources]
+    return out
+
+
+def serving(configs: list[Config], args) -> list[Config]:
+    """Each Config in each scenario (--scenario) with each --streams and --threads, a server one
+    at each --rate and, with --target-p99-ms, searching; a UsageError (one line) for a knob that
+    means nothing in the scenarios asked for, or streams x threads beyond the cores without
+    --oversubscribe."""
+    names = cli.parse_choices(args.scenario or settings.DEFAULT_SCENARIO, "--scenario", SCENARIOS)
+    streams = cli.parse_positive_ints(args.streams or "1", "--streams")
+    threads = cli.parse_positive_ints(args.threads, "--threads") if args.threads else [None]
+    rates = cli.parse_positive_floats(args.rate, "--rate") if args.rate else []
+    queue_ms = 0.0 if args.max_queue_ms is None else args.max_queue_ms
+    target = args.target_p99_ms
+    if queue_ms < 0 or queue_ms != queue_ms or queue_ms == float("inf"):
+        raise cli.UsageError(
+            f"--max-queue-ms must be a finite number of at least 0; got {queue_ms}"
+        )
+    if target is not None:
+        cli.positive(target, "--target-p99-ms")
+    server = "server" in names
+    if server and not rates and target is None:
+        raise cli.UsageError(
+            "--scenario server needs --rate (requests per second) or --target-p99-ms"
+        )
+    if not server and (rates or target is not None or args.max_queue_ms is not None):
+        given = "--rate" if rates else "--target-p99-ms" if target is not None else "--max-queue-ms"
+        raise cli.UsageError(f"{given} is the server scenario's; add server to --scenario")
+    if max(streams) > 1 and not any(SCENARIOS[n].streams for n in names):
+        raise cli.UsageError(
+            f"--streams {args.streams}: single-stream runs one stream; add offline or server to "
+            "--scenario"
+        )
+    for s, t in itertools.product(streams, threads):
+        try:
+            scenarios.check_threads(t or 1, s, oversubscribe=bool(args.oversubscribe))
+        except ValueError as exc:
+            raise cli.UsageError(f"--streams/--threads: {exc}") from None
+    out = []
+    for c, name in itertools.product(configs, names):
+        knobs = [{}]
+        if SCENARIOS[name].rate:
+            knobs = [{"rate": r, "max_queue_ms": queue_ms} for r in rates]
+            if target is not None:
+                knobs.append({"target_p99_ms": target, "max_queue_ms": queue_ms})
+        for s, t, knob in itertools.product(
+            streams if SCENARIOS[name].streams else [1], threads, knobs
+        ):
+            out.append(dataclasses.replace(c, scenario=name, streams=s, threads=t, **knob))
     return out

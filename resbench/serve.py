@@ -1,0 +1,297 @@
+"""A prepared row's streams driven through its scenario: offline, server at a rate, or the peak search.
+
+``measure`` prepares a Config (``resbench/preparation.py``: one call per stream) and warms its first
+stream up; for an offline or server Config it then hands the Prepared to ``run``, which
+
+- gives each stream a thread of its own for all its calls (``StreamWorker``; on CUDA a CUDA stream
+  of its own too, synchronised at the end of each call), and warms every stream with a short
+  offline run;
+- offline: every stream busy with full batches for the budget (at least three calls a stream);
+- server: seeded Poisson arrivals at ``config.rate`` through the dynamic batcher
+  (``scenarios.server``), for a window of the budget or long enough for ``MIN_REQUESTS`` requests,
+  whichever is longer, but at most ``max(budget, MAX_WINDOW_S)``;
+- server with ``target_p99_ms``: the offline capacity C of the same streams and batch first, then
+  ``scenarios.peak_search`` over offered rates in [C / 4, 1.2 C] (a server cannot outrun its own
+  offline throughput, as batches are never fuller; below C / 4 by quarters where C / 4 fails), every
+  rate tried kept in ``peak_tries``.
+
+and returns the Result's figures as a dict of its fields (``samples_ms`` the raw latencies: per call
+offline, per request from its scheduled arrival in a server run). A batch the batcher forms below the
+Config's batch size runs the full batch anyway (its images padded with the Config's inputs): every
+backend has static shapes here (ONNX exports, compiled graphs, CUDA graphs), so a partial batch costs
+what a full one does, and ``mean_batch`` says how full they were. ``pool`` combines the figures of
+independent runs of one Config (repeats, forks).
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from resbench import scenarios, timing
+
+MIN_REQUESTS = (
+    500  # a server run's requests at least, where the window allows: p99 of 500 is the 5th
+)
+MAX_WINDOW_S = 10.0  # ... but arrivals for at most this long, or the budget if that is longer
+PEAK_STEPS = 5  # bisections of the peak search after its two ends: 7 rates, to 1/32 of the range
+PEAK_LOW, PEAK_HIGH = 0.25, 1.2  # the searched rates, as fractions of the offline capacity
+PEAK_FLOOR = 1 / 256  # a low end that fails is divided by 4 down to this fraction of it
+MIN_CALLS = 3  # offline: at least this many calls a stream
+WARM_CALLS = 2  # calls a stream before any clock starts
+
+
+class StreamWorker:
+    """One stream's long-lived thread: ``submit`` hands it a call and waits until it is done.
+
+    A scenario's runs (the warm-up, the offline probe, every rate of a peak search) each start
+    threads of their own; the calls themselves stay on this one thread per stream, so what a thread
+    sets up on its first call (its OpenMP team, oneDNN's scratchpad, a CUDA stream's state) is paid
+    once, in the warm-up, not at the start of every run.
+    """
+
+    def __init__(self, call: Callable[[], object]) -> None:
+        self._call = call
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (job := self._queue.get()) is not None:
+            done, errors = job
+            try:
+                self._call()
+            except BaseException as exc:  # handed to the submitting thread
+                errors.append(exc)
+            done.set()
+
+    def submit(self, ids: Sequence[int]) -> None:
+        done, errors = threading.Event(), []
+        self._queue.put((done, errors))
+        done.wait()
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+
+def stream_calls(prepared) -> list[Callable[[], object]]:
+    """Stream i's call: the Prepared's i-th step, returning when the device is done (on a GPU on a
+    CUDA stream of its own)."""
+    device = prepared.device
+    calls = []
+    for step in prepared.streams:
+        if device.type == "cuda":
+            stream = torch.cuda.Stream(device)
+
+            def on_stream(step=step, stream=stream) -> None:
+                with torch.cuda.stream(stream):
+                    step()
+                stream.synchronize()
+
+            calls.append(on_stream)
+        else:
+
+            def call(step=step) -> None:
+                step()
+                timing.synchronize(device)
+
+            calls.append(call)
+    return calls
+
+
+def window_s(rate: float, budget_s: float) -> float:
+    """How long a server run offers requests at ``rate``: the budget, or MIN_REQUESTS' worth if
+    longer, but at most max(budget, MAX_WINDOW_S)."""
+    return min(max(budget_s, MIN_REQUESTS / rate), max(budget_s, MAX_WINDOW_S))
+
+
+def server_at(make_call, config, rate: float, budget_s: float) -> scenarios.ServerResult:
+    """One server run of ``config``'s streams and batch at ``rate``, bounded in requests and time
+    (arrivals in the window, then as long again a fifth of it to drain)."""
+    window = window_s(rate, budget_s)
+    return scenarios.server(
+        make_call,
+        config.streams,
+        config.batch_size,
+        rate,
+        max_queue_ms=config.max_queue_ms,
+        requests=max(1, math.ceil(2 * rate * window)),  # the window, not the count, ends it
+        max_seconds=window / scenarios.ARRIVAL_SHARE,
+        seed=0,
+    )
+
+
+def _latency_fields(latencies_ms: Sequence[float] | None) -> dict:
+    """The Result's latency figures of raw latencies (None for every one without any)."""
+    if not latencies_ms:
+        names = ("median", "p10", "p90", "p99", "p999", "iqr")
+        return {f"latency_ms_{n}": None for n in names}
+    s = timing.stats(list(latencies_ms))
+    p = scenarios.percentiles_ms(latencies_ms)
+    return {
+        "latency_ms_median": s.median,
+        "latency_ms_p10": s.p10,
+        "latency_ms_p90": s.p90,
+        "latency_ms_p99": s.p99,
+        "latency_ms_p999": p["latency_ms_p999"],
+        "latency_ms_iqr": s.iqr,
+    }
+
+
+def offline_fields(o: scenarios.OfflineResult) -> dict:
+    return {
+        **_latency_fields(o.calls_ms),
+        "throughput_ips": o.throughput_ips,
+        "achieved_rate": o.throughput_ips,
+        "mean_batch": float(o.batch_size),
+        "max_batch": o.batch_size,
+        "requests": o.images,
+        "iterations": len(o.calls_ms),
+        "samples_ms": list(o.calls_ms),
+    }
+
+
+def server_fields(r: scenarios.ServerResult) -> dict:
+    done = [x for x in r.latencies_ms if not math.isnan(x)]
+    return {
+        **_latency_fields(done if r.sustained else None),
+        "throughput_ips": r.achieved_rate,
+        "offered_rate": r.offered_rate,
+        "achieved_rate": r.achieved_rate,
+        "sustained": r.sustained,
+        "mean_batch": r.mean_batch,
+        "max_batch": max(r.batch_sizes, default=0),
+        "requests": r.requests,
+        "backlog_at_end": r.backlog_at_end,
+        "iterations": len(r.batch_sizes),
+        "samples_ms": done,
+    }
+
+
+def _tried(t: scenarios.Try) -> dict:
+    r = t.result
+    return {
+        "rate": t.rate,
+        "sustained": r.sustained,
+        "met": t.passed,
+        "latency_ms_p99": r.latency_ms_p99,
+        "achieved_rate": r.achieved_rate,
+        "mean_batch": r.mean_batch,
+    }
+
+
+def peak_fields(peak: scenarios.PeakResult) -> dict:
+    """The search's best run as the Result's figures (offered_rate: the highest rate that met the
+    bound); with none, not sustained and no latency."""
+    tries = [_tried(t) for t in peak.tries]
+    if peak.best is None:
+        return {
+            **_latency_fields(None),
+            "offered_rate": None,
+            "achieved_rate": None,
+            "throughput_ips": None,
+            "sustained": False,
+            "requests": sum(t.result.requests for t in peak.tries),
+            "iterations": sum(len(t.result.batch_sizes) for t in peak.tries),
+            "samples_ms": [],
+            "peak_tries": tries,
+        }
+    return server_fields(peak.best) | {"peak_tries": tries}
+
+
+def run(prepared, budget_s: float) -> dict:
+    """The Config's scenario on the Prepared's streams (warmed up first); the Result's figures."""
+    workers = [StreamWorker(call) for call in stream_calls(prepared)]
+    try:
+        return _run(prepared.config, lambda i: workers[i], budget_s)
+    finally:
+        for worker in workers:
+            worker.close()
+
+
+def _run(config, make_call, budget_s: float) -> dict:
+    streams, batch = config.streams, config.batch_size
+    warm = scenarios.offline(make_call, streams, batch, images=WARM_CALLS * streams * batch)
+    call_s = float(np.median(warm.calls_ms)) / 1e3
+    if config.scenario == "offline":
+        seconds = max(budget_s, MIN_CALLS * call_s)
+        return offline_fields(scenarios.offline(make_call, streams, batch, seconds=seconds))
+    if config.target_p99_ms is None:
+        return server_fields(server_at(make_call, config, config.rate, budget_s))
+    probe = scenarios.offline(make_call, streams, batch, seconds=max(budget_s, MIN_CALLS * call_s))
+    if probe.throughput_ips <= 0:
+        raise RuntimeError("the offline run before the peak search completed no call")
+    peak = scenarios.peak_search(
+        lambda rate: server_at(make_call, config, rate, budget_s),
+        config.target_p99_ms,
+        PEAK_LOW * probe.throughput_ips,
+        PEAK_HIGH * probe.throughput_ips,
+        steps=PEAK_STEPS,
+        floor=PEAK_FLOOR * probe.throughput_ips,
+    )
+    return peak_fields(peak)
+
+
+def expected_s(config, budget_s: float, step_s: float) -> float:
+    """About how long ``run`` takes for ``config`` with one call taking ``step_s`` on one stream
+    with all the cores: the sweep's ETA (each stream's call is slower by its share of the cores)."""
+    call_s = step_s * config.streams
+    warm = WARM_CALLS * call_s
+    offline = max(budget_s, MIN_CALLS * call_s)
+    if config.scenario == "offline":
+        return warm + offline
+    if config.target_p99_ms is None:
+        return warm + window_s(config.rate, budget_s) + call_s
+    capacity = config.batch_size / max(step_s, 1e-6)  # images a second, every stream together
+    # the bisection's rates if the peak lies at ~0.8 of capacity: a rate that fails runs to its end
+    tries = [(PEAK_LOW, True), (PEAK_HIGH, False), (0.725, True), (0.96, False), (0.84, False)]
+    tries += [(0.78, True), (0.81, False)]
+    runs = sum(
+        window_s(f * capacity, budget_s) / (1.0 if ok else scenarios.ARRIVAL_SHARE)
+        for f, ok in tries[: 2 + PEAK_STEPS]
+    )
+    return warm + offline + runs
+
+
+def pool(first: dict, other: dict) -> dict:
+    """The figures of two independent runs of one scenario Config (repeats, forks) as one.
+
+    Offline and fixed-rate server runs pool their latencies (percentiles of both), sustained only
+    if both were; rates are means. A peak search keeps the lower peak, the one both processes
+    served (None if either found none), with that run's figures, and every rate either tried.
+    """
+    if first.get("peak_tries") or other.get("peak_tries"):
+        tries = [*first.get("peak_tries", []), *other.get("peak_tries", [])]
+        rates = [d.get("offered_rate") for d in (first, other)]
+        if None in rates:
+            lower = first if rates[0] is None else other
+        else:
+            lower = first if rates[0] <= rates[1] else other
+        return lower | {"peak_tries": tries}
+    sustained = [d["sustained"] for d in (first, other) if d.get("sustained") is not None]
+    both_sustained = all(sustained) if sustained else None
+    samples = [*first["samples_ms"], *other["samples_ms"]]
+    n1, n2 = first.get("iterations") or 0, other.get("iterations") or 0
+    out = dict(other)
+    out.update(_latency_fields(samples if both_sustained is not False else None))
+    for name in ("throughput_ips", "achieved_rate"):
+        a, b = first.get(name), other.get(name)
+        out[name] = None if a is None or b is None else (a + b) / 2
+    if first.get("mean_batch") is not None and other.get("mean_batch") is not None and n1 + n2:
+        out["mean_batch"] = (first["mean_batch"] * n1 + other["mean_batch"] * n2) / (n1 + n2)
+    out["max_batch"] = max(first.get("max_batch") or 0, other.get("max_batch") or 0)
+    out["requests"] = (first.get("requests") or 0) + (other.get("requests") or 0)
+    out["iterations"] = n1 + n2
+    out["sustained"] = both_sustained
+    backlogs = [d["backlog_at_end"] for d in (first, other) if d.get("backlog_at_end") is not None]
+    out["backlog_at_end"] = max(backlogs) if backlogs else None
+    out["samples_ms"] = samples
+    return out
