@@ -47,11 +47,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from resbench import cli, scenarios, timing  # noqa: E402
-from resbench.backends import OPENVINO_HINTS  # noqa: E402
 from resbench.devices import default_threads  # noqa: E402
 from resbench.env import collect_env  # noqa: E402
 from resbench.measure import Config, Result, measure  # noqa: E402
 from resbench.preparation import Prepared, prepare  # noqa: E402
+from resbench.runtimes import OPENVINO_HINTS  # noqa: E402
 
 PROG = "serving_check"
 TOLERANCE = 0.10  # the issue's bar: resbench / benchmark_app within 10% of 1
@@ -247,6 +247,11 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a and b else None
 
 
+def occupancy(ips: float | None, median_ms: float | None, streams: int, batch: int) -> float | None:
+    """img/s x median call / (streams x batch): near 1 when every stream is always in a call."""
+    return ips * median_ms / 1e3 / (streams * batch) if ips and median_ms else None
+
+
 def compare(row: Row, streams: int, threads: int, res: dict | None, bapp: dict) -> dict:
     """Ratios resbench / benchmark_app, the verdict, and the facts that differ between the sides."""
     if bapp["returncode"] != 0 or bapp["throughput_fps"] is None:
@@ -283,6 +288,14 @@ def compare(row: Row, streams: int, threads: int, res: dict | None, bapp: dict) 
     if mean and abs(mean / bapp["latency_ms_median"] - 1) > TOLERANCE:
         differences.append(f"benchmark_app's mean latency {mean:.3f} ms is not its median "
                            f"{bapp['latency_ms_median']:.3f} ms")  # fmt: skip
+    if row.scenario == "offline":  # the time a stream spends inside a call, by each side's figures
+        busy = [occupancy(f[0], f[1], streams, row.batch) for f in (
+            (res["throughput_ips"], res["latency_ms_median"]),
+            (bapp["throughput_fps"], bapp["latency_ms_median"]))]  # fmt: skip
+        ratios["occupancy"] = dict(zip(("resbench", "benchmark_app"), busy, strict=True))
+        if None not in busy and abs(busy[0] / busy[1] - 1) > TOLERANCE:
+            differences.append(f"a stream is in a call {busy[0]:.0%} of the time by resbench's "
+                               f"figures, {busy[1]:.0%} by benchmark_app's")  # fmt: skip
     if off:  # how long each side sampled: measure() stops once its median is known
         differences.append(
             f"resbench measured {res['measure_s'] or 0:.2f} s ({res['iterations']} calls), "

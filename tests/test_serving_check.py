@@ -124,6 +124,18 @@ def test_compare_verdicts_and_the_facts_that_differ():
     assert "benchmark_app ran 2 streams x 1 threads, not 1 x 2" in out["differences"]
 
 
+def test_an_offline_row_says_how_busy_each_side_kept_its_streams():
+    row = serving_check.Row("resnet18", 1, "fp32", "offline", 2, 1)
+    res, bapp = _sides(100.0, 10.0, 100.0, 20.0, NUM_STREAMS="2", INFERENCE_NUM_THREADS="2")
+    res["compiled_model"] = bapp["properties"]
+    out = serving_check.compare(row, 2, 1, res, bapp)
+    assert out["ratios"]["occupancy"] == {"resbench": 0.5, "benchmark_app": 1.0}
+    assert (
+        "a stream is in a call 50% of the time by resbench's figures, 100% by benchmark_app's"
+        in (out["differences"])
+    )
+
+
 def test_a_side_run_under_load_is_marked():
     row = serving_check.Row("resnet18", 1, "fp32", "single-stream", 1, 2)
     res, bapp = _sides(100.0, 10.0, 100.0, 10.0)
@@ -168,13 +180,15 @@ def test_markdown_has_the_table_the_machine_and_the_differences():
 
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="needs openvino")
-def test_compiled_properties_reach_resbench_compiled_model():
+@pytest.mark.parametrize("scenario, streams, threads", [("single-stream", 1, 1), ("offline", 2, 1)])
+def test_compiled_properties_reach_resbench_compiled_model(scenario, streams, threads):
     from resbench.preparation import prepare
 
-    config = Config("small_resnet20", 1, device="cpu", backend="openvino")
+    config = Config("small_resnet20", 1, device="cpu", backend="openvino", scenario=scenario,
+                    streams=streams, threads=threads)  # fmt: skip
     with prepare(config) as p:
         props = serving_check.compiled_properties(p)
         digest = serving_check.file_hash(p.workdir)
-    assert props is not None and props["NUM_STREAMS"] == "1"
-    assert "INFERENCE_NUM_THREADS" in props and "ENABLE_CPU_PINNING" in props
-    assert len(digest) == 64
+    assert props is not None and props["NUM_STREAMS"] == str(streams)
+    assert props["INFERENCE_NUM_THREADS"] == str(streams * threads)
+    assert "ENABLE_CPU_PINNING" in props and len(digest) == 64
