@@ -58,6 +58,7 @@ TOLERANCE = 0.10  # the issue's bar: resbench / benchmark_app within 10% of 1
 PRECISIONS = tuple(p for p in OPENVINO_HINTS if p != "int8")  # int8 quantises its own model
 SCENARIOS = ("single-stream", "offline")
 MACHINE_KEYS = ("cpu", "isa", "logical_cores", "torch", "git_commit", "hostname", "os")
+MEASURE = {"peak": False, "score": False}  # no MFU probe, no fp32 eager agreement: not timed
 HINTS = {"single-stream": "latency", "offline": "throughput"}
 RESULT_FIGURES = (
     "status", "error", "throughput_ips", "latency_ms_median", "latency_ms_p90", "latency_ms_p99",
@@ -393,7 +394,7 @@ def run_row(row: Row, order: Sequence[str], args, tmp: Path, exports: dict, done
         if side == "benchmark_app":
             bapp = run_benchmark_app(row, model, args.seconds, args.out)
         elif not row.hint:
-            result = measure(row.config(), budget_s=args.seconds, peak=False, score=False)
+            result = measure(row.config(), budget_s=args.seconds, **MEASURE)
             res = resbench_figures(result) | {"compiled_model": facts}
     if row.hint:
         streams, threads = picked(bapp)
@@ -451,7 +452,11 @@ def body(argv: Sequence[str] | None) -> int:
         for i, row in enumerate(rows):
             bapp = shlex.join(benchmark_app_command(row, Path("MODEL/model.onnx"), args.seconds,
                                                     Path("REPORT")))  # fmt: skip
-            res = "" if row.hint else f"measure({row.config()!r}, budget_s={args.seconds})"
+            res = (
+                ""
+                if row.hint
+                else f"measure({row.config()!r}, budget_s={args.seconds}, **{MEASURE})"
+            )
             sides = [s for s in (res, bapp) if s]
             print(f"# {row.label}", *(sides if i % 2 == 0 else sides[::-1]), sep="\n")
         return 0
