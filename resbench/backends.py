@@ -70,6 +70,7 @@ class Target:
     calibration: Calibration | None = None  # int8: labelled images; None: generated N(0,1) ones
     streams: int = 1  # independent executors the row runs at once (offline, server scenarios)
     threads: int = 1  # intra-op threads per stream (PyTorch's are set around the row)
+    runtime: object = None  # a deployment runtime's own object (OpenVINO's compiled model, ...)
 
 
 def amp(device: torch.device, dtype: torch.dtype | None):

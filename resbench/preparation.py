@@ -82,6 +82,8 @@ class Prepared:
     # one call per stream (config.streams), each for its own thread (resbench/serve.py); the
     # first is ``step``
     streams: list[Callable[[], object]] = field(default_factory=list)
+    # a deployment runtime's own object: OpenVINO's compiled model, ONNX Runtime's sessions
+    runtime: object = None
 
     def output(self) -> torch.Tensor:
         """One more step's output (the logits; the loss in train) as a CPU tensor, refused with
@@ -178,7 +180,7 @@ def prepare(
         check_faithful(config, target.notes["effective_precision"], allow_emulated)
         yield Prepared(
             config, device, model, inputs, labels, steps[0], prepare_s, optimizer, ref,
-            target.notes, scoring, Path(workdir), steps,
+            target.notes, scoring, Path(workdir), steps, target.runtime,
         )  # fmt: skip
 
 

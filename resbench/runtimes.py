@@ -135,7 +135,7 @@ def onnxruntime(t: Target) -> tuple[Steps, float]:
     # the graph as the first session runs it (after fusion and quantised-op rewriting): what it
     # computes in
     optimised = t.workdir / "model.session.onnx"
-    steps = []
+    steps, t.runtime = [], []  # the sessions
     for stream in range(t.streams):
         options = ort.SessionOptions()
         options.intra_op_num_threads = t.threads  # PyTorch's rows run the same threads
@@ -143,6 +143,7 @@ def onnxruntime(t: Target) -> tuple[Steps, float]:
             options.optimized_model_filepath = str(optimised)
         options.log_severity_level = 3  # its note that the saved graph is hardware-specific
         session = ort.InferenceSession(str(path), options, providers=providers)
+        t.runtime.append(session)
         steps.append(_ort_call(session, t))
     prepare_s = time.perf_counter() - start
     t.notes.update(onnxruntime_precision(optimised))
@@ -215,6 +216,7 @@ def openvino(t: Target) -> tuple[Steps, float]:
     if t.precision in OPENVINO_HINTS:
         config["INFERENCE_PRECISION_HINT"] = OPENVINO_HINTS[t.precision]
     compiled_model = core.compile_model(core.read_model(str(path)), "CPU", config)
+    t.runtime = compiled_model  # its properties: what streams, threads and precision it runs
     t.notes.update(openvino_precision(compiled_model))
     steps = []
     for _ in range(t.streams):

@@ -133,8 +133,12 @@ def _executors(make_call: MakeCall, streams: int) -> list[Callable[[Sequence[int
     return [_submitter(make_call(s)) for s in range(streams)]
 
 
-def _run_threads(targets: list[Callable[[], None]]) -> None:
-    """Run each target in its own thread, re-raising the first exception after all have stopped."""
+RunThreads = Callable[[list[Callable[[], None]]], None]
+
+
+def run_threads(targets: list[Callable[[], None]]) -> None:
+    """Run each target in its own thread, re-raising the first exception after all have stopped
+    (a scenario's default ``run_on``: each run starts threads of its own)."""
     errors: list[BaseException] = []
 
     def guarded(target: Callable[[], None]) -> None:
@@ -175,9 +179,11 @@ def offline(
     batch_size: int,
     images: int | None = None,
     seconds: float | None = None,
+    run_on: RunThreads | None = None,
 ) -> OfflineResult:
     """Issue full batches on every stream until ``images`` were issued or ``seconds`` passed
-    (whichever comes first; at least one is needed). Ids count up from 0 across streams."""
+    (whichever comes first; at least one is needed). Ids count up from 0 across streams.
+    ``run_on(targets)`` runs one target per stream concurrently (default: fresh threads)."""
     streams = check_streams(streams)
     batch_size = positive_int(batch_size, "batch_size")
     if images is None and seconds is None:
@@ -212,7 +218,7 @@ def offline(
                 call_ms.append((end - begin) * 1e3)
                 spans.append((begin, end))
 
-    _run_threads([lambda c=c: stream(c) for c in calls])
+    (run_on or run_threads)([lambda c=c: stream(c) for c in calls])
     wall = max(e for _, e in spans) - min(b for b, _ in spans) if spans else 0.0
     return OfflineResult(
         streams=streams,
@@ -276,6 +282,7 @@ def server(
     requests: int = 1000,
     max_seconds: float = 60.0,
     seed: int = 0,
+    run_on: RunThreads | None = None,
 ) -> ServerResult:
     """Offer Poisson arrivals at ``rate`` to ``streams`` executors through the dynamic batcher.
 
@@ -285,6 +292,8 @@ def server(
         requests: the most requests offered; arrivals are planned inside the first
             ``ARRIVAL_SHARE`` of ``max_seconds``; no batch is handed out after ``max_seconds``
             (a call already running is waited for: it cannot be interrupted).
+        run_on: runs one target per stream concurrently and re-raises (default: fresh threads;
+            ``serve.StreamThreads.run`` keeps one long-lived thread per stream).
     """
     streams = check_streams(streams)
     batch_size = positive_int(batch_size, "batch_size")
@@ -330,7 +339,7 @@ def server(
             done = time.perf_counter() - t0
             completions[ids.start : ids.stop] = done  # distinct slices per stream: no lock needed
 
-    _run_threads([lambda c=c: stream(c) for c in calls])
+    (run_on or run_threads)([lambda c=c: stream(c) for c in calls])
     return _server_result(
         arrivals, completions, batches, streams, batch_size, rate, max_queue_ms, seed
     )

@@ -3,7 +3,7 @@
 ``measure`` prepares a Config (``resbench/preparation.py``: one call per stream) and warms its first
 stream up; for an offline or server Config it then hands the Prepared to ``run``, which
 
-- gives each stream a thread of its own for all its calls (``StreamWorker``; on CUDA a CUDA stream
+- gives each stream a thread of its own for all its runs (``StreamThreads``; on CUDA a CUDA stream
   of its own too, synchronised at the end of each call), and warms every stream with a short
   offline run;
 - offline: every stream busy with full batches for the budget (at least three calls a stream);
@@ -46,40 +46,50 @@ MIN_CALLS = 3  # offline: at least this many calls a stream
 WARM_CALLS = 2  # calls a stream before any clock starts
 
 
-class StreamWorker:
-    """One stream's long-lived thread: ``submit`` hands it a call and waits until it is done.
+class StreamThreads:
+    """One long-lived thread per stream, on which every run of a scenario runs that stream's loop.
 
-    A scenario's runs (the warm-up, the offline probe, every rate of a peak search) each start
-    threads of their own; the calls themselves stay on this one thread per stream, so what a thread
-    sets up on its first call (its OpenMP team, oneDNN's scratchpad, a CUDA stream's state) is paid
-    once, in the warm-up, not at the start of every run.
+    A scenario's runs (the warm-up, the offline probe, every rate of a peak search) would each
+    start threads of their own; here stream i's loop, and so every call it makes, runs on thread i
+    for the whole row. What a thread sets up on its first call (its OpenMP team, oneDNN's
+    scratchpad, its CUDA stream) is then paid once, in the warm-up, and no call is handed from one
+    thread to another. ``run(targets)`` is the engine's ``run_on``.
     """
 
-    def __init__(self, call: Callable[[], object]) -> None:
-        self._call = call
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+    def __init__(self, streams: int) -> None:
+        self._queues: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(streams)]
+        self._threads = [
+            threading.Thread(target=self._serve, args=(q,), daemon=True) for q in self._queues
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def _serve(self) -> None:
-        while (job := self._queue.get()) is not None:
-            done, errors = job
+    @staticmethod
+    def _serve(jobs: queue.SimpleQueue) -> None:
+        while (job := jobs.get()) is not None:
+            target, done, errors = job
             try:
-                self._call()
-            except BaseException as exc:  # handed to the submitting thread
+                target()
+            except BaseException as exc:  # re-raised in the thread that called run()
                 errors.append(exc)
             done.set()
 
-    def submit(self, ids: Sequence[int]) -> None:
-        done, errors = threading.Event(), []
-        self._queue.put((done, errors))
-        done.wait()
+    def run(self, targets: list[Callable[[], None]]) -> None:
+        """Run target i on thread i, all at once; re-raise the first exception once all ended."""
+        jobs = [(target, threading.Event(), []) for target in targets]
+        for q, job in zip(self._queues, jobs, strict=True):
+            q.put(job)
+        for _, done, _ in jobs:
+            done.wait()
+        errors = [exc for _, _, errs in jobs for exc in errs]
         if errors:
             raise errors[0]
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+        for q in self._queues:
+            q.put(None)
+        for thread in self._threads:
+            thread.join()
 
 
 def stream_calls(prepared) -> list[Callable[[], object]]:
@@ -113,7 +123,7 @@ def window_s(rate: float, budget_s: float) -> float:
     return min(max(budget_s, MIN_REQUESTS / rate), max(budget_s, MAX_WINDOW_S))
 
 
-def server_at(make_call, config, rate: float, budget_s: float) -> scenarios.ServerResult:
+def server_at(make_call, run_on, config, rate: float, budget_s: float) -> scenarios.ServerResult:
     """One server run of ``config``'s streams and batch at ``rate``, bounded in requests and time
     (arrivals in the window, then as long again a fifth of it to drain)."""
     window = window_s(rate, budget_s)
@@ -126,6 +136,7 @@ def server_at(make_call, config, rate: float, budget_s: float) -> scenarios.Serv
         requests=max(1, math.ceil(2 * rate * window)),  # the window, not the count, ends it
         max_seconds=window / scenarios.ARRIVAL_SHARE,
         seed=0,
+        run_on=run_on,
     )
 
 
@@ -209,28 +220,34 @@ def peak_fields(search: peak.PeakResult) -> dict:
 
 def run(prepared, budget_s: float) -> dict:
     """The Config's scenario on the Prepared's streams (warmed up first); the Result's figures."""
-    workers = [StreamWorker(call) for call in stream_calls(prepared)]
+    calls = stream_calls(prepared)
+    threads = StreamThreads(len(calls))
     try:
-        return _run(prepared.config, lambda i: workers[i], budget_s)
+        return _run(prepared.config, lambda i: lambda ids: calls[i](), threads.run, budget_s)
     finally:
-        for worker in workers:
-            worker.close()
+        threads.close()
 
 
-def _run(config, make_call, budget_s: float) -> dict:
+def _run(config, make_call, run_on, budget_s: float) -> dict:
     streams, batch = config.streams, config.batch_size
-    warm = scenarios.offline(make_call, streams, batch, images=WARM_CALLS * streams * batch)
+    warm = scenarios.offline(
+        make_call, streams, batch, images=WARM_CALLS * streams * batch, run_on=run_on
+    )
     call_s = float(np.median(warm.calls_ms)) / 1e3
     if config.scenario == "offline":
         seconds = max(budget_s, MIN_CALLS * call_s)
-        return offline_fields(scenarios.offline(make_call, streams, batch, seconds=seconds))
+        return offline_fields(
+            scenarios.offline(make_call, streams, batch, seconds=seconds, run_on=run_on)
+        )
     if config.target_p99_ms is None:
-        return server_fields(server_at(make_call, config, config.rate, budget_s))
-    probe = scenarios.offline(make_call, streams, batch, seconds=max(budget_s, MIN_CALLS * call_s))
+        return server_fields(server_at(make_call, run_on, config, config.rate, budget_s))
+    probe = scenarios.offline(
+        make_call, streams, batch, seconds=max(budget_s, MIN_CALLS * call_s), run_on=run_on
+    )
     if probe.throughput_ips <= 0:
         raise RuntimeError("the offline run before the peak search completed no call")
     search = peak.peak_search(
-        lambda rate: server_at(make_call, config, rate, budget_s),
+        lambda rate: server_at(make_call, run_on, config, rate, budget_s),
         config.target_p99_ms,
         PEAK_LOW * probe.throughput_ips,
         PEAK_HIGH * probe.throughput_ips,

@@ -201,30 +201,16 @@ def run_benchmark_app(row: Row, model: Path, seconds: int, out: Path) -> dict:
 
 
 def compiled_properties(prepared: Prepared) -> dict | None:
-    """The properties of the compiled model behind ``prepared.step``, printed as benchmark_app
-    prints its own (Step 8), or None where no compiled model is reachable from the step."""
+    """The properties of the OpenVINO compiled model the Prepared runs (``Prepared.runtime``),
+    printed as benchmark_app prints its own (Step 8); None for another runtime."""
     import openvino as ov
 
-    seen, todo = set(), [prepared.step]
-    while todo:
-        obj = todo.pop()
-        if id(obj) in seen or len(seen) > 200:
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, ov.InferRequest):
-            obj = obj.get_compiled_model()
-        if isinstance(obj, ov.CompiledModel):
-            skip = ov.properties.supported_properties()
-            keys = obj.get_property(skip)
-            return {str(k): f"{obj.get_property(k)}" for k in keys if k != skip}
-        if isinstance(obj, ov.AsyncInferQueue) and len(obj):
-            todo.append(obj[0])
-        todo += [c.cell_contents for c in getattr(obj, "__closure__", None) or ()]
-        todo += list(getattr(obj, "__defaults__", None) or ())  # def infer(request=request)
-        todo += [getattr(obj, a) for a in ("func", "__self__") if hasattr(obj, a)]
-        if isinstance(obj, (list, tuple)):
-            todo += list(obj)
-    return None
+    compiled = prepared.runtime
+    if not isinstance(compiled, ov.CompiledModel):
+        return None
+    skip = ov.properties.supported_properties()
+    keys = compiled.get_property(skip)
+    return {str(k): f"{compiled.get_property(k)}" for k in keys if k != skip}
 
 
 def file_hash(folder: Path) -> str:

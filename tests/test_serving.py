@@ -17,6 +17,14 @@ from resbench.sweep import forks
 TINY = dict(model="small_resnet20", batch_size=2, device="cpu")
 
 
+@pytest.fixture(autouse=True)
+def short_server_runs(monkeypatch):
+    """Server runs of about a second at most: what is tested is what they record, not p99's
+    precision (serve.run's windows are a module's constants, read at each run)."""
+    monkeypatch.setattr(serve, "MIN_REQUESTS", 50)
+    monkeypatch.setattr(serve, "MAX_WINDOW_S", 1.0)
+
+
 def test_a_config_names_its_threads_per_stream():
     assert Config(**TINY).threads == default_threads(1) == torch.get_num_threads()
     assert Config(**TINY, scenario="offline", streams=2).threads == max(1, default_threads() // 2)
