@@ -47,17 +47,21 @@ WARM_CALLS = 2  # calls a stream before any clock starts
 
 
 class StreamThreads:
-    """One long-lived thread per stream, on which every run of a scenario runs that stream's loop.
+    """Where every run of a row's scenario runs its streams: stream 0 in the calling thread (the one
+    that prepared and warmed the row up), each other stream on a long-lived thread of its own.
 
     A scenario's runs (the warm-up, the offline probe, every rate of a peak search) would each
-    start threads of their own; here stream i's loop, and so every call it makes, runs on thread i
-    for the whole row. What a thread sets up on its first call (its OpenMP team, oneDNN's
-    scratchpad, its CUDA stream) is then paid once, in the warm-up, and no call is handed from one
-    thread to another. ``run(targets)`` is the engine's ``run_on``.
+    start threads of their own; here stream i's loop, and so every call it makes, runs on the same
+    thread for the whole row, so what a thread sets up on its first call (its OpenMP team,
+    oneDNN's scratchpad, its CUDA stream) is paid once, in the warm-up, and no call is handed from
+    one thread to another. Stream 0 stays in the calling thread because PyTorch's calls ran 1.2-1.6x
+    slower in any other thread than in the one that prepared them on a 2-core EPYC (resnet18 b1:
+    29-38 ms against 40-50 ms, page faults and denormals ruled out), so a one-stream row measures
+    what single-stream does. ``run(targets)`` is the engine's ``run_on``.
     """
 
     def __init__(self, streams: int) -> None:
-        self._queues: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(streams)]
+        self._queues: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(streams - 1)]
         self._threads = [
             threading.Thread(target=self._serve, args=(q,), daemon=True) for q in self._queues
         ]
@@ -75,13 +79,21 @@ class StreamThreads:
             done.set()
 
     def run(self, targets: list[Callable[[], None]]) -> None:
-        """Run target i on thread i, all at once; re-raise the first exception once all ended."""
-        jobs = [(target, threading.Event(), []) for target in targets]
+        """Run target 0 here and target i on thread i, all at once; re-raise the first exception
+        once all have ended (each target ends on its run's own bounds)."""
+        first, *rest = targets
+        jobs = [(target, threading.Event(), []) for target in rest]
         for q, job in zip(self._queues, jobs, strict=True):
             q.put(job)
-        for _, done, _ in jobs:
-            done.wait()
-        errors = [exc for _, _, errs in jobs for exc in errs]
+        errors: list[BaseException] = []
+        try:
+            first()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            for _, done, _ in jobs:
+                done.wait()
+        errors += [exc for _, _, errs in jobs for exc in errs]
         if errors:
             raise errors[0]
 
