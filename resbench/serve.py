@@ -12,7 +12,8 @@ stream up; for an offline or server Config it then hands the Prepared to ``run``
   whichever is longer, but at most ``max(budget, MAX_WINDOW_S)``;
 - server with ``target_p99_ms``: the offline capacity C of the same streams and batch first, then
   ``peak.peak_search`` over offered rates in [C / 4, 1.2 C] (a server cannot outrun its own
-  offline throughput, as batches are never fuller; below C / 4 by quarters where C / 4 fails), every
+  offline throughput, as batches are never fuller; below C / 4 by quarters where C / 4 fails, but
+  never below ``rate_floor``, where a window would hold fewer than MIN_TRY_REQUESTS requests), every
   rate tried kept in ``peak_tries``.
 
 and returns the Result's figures as a dict of its fields (``samples_ms`` the raw latencies: per call
@@ -35,13 +36,15 @@ import torch
 
 from resbench import peak, scenarios, timing
 
-MIN_REQUESTS = (
-    500  # a server run's requests at least, where the window allows: p99 of 500 is the 5th
-)
-MAX_WINDOW_S = 10.0  # ... but arrivals for at most this long, or the budget if that is longer
+# a server run's requests at least, where the window allows (p99 of 1000 is the 10th slowest), for
+# arrivals of at most MAX_WINDOW_S, or the budget if that is longer
+MIN_REQUESTS, MAX_WINDOW_S = 1000, 10.0
+# the least requests a rate of the peak search is judged on: its rates stay at or above the floor
+# MIN_TRY_REQUESTS / the longest window (10 req/s with the default budget; a longer --budget
+# reaches lower rates), so that no rate passes or fails on the p99 of a handful of requests
+MIN_TRY_REQUESTS = 100
 PEAK_STEPS = 5  # bisections of the peak search after its two ends: 7 rates, to 1/32 of the range
 PEAK_LOW, PEAK_HIGH = 0.25, 1.2  # the searched rates, as fractions of the offline capacity
-PEAK_FLOOR = 1 / 256  # a low end that fails is divided by 4 down to this fraction of it
 MIN_CALLS = 3  # offline: at least this many calls a stream
 WARM_CALLS = 2  # calls a stream before any clock starts
 
@@ -127,6 +130,11 @@ def stream_calls(prepared) -> list[Callable[[], object]]:
 
             calls.append(call)
     return calls
+
+
+def rate_floor(budget_s: float) -> float:
+    """The lowest rate the peak search tries: MIN_TRY_REQUESTS in the longest window."""
+    return MIN_TRY_REQUESTS / max(budget_s, MAX_WINDOW_S)
 
 
 def window_s(rate: float, budget_s: float) -> float:
@@ -258,13 +266,15 @@ def _run(config, make_call, run_on, budget_s: float) -> dict:
     )
     if probe.throughput_ips <= 0:
         raise RuntimeError("the offline run before the peak search completed no call")
+    floor = rate_floor(budget_s)
+    low = max(PEAK_LOW * probe.throughput_ips, floor)
     search = peak.peak_search(
         lambda rate: server_at(make_call, run_on, config, rate, budget_s),
         config.target_p99_ms,
-        PEAK_LOW * probe.throughput_ips,
-        PEAK_HIGH * probe.throughput_ips,
+        low,
+        max(PEAK_HIGH * probe.throughput_ips, 2 * low),
         steps=PEAK_STEPS,
-        floor=PEAK_FLOOR * probe.throughput_ips,
+        floor=floor,
     )
     return peak_fields(search)
 

@@ -55,7 +55,13 @@ from resbench.runtimes import OPENVINO_HINTS  # noqa: E402
 
 PROG = "serving_check"
 TOLERANCE = 0.10  # the issue's bar: resbench / benchmark_app within 10% of 1
-PRECISIONS = tuple(p for p in OPENVINO_HINTS if p != "int8")  # int8 quantises its own model
+PRECISIONS = tuple(OPENVINO_HINTS)  # fp32, bf16, int8 (resbench's own quantised export)
+
+
+def onnx_name(precision: str) -> str:
+    """The file in a prepared workdir that OpenVINO's row runs: the int8 row's QDQ export
+    (onnxruntime's quantiser, calibrated on resbench's seeded images), else the fp32 export."""
+    return "model.int8.onnx" if precision == "int8" else "model.onnx"
 SCENARIOS = ("single-stream", "offline")
 MACHINE_KEYS = ("cpu", "isa", "logical_cores", "torch", "git_commit", "hostname", "os")
 MEASURE = {"peak": False, "score": False}  # no MFU probe, no fp32 eager agreement: not timed
@@ -213,10 +219,10 @@ def compiled_properties(prepared: Prepared) -> dict | None:
     return {str(k): f"{compiled.get_property(k)}" for k in keys if k != skip}
 
 
-def file_hash(folder: Path) -> str:
-    """sha256 of the ONNX export (model.onnx and its external data, in name order)."""
+def file_hash(folder: Path, name: str = "model.onnx") -> str:
+    """sha256 of the ONNX export ``name`` and its external data, in name order."""
     digest = hashlib.sha256()
-    for path in sorted(folder.glob("model.onnx*")):
+    for path in sorted(folder.glob(name + "*")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
@@ -365,15 +371,17 @@ def markdown(record: dict) -> str:
 
 def run_row(row: Row, order: Sequence[str], args, tmp: Path, exports: dict, done: dict) -> dict:
     """Export (or reuse) the row's ONNX file, run both sides in ``order``, compare them."""
-    key, setting = (row.model, row.batch), (row.model, row.batch, row.precision, row.scenario)
+    name = onnx_name(row.precision)
+    key = (row.model, row.batch, name)
+    setting = (row.model, row.batch, row.precision, row.scenario)
     facts, digest = None, None
     if not row.hint or key not in exports:  # a hint row reuses its model's file
         with prepare(row.config(1) if row.hint else row.config()) as p:
             facts = None if row.hint else compiled_properties(p)
-            digest = file_hash(p.workdir)
+            digest = file_hash(p.workdir, name)
             if key not in exports:
                 shutil.copytree(p.workdir, tmp / row.label)
-                exports[key] = (tmp / row.label / "model.onnx", digest)
+                exports[key] = (tmp / row.label / name, digest)
     model, bapp_digest = exports[key]
     res, bapp = None, None
     for side in order:

@@ -23,6 +23,7 @@ def short_server_runs(monkeypatch):
     precision (serve.run's windows are a module's constants, read at each run)."""
     monkeypatch.setattr(serve, "MIN_REQUESTS", 50)
     monkeypatch.setattr(serve, "MAX_WINDOW_S", 1.0)
+    monkeypatch.setattr(serve, "MIN_TRY_REQUESTS", 10)  # a floor of 10 req/s
 
 
 def test_a_config_names_its_threads_per_stream():
@@ -124,6 +125,8 @@ def test_a_peak_search_that_no_rate_meets_says_so_without_a_latency():
     assert r.status == "ok" and r.offered_rate is None and r.sustained is False
     assert r.latency_ms_p99 is None and r.peak_tries and not any(t["met"] for t in r.peak_tries)
     assert r.peak_tries[-1]["rate"] < r.peak_tries[0]["rate"]  # it went looking below its low end
+    # ... but never where a window holds too few requests to judge a p99 on
+    assert all(t["rate"] >= serve.rate_floor(0.05) == 10.0 for t in r.peak_tries)
 
 
 def _served(config: Config, **fields) -> Result:

@@ -29,7 +29,7 @@ HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
         (["--seconds", "0"], "--seconds must be between 1 and 3600"),
         (["--seconds", "1.5"], "invalid int value"),
         (["--models", "resnet7"], "unknown model 'resnet7'"),
-        (["--precisions", "int8"], "unknown --precisions value 'int8'"),
+        (["--precisions", "fp64"], "unknown --precisions value 'fp64'"),
         (["--scenarios", "server"], "unknown --scenarios value 'server'"),
         (["--no-such-flag"], "unrecognized arguments"),
     ],
