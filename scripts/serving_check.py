@@ -62,6 +62,8 @@ def onnx_name(precision: str) -> str:
     """The file in a prepared workdir that OpenVINO's row runs: the int8 row's QDQ export
     (onnxruntime's quantiser, calibrated on resbench's seeded images), else the fp32 export."""
     return "model.int8.onnx" if precision == "int8" else "model.onnx"
+
+
 SCENARIOS = ("single-stream", "offline")
 MACHINE_KEYS = ("cpu", "isa", "logical_cores", "torch", "git_commit", "hostname", "os")
 MEASURE = {"peak": False, "score": False}  # no MFU probe, no fp32 eager agreement: not timed

@@ -77,7 +77,6 @@ def combine(previous_ok: Result | None, new: Result) -> Result:
     samples = [*first.samples_ms, *new.samples_ms]
     s = timing.stats(samples) if samples else None
     achieved = new.gflops_per_step / (median / 1e3) / 1e3 if new.gflops_per_step else None
-    peak = new.peak_tflops or first.peak_tflops
     k = forks_of(first)  # the forks previous_ok holds, for the running means
     iterations = (first.iterations or 0) + (new.iterations or 0)
     energy = power.combine([_reading(first), _reading(new)])
@@ -85,7 +84,7 @@ def combine(previous_ok: Result | None, new: Result) -> Result:
     noisy = (s is not None and s.noisy) or spread > timing.NOISY_IQR_FRACTION
     return dataclasses.replace(
         new,
-        **{name: getattr(first, name) for name in FIRST_FORK_FIELDS},
+        **_shared(first, new, achieved),
         latency_ms_median=median,
         latency_ms_p10=s and s.p10,
         latency_ms_p90=s and s.p90,
@@ -93,19 +92,10 @@ def combine(previous_ok: Result | None, new: Result) -> Result:
         latency_ms_iqr=s and s.iqr,
         iterations=iterations,
         throughput_ips=new.batch_size / (median / 1e3),
-        tflops_achieved=achieved,
-        peak_tflops=peak,
-        peak_probe=new.peak_probe if new.peak_tflops else first.peak_probe,
-        **probes.mfu_fields(achieved, peak),  # never above 100%: a row over its peak is flagged
-        peak_memory_mb=_largest(first.peak_memory_mb, new.peak_memory_mb),
-        warmup_s=_total(first.warmup_s, new.warmup_s),
-        measure_s=_total(first.measure_s, new.measure_s),
         host_ms_per_iter=_mean(first.host_ms_per_iter, k, new.host_ms_per_iter),
         issue_ms_per_iter=_mean(first.issue_ms_per_iter, k, new.issue_ms_per_iter),
-        foreign_cpu=_largest(first.foreign_cpu, new.foreign_cpu),  # under load in any fork
-        # every preparation's median, fork after fork; repeat_spread stays the spread inside one
-        # process (the largest fork's), the spread between processes is fork_spread
-        repeat_medians_ms=[*first.repeat_medians_ms, *new.repeat_medians_ms],
+        # repeat_spread stays the spread inside one process (the largest fork's), the spread
+        # between processes is fork_spread
         repeat_spread=_largest(first.repeat_spread, new.repeat_spread),
         noisy=bool(noisy or first.noisy or new.noisy),
         quiet_wait_s=_total(first.quiet_wait_s, new.quiet_wait_s),
@@ -116,6 +106,25 @@ def combine(previous_ok: Result | None, new: Result) -> Result:
         fork_spread=spread,
         samples_ms=samples,
     )
+
+
+def _shared(first: Result, new: Result, achieved: float | None) -> dict:
+    """What every scenario's combined Result takes alike: fork 0's own fields, the FLOP rate
+    ``achieved`` against the peak, the largest memory and load, the times added up, and every
+    preparation's median, fork after fork."""
+    peak = new.peak_tflops or first.peak_tflops
+    return {
+        **{name: getattr(first, name) for name in FIRST_FORK_FIELDS},
+        "tflops_achieved": achieved,
+        "peak_tflops": peak,
+        "peak_probe": new.peak_probe if new.peak_tflops else first.peak_probe,
+        **probes.mfu_fields(achieved, peak),  # never above 100%: a row over its peak is flagged
+        "peak_memory_mb": _largest(first.peak_memory_mb, new.peak_memory_mb),
+        "warmup_s": _total(first.warmup_s, new.warmup_s),
+        "measure_s": _total(first.measure_s, new.measure_s),
+        "foreign_cpu": _largest(first.foreign_cpu, new.foreign_cpu),  # under load in any fork
+        "repeat_medians_ms": [*first.repeat_medians_ms, *new.repeat_medians_ms],
+    }
 
 
 # the figures of an offline or server Result that serve.pool combines
@@ -136,22 +145,12 @@ def _combine_serving(first: Result, new: Result) -> Result:
     achieved = (
         new.gflops_per_image * throughput / 1e3 if throughput and new.gflops_per_image else None
     )
-    peak = new.peak_tflops or first.peak_tflops
     k = forks_of(first)
     energy = power.combine([_reading(first), _reading(new)])
     return dataclasses.replace(
         new,
-        **{name: getattr(first, name) for name in FIRST_FORK_FIELDS},
+        **_shared(first, new, achieved),
         **figures,
-        tflops_achieved=achieved,
-        peak_tflops=peak,
-        peak_probe=new.peak_probe if new.peak_tflops else first.peak_probe,
-        **probes.mfu_fields(achieved, peak),
-        peak_memory_mb=_largest(first.peak_memory_mb, new.peak_memory_mb),
-        warmup_s=_total(first.warmup_s, new.warmup_s),
-        measure_s=_total(first.measure_s, new.measure_s),
-        foreign_cpu=_largest(first.foreign_cpu, new.foreign_cpu),
-        repeat_medians_ms=[*first.repeat_medians_ms, *new.repeat_medians_ms],
         noisy=bool(first.noisy or new.noisy)
         or (len(medians) > 1 and timing.spread(medians) > timing.NOISY_IQR_FRACTION),
         **power.fields(energy, figures["requests"] or 0),
