@@ -70,7 +70,7 @@ def latency_plot(plt, shown: list[Panel], colour: dict[str, str], title: str):
     cols = min(3, len(shown))
     rows = math.ceil(len(shown) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.4 * cols, 5.0 * rows), squeeze=False)
-    for ax, panel in zip(axes.flat, shown, strict=False):
+    for i, (ax, panel) in enumerate(zip(axes.flat, shown, strict=False)):
         top = blended_transform_factory(ax.transData, ax.transAxes)
         for line, (style, marker) in zip(panel.lines, _styles(panel), strict=True):
             c = colour.get(line.setting, "black")
@@ -93,14 +93,16 @@ def latency_plot(plt, shown: list[Panel], colour: dict[str, str], title: str):
         ax.set_xlim(0, max(rates) * 1.06)  # the crosses at the top edge do not widen the axis
         ax.set_title(f"{panel.model} on {panel.device}", fontsize=9)
         ax.set_xlabel("offered rate (requests/s, one image each)")
-        ax.set_ylabel("p99 latency (ms, arrival to completion)")
+        if i % cols == 0:  # the first column's only: the others' would cross the figure's title
+            ax.set_ylabel("p99 latency (ms, arrival to completion)")
         ax.grid(True, which="both", alpha=0.25)
         ax.scatter([], [], marker="x", color="grey", label=TOP)
-        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+        # below the axis label, not over it
+        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     for ax in list(axes.flat)[len(shown) :]:
         ax.axis("off")
+    fig.tight_layout(rect=(0, 0, 1, 0.95))  # room above the panels' titles for the figure's
     fig.suptitle(title + " (ringed: the peak a search found)", fontsize=9)
-    fig.tight_layout()
     return fig
 
 
