@@ -371,9 +371,7 @@ def _serving_result(
     figures = functools.reduce(serve.pool, [run.serving for run in runs])
     medians = [run.serving["latency_ms_median"] for run in runs]
     medians = [m for m in medians if m is not None]
-    throughput = figures.get("throughput_ips")
-    per_image = common["gflops_per_image"]
-    achieved = per_image * throughput / 1e3 if throughput and per_image else None
+    achieved = serve.tflops_served(common["gflops_per_image"], figures.get("throughput_ips"))
     peak_tflops, peak_probe = _peak(config, device, peak, peak_probe)
     served = sum(run.serving.get("requests") or 0 for run in runs)
     return Result.for_config(

@@ -279,6 +279,13 @@ def _run(config, make_call, run_on, budget_s: float) -> dict:
     return peak_fields(search)
 
 
+def tflops_served(gflops_per_image: float | None, throughput_ips: float | None) -> float | None:
+    """TFLOP/s of the images a scenario served (a padded batch's padding does no useful work)."""
+    if not throughput_ips or not gflops_per_image:
+        return None
+    return gflops_per_image * throughput_ips / 1e3
+
+
 def expected_s(config, budget_s: float, step_s: float) -> float:
     """About how long ``run`` takes for ``config`` with one call taking ``step_s`` on one stream
     with all the cores: the sweep's ETA (each stream's call is slower by its share of the cores)."""

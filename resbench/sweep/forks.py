@@ -141,10 +141,7 @@ def _combine_serving(first: Result, new: Result) -> Result:
         {n: getattr(first, n) for n in SERVING_FIELDS}, {n: getattr(new, n) for n in SERVING_FIELDS}
     )
     medians = [*fork_medians(first), *([new.latency_ms_median] if new.latency_ms_median else [])]
-    throughput = figures["throughput_ips"]
-    achieved = (
-        new.gflops_per_image * throughput / 1e3 if throughput and new.gflops_per_image else None
-    )
+    achieved = serve.tflops_served(new.gflops_per_image, figures["throughput_ips"])
     k = forks_of(first)
     energy = power.combine([_reading(first), _reading(new)])
     return dataclasses.replace(
