@@ -75,11 +75,37 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def onednn_convolutions(lines: Sequence[str]) -> list[tuple[str, str | None]]:
+    """(implementation, source data type) of each convolution oneDNN's verbose log says it ran:
+    ("brg_conv_fwd:avx10_1_512_amx", "bf16"). The data type is read from the line's memory
+    descriptors ("src:bf16::blocked..." since oneDNN 3.x, "src_bf16::blocked..." before), never
+    from the implementation's name, which names the instruction set ("avx10_1_512_amx") and not
+    always the type."""
+    out = []
+    for line in lines:
+        parts = line.strip().split(",")
+        if "exec" not in parts or "convolution" not in parts:
+            continue
+        at = parts.index("convolution")
+        if at + 1 >= len(parts):
+            continue
+        src = None
+        for part in parts[at + 2 :]:
+            for word in part.split():
+                if word.startswith(("src:", "src_")):
+                    src = word[4:].split(":", 1)[0] or None
+                    break
+            if src:
+                break
+        out.append((parts[at + 1], src))
+    return out
+
+
 @functools.lru_cache(maxsize=4)
-def onednn_kernel(dtype: torch.dtype = torch.bfloat16) -> str | None:
-    """The implementation oneDNN runs a small convolution in ``dtype`` with, as its verbose log
-    names it ("jit_bf16:avx512_core_bf16", "brg_conv_fwd:avx2"), or None where oneDNN did not run
-    it (PyTorch's own, slower kernel) or the log could not be read."""
+def onednn_convolution(dtype: torch.dtype = torch.bfloat16) -> tuple[str, str | None] | None:
+    """(implementation, source data type) oneDNN runs a small convolution in ``dtype`` with, as
+    its verbose log names them (``onednn_convolutions``), or None where oneDNN did not run it
+    (PyTorch's own, slower kernel) or the log could not be read."""
     if not torch.backends.mkldnn.is_available():
         return None
     # channels_last: PyTorch hands even a small NHWC convolution to oneDNN
@@ -104,11 +130,15 @@ def onednn_kernel(dtype: torch.dtype = torch.bfloat16) -> str | None:
             lines = log.read().decode(errors="replace").splitlines()
     finally:
         os.close(saved)
-    for line in lines:
-        parts = line.split(",")
-        if "exec" in parts and "convolution" in parts:
-            return parts[parts.index("convolution") + 1]
-    return None
+    found = onednn_convolutions(lines)
+    return found[0] if found else None
+
+
+def onednn_kernel(dtype: torch.dtype = torch.bfloat16) -> str | None:
+    """The implementation of ``onednn_convolution`` ("jit_bf16:avx512_core_bf16",
+    "brg_conv_fwd:avx2"), or None where oneDNN did not run it."""
+    found = onednn_convolution(dtype)
+    return found[0] if found else None
 
 
 def cpu_isa() -> dict:
@@ -184,6 +214,7 @@ def nvml_gpus() -> dict:
             nvml.nvmlShutdown()
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # what PyTorch's default count obeys
 RUNTIMES = ("onnxruntime", "onnxruntime-gpu", "openvino", "onnx", "onnxscript", "nvidia-ml-py")
 
 
@@ -222,6 +253,9 @@ def collect_env() -> dict:
         **cpu_isa(),
         "logical_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # what set the thread count, where not the machine: a run under OMP_NUM_THREADS=1 keys its
+        # rows on 1 thread, not on "the machine's default" (report.matching)
+        "thread_env": {k: os.environ[k] for k in THREAD_VARIABLES if k in os.environ},
         "os": f"{platform.system()} {platform.release()}",
         "hostname": platform.node(),
         **numerics_flags(),
