@@ -20,11 +20,20 @@ cuda``, ``--models resnet50 --batch-sizes 128 --settings bf16+cl`` for a GPU-bou
 false-positive rate, the power and the inconclusive counts. With ``--strict`` the exit code is 1
 when the A/A rate is over 5% or the power under 90% (or either could not be measured); else
 missing a target is only reported.
+
+The JSON also records ``one_process_prior``: the spread between processes of identical code, by row
+time, fitted on every plain sweep's fork medians (``resbench.report.prior``), which ``report
+--compare --prior THIS.json`` tests rows with one process a side against. ``one_process_check``
+says what that gives: every A/A and slowed pair compared again with one process a side (each
+row's first fork), its false-positive rate and power. ``--reuse --runs A B`` reads several
+campaigns' folders: the prior pools them (each row's spread about its own campaign's mean), the
+pairs stay within a campaign.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -39,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from resbench import report  # noqa: E402
 from resbench.measure import SLOWDOWN_ENV, Result  # noqa: E402
+from resbench.report import prior as prior_module  # noqa: E402
 from resbench.report.cli import parse_threshold  # noqa: E402
 from resbench.report.compare import VERDICTS  # noqa: E402
 from resbench.report.significance import fork_medians  # noqa: E402
@@ -70,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default=GRID["models"], help="default: %(default)s")
     p.add_argument("--batch-sizes", default=GRID["batch_sizes"], help="default: %(default)s")
     p.add_argument("--settings", default=GRID["settings"], help="default: %(default)s")
-    p.add_argument("--runs", type=Path, help="where the sweeps' run folders go (default: a new "
-                   "temporary folder); each sweep gets NN-plain or NN-slowed in it")  # fmt: skip
+    p.add_argument("--runs", type=Path, nargs="+", help="where the sweeps' run folders go "
+                   "(default: a new temporary folder); each sweep gets NN-plain or NN-slowed in it;"
+                   " with --reuse, one or more campaigns' folders")  # fmt: skip
     p.add_argument("--reuse", action="store_true", help="summarise the sweeps already in --runs "
                    "(NN-plain, NN-slowed) instead of running new ones")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("aa-check.json"), help="the JSON written")
@@ -90,24 +101,80 @@ def _counts(table) -> dict[str, int]:
     return counts
 
 
+def campaign(name: str) -> str:
+    """The campaign a sweep's name belongs to ("results/aa-cpu-runs/00-plain" -> its folder)."""
+    return str(Path(name).parent)
+
+
+def pairs_of(plain: Sequence, slowed: Sequence) -> list[tuple[str, tuple, tuple]]:
+    """(kind, old, new) of every A/A pair (plain i < j) and power pair (slowed new, plain old),
+    within each campaign."""
+    jobs = [("aa", a, b) for a, b in itertools.combinations(plain, 2)]
+    jobs += [("power", p, s) for s in slowed for p in plain]
+    return [job for job in jobs if campaign(job[1][0]) == campaign(job[2][0])]
+
+
+def one_process(results: Sequence[Result]) -> list[Result]:
+    """Each row as if measured in one process: its first fork's median alone."""
+    out = []
+    for r in results:
+        medians = fork_medians(r)
+        if r.status == "ok" and medians:
+            one = {"forks": 1, "fork_medians_ms": [medians[0]], "latency_ms_median": medians[0]}
+            out.append(dataclasses.replace(r, **one))
+    return out
+
+
+def fit_prior(plain: Sequence[tuple[str, Sequence[Result]]], host: str) -> prior_module.Prior:
+    """The one-process prior from the plain sweeps, each row's spread within its campaign."""
+    names = sorted({campaign(n) for n, _ in plain})
+    groups = []
+    for name in names:
+        groups += prior_module.groups_of([(n, r) for n, r in plain if campaign(n) == name])
+    return prior_module.fit(groups, source=", ".join(names), host=host)
+
+
+def one_process_check(
+    plain: Sequence, slowed: Sequence, threshold: float, prior: prior_module.Prior
+) -> dict:
+    """Every pair compared again with one process a side: how often the prior calls an A/A row
+    changed (false positives) and a slowed row slower (power)."""
+    seen = {"aa": [0, 0], "power": [0, 0]}  # [rows, called changed / slower]
+    for kind, (_, old), (_, new) in pairs_of(plain, slowed):
+        table = report.compare(one_process(new), one_process(old), threshold, prior=prior)
+        verdicts = list(table["verdict"]) if not table.empty else []
+        seen[kind][0] += len(verdicts)
+        called = ("faster", "slower") if kind == "aa" else ("slower",)
+        seen[kind][1] += sum(v.startswith(called) for v in verdicts)
+    (aa_rows, aa_hit), (power_rows, power_hit) = seen["aa"], seen["power"]
+    return {
+        "aa_rows": aa_rows,
+        "aa_changed": aa_hit,
+        "false_positive_rate": aa_hit / aa_rows if aa_rows else None,
+        "power_rows": power_rows,
+        "power_flagged": power_hit,
+        "power": power_hit / power_rows if power_rows else None,
+        "note": "in-sample: the pairs are of the sweeps the prior was fitted on",
+    }
+
+
 def summarise(
     plain: Sequence[tuple[str, Sequence[Result]]],
     slowed: Sequence[tuple[str, Sequence[Result]]],
     threshold: float,
+    prior: prior_module.Prior | None = None,
 ) -> dict:
     """Verdict counts per pair, the A/A false-positive rate and the power, from named runs.
 
     Every plain pair (i < j) is compared as new = j against old = i; every slowed run as new
-    against every plain run as old. Rates are None where no row was compared.
+    against every plain run as old, within a campaign. Rates are None where no row was compared.
     """
     pairs, per_row = [], {}
     gate = {"aa": [0, 0], "power": [0, 0]}  # [pairs, pairs where --fail-on slower would exit 1]
     aa = {"rows": 0, "changed": 0, "inconclusive": 0}
     power = {"rows": 0, "slower": 0, "inconclusive": 0, "unchanged": 0, "faster": 0}
-    jobs = [("aa", a, b) for a, b in itertools.combinations(plain, 2)]
-    jobs += [("power", p, s) for s in slowed for p in plain]
-    for kind, (old_name, old), (new_name, new) in jobs:
-        table = report.compare(new, old, threshold)
+    for kind, (old_name, old), (new_name, new) in pairs_of(plain, slowed):
+        table = report.compare(new, old, threshold, prior=prior)
         counts = _counts(table)
         pairs.append({"kind": kind, "new": new_name, "old": old_name, "rows": len(table), **counts})
         gate[kind][0] += 1
@@ -187,17 +254,19 @@ def run_sweeps(args, extra: Sequence[str], runs: Path) -> tuple[list, list, dict
             raise SystemExit(f"aa_check: the sweep into {out} exited {done.returncode}")
         run_env, results = report.load(out)
         env = env or run_env
-        (plain if kind == "plain" else slowed).append((out.name, results))
+        (plain if kind == "plain" else slowed).append((str(out), results))
     return plain, slowed, env
 
 
-def read_sweeps(runs: Path) -> tuple[list, list, dict]:
-    """The sweeps an earlier aa_check left in ``runs`` (NN-plain, NN-slowed), in order."""
+def read_sweeps(folders: Sequence[Path]) -> tuple[list, list, dict]:
+    """The sweeps earlier aa_checks left in ``folders`` (NN-plain, NN-slowed), in order, each
+    named by its path (its campaign is its folder)."""
     plain, slowed, env = [], [], {}
-    for out in sorted(p for p in runs.iterdir() if p.is_dir() and "-" in p.name):
-        run_env, results = report.load(out)
-        env = env or run_env
-        (slowed if out.name.endswith("-slowed") else plain).append((out.name, results))
+    for runs in folders:
+        for out in sorted(p for p in runs.iterdir() if p.is_dir() and "-" in p.name):
+            run_env, results = report.load(out)
+            env = env or run_env
+            (slowed if out.name.endswith("-slowed") else plain).append((str(out), results))
     return plain, slowed, env
 
 
@@ -211,16 +280,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.sweeps < 2 or args.slowdown <= 0:
         print("aa_check: error: --sweeps must be 2 or more, --slowdown above 0", file=sys.stderr)
         return 2
-    runs = args.runs or Path(tempfile.mkdtemp(prefix="aa-check-"))
-    runs.mkdir(parents=True, exist_ok=True)
     if args.reuse:
         if args.runs is None:
             print("aa_check: error: --reuse needs --runs FOLDER", file=sys.stderr)
             return 2
-        plain, slowed, env = read_sweeps(runs)
+        missing = [str(r) for r in args.runs if not r.is_dir()]
+        if missing:
+            print(f"aa_check: error: --runs: no such folder: {', '.join(missing)}", file=sys.stderr)
+            return 2
+        folders = args.runs
+        plain, slowed, env = read_sweeps(folders)
     else:
-        plain, slowed, env = run_sweeps(args, extra, runs)
-    summary = summarise(plain, slowed, threshold)
+        if args.runs is not None and len(args.runs) > 1:
+            print("aa_check: error: new sweeps go in one --runs folder", file=sys.stderr)
+            return 2
+        folders = args.runs or [Path(tempfile.mkdtemp(prefix="aa-check-"))]
+        folders[0].mkdir(parents=True, exist_ok=True)
+        plain, slowed, env = run_sweeps(args, extra, folders[0])
+    try:
+        prior = fit_prior(plain, host=str(env.get("cpu") or "unknown host"))
+    except ValueError as exc:  # too few plain sweeps or rows: the summary still comes
+        prior = None
+        print(f"aa_check: no one-process prior: {exc}", file=sys.stderr)
+    summary = summarise(plain, slowed, threshold, prior)
     rows = [r for _, results in plain + slowed for r in results if r.status == "ok"]
     record = {
         "machine": {k: env[k] for k in MACHINE_KEYS if k in env},
@@ -233,9 +315,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "repeats": sorted({r.repeats for r in rows if r.repeats is not None}),
         "threshold": threshold,
         "slowdown": args.slowdown,
-        "sweeps": [{"name": n, "kind": n.split("-", 1)[1]} for n, _ in plain + slowed],
-        "runs": str(runs),
+        "sweeps": [{"name": n, "kind": Path(n).name.split("-", 1)[1]} for n, _ in plain + slowed],
+        "runs": ", ".join(map(str, folders)),
         **summary,
+        prior_module.KEY: prior.to_dict() if prior else None,
+        "one_process_check": one_process_check(plain, slowed, threshold, prior) if prior else None,
         "targets": {"max_false_positive_rate": MAX_FALSE_POSITIVES, "min_power": MIN_POWER},
         "missed": missed(summary),
     }
@@ -252,6 +336,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for kind, seen in summary["fail_on_slower"].items():
         print(f"aa_check: --fail-on slower would exit 1 in {seen['exit_1']} of {seen['pairs']} "
               f"{'A/A' if kind == 'aa' else 'slowed'} pairs")  # fmt: skip
+    if prior is not None:
+        check = record["one_process_check"]
+        print(
+            f"aa_check: one process a side, against the prior ({prior_module.describe(prior)}): "
+            f"A/A {check['aa_changed']} of {check['aa_rows']} rows changed; slowed "
+            f"{check['power_flagged']} of {check['power_rows']} called slower"
+        )
     for line in record["missed"]:
         print(f"aa_check: missed: {line}")
     return EXIT_MISSED if args.strict and record["missed"] else 0

@@ -163,3 +163,43 @@ def test_a_real_aa_check_of_two_sweeps_writes_its_json(tmp_path, capsys):
     assert "--budget 0.05" in data["sweep_command"] and data["machine"]["logical_cores"]
     assert data["forks"] and data["missed"][0].startswith("no A/A pair")
     assert "aa_check: missed: no A/A pair" in capsys.readouterr().out
+
+
+def test_reuse_recomputes_the_shipped_prior_from_the_committed_aa_runs(tmp_path, capsys):
+    # the one-process prior `report --compare` ships is what the committed A/A runs give, and a
+    # rerun of the script records it in its JSON
+    from resbench.report import prior as prior_module
+
+    root = Path(__file__).resolve().parent.parent
+    folders = [root / "results" / "aa-cpu-runs", root / "results" / "aa-cpu-forks5-runs"]
+    if not all(f.is_dir() for f in folders):
+        pytest.skip("the committed A/A runs are not in this checkout")
+    out = tmp_path / "aa.json"
+    assert aa_check.main(["--reuse", "--runs", *map(str, folders), "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    fitted, shipped = prior_module.load(out), prior_module.load()
+    for name in ("intercept", "slope", "d0", "ms_low", "ms_high", "rows", "processes"):
+        assert getattr(fitted, name) == pytest.approx(getattr(shipped, name), rel=1e-9), name
+    assert data["one_process_prior"]["called_beyond"]["10 ms"] == pytest.approx(3.52, abs=0.01)
+    check = data["one_process_check"]  # identical code, one process a side: never called changed
+    assert check["aa_rows"] == 192 and check["false_positive_rate"] == 0.0
+    assert "one process a side, against the prior" in capsys.readouterr().out
+
+
+def test_a_prior_is_fitted_back_from_process_medians_drawn_from_it():
+    # rows whose processes scatter 30% at 3 ms and 3% at 300 ms, as a sd falling with the time
+    from resbench.report import prior as prior_module
+
+    rng = np.random.default_rng(5)
+    times = np.geomspace(3, 300, 12)
+    sds = 0.3 * (times / 3) ** -0.5
+    groups = [
+        list(t * np.exp(s * rng.standard_normal(40))) for t, s in zip(times, sds, strict=True)
+    ]
+    fitted = prior_module.fit(groups, source="simulated", host="sim")
+    assert fitted.slope == pytest.approx(2 * -0.5, abs=0.25)  # log variance falls twice as fast
+    assert fitted.sd(3.0) == pytest.approx(0.3, rel=0.3)
+    assert fitted.sd(300.0) == pytest.approx(0.03, rel=0.3)
+    assert fitted.sd(1e6) == fitted.sd(fitted.ms_high)  # no extrapolation past the A/A rows
+    with pytest.raises(ValueError, match="3 A/A rows or more"):
+        prior_module.fit(groups[:2], source="x", host="x")

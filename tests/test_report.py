@@ -108,8 +108,12 @@ def test_compare_flags_a_planted_2x_slowdown_and_not_a_wobble(tmp_path):
     assert "0 faster, 1 slower, 1 unchanged, 0 inconclusive" in text
     header = next(line for line in text.splitlines() if line.startswith("| model"))
     assert "forks old/new" in header and "interval" in header
-    assert "Not compared: 1 ok Configs only in the new run, 0 only in the old." in text
-    assert "environments differ" in text and "torch" in text
+    assert (
+        "Only part of the rows were compared: 1 ok Config of the new run and 0 of the old matched "
+        "nothing in the other run; nearest rows differ in model (new resnet34; old resnet18 or "
+        "resnet50): 1 row." in text
+    )
+    assert "machines differ" in text and "torch: 2.1 -> 2.2" in text
 
 
 def test_compare_sees_a_real_speedup_through_noise():
@@ -336,32 +340,68 @@ def _bench_json(path, median_s, save_data=False):
     return path
 
 
-def test_pytest_benchmark_compare_is_one_process_so_never_settled_by_its_samples(tmp_path, capsys):
-    # every round of a pytest-benchmark file comes from one process: even a 40x change with every
-    # round saved is "inconclusive" with its size and why, and no p from the rounds stands in
+def test_a_40x_regression_in_pytest_benchmark_files_fails_the_gate(tmp_path, capsys):
+    # every round of a pytest-benchmark file comes from one process, so its rounds test nothing;
+    # but 40x is far beyond how far fresh processes of identical code land (the A/A prior), so it
+    # is "slower" and --fail-on slower stops it, as pytest-benchmark's compare-fail would
     old = _bench_json(tmp_path / "old.json", 0.001, save_data=True)
     new = _bench_json(tmp_path / "new.json", 0.040, save_data=True)
     out = tmp_path / "out"
     argv = ["--pytest-benchmark", str(new), "--compare", str(old), "--out", str(out)]
-    assert report.main([*argv, "--fail-on", "slower"]) == 0  # nothing is shown to be slower
+    assert report.main([*argv, "--fail-on", "slower"]) == 1
+    assert "--fail-on slower: 2 of 2 rows slower" in capsys.readouterr().err
     text = (out / "compare.md").read_text()
-    assert "0 faster, 0 slower, 0 unchanged, 2 inconclusive" in text
-    assert (
-        "changed by +3900.0%, one process per side: process-to-process variance not measured"
-        in text
-    )
+    assert "0 faster, 2 slower, 0 unchanged, 0 inconclusive" in text
+    assert "changed by +3900.0%, one process per side: beyond the spread between processes" in text
     assert "both runs are pytest-benchmark files: their rounds all come from one process" in text
+    assert "tested against the between-process spread of A/A runs on AMD EPYC" in text
     assert "0.025x" in text and "Mann-Whitney" not in text
     table = report.compare(report.load(new)[1], report.load(old)[1])
-    assert list(table["verdict"]) == ["inconclusive", "inconclusive"] and table["p"].isna().all()
+    assert list(table["verdict"]) == ["slower", "slower"] and (table["p"] < 1e-3).all()
     assert (out / "compare.html").exists()
     # a sweep with forks against a pytest-benchmark file: one process on the old side
     run = tmp_path / "run"
     write_run(
         run, [result("small_resnet20", 2, ms=40, forks=2, channels_last=cl) for cl in (False, True)]
     )
-    assert report.main([str(run), "--compare", str(old), "--fail-on", "slower"]) == 0
-    assert "one process on the old side" in (run / "compare.md").read_text()
+    assert report.main([str(run), "--compare", str(old), "--fail-on", "slower"]) == 1
+    assert "one process on the old side: beyond the spread" in (run / "compare.md").read_text()
+
+
+def test_a_change_within_the_spread_between_processes_stays_inconclusive(tmp_path, capsys):
+    # 20% from one process a side is within what fresh processes of identical code show: it is
+    # neither slower nor unchanged, it passes --fail-on slower and stops --fail-on inconclusive
+    old = _bench_json(tmp_path / "old.json", 0.010, save_data=True)
+    new = _bench_json(tmp_path / "new.json", 0.012, save_data=True)
+    argv = ["--pytest-benchmark", str(new), "--compare", str(old), "--out", str(tmp_path / "o")]
+    assert report.main([*argv, "--fail-on", "slower"]) == 0
+    text = (tmp_path / "o" / "compare.md").read_text()
+    assert "0 faster, 0 slower, 0 unchanged, 2 inconclusive" in text
+    assert "changed by +20.0%, one process per side: within the spread between processes" in text
+    assert report.main([*argv, "--fail-on", "inconclusive"]) == 1
+    assert "--fail-on inconclusive: 2 of 2 rows slower or inconclusive" in capsys.readouterr().err
+
+
+def test_the_prior_is_the_users_own_hosts_when_given(tmp_path, capsys):
+    from resbench.report import prior as prior_module
+
+    shipped = prior_module.load()
+    # a host whose processes never wander: 2.5x from one process a side is then a real change
+    tight = dataclasses.replace(shipped, intercept=-12.0, slope=0.0, d0=50.0, host="my host")
+    aa = tmp_path / "aa.json"
+    aa.write_text(json.dumps({"machine": {}, prior_module.KEY: tight.to_dict()}))
+    old = _bench_json(tmp_path / "old.json", 0.010, save_data=True)
+    new = _bench_json(tmp_path / "new.json", 0.025, save_data=True)
+    argv = ["--pytest-benchmark", str(new), "--compare", str(old), "--fail-on", "slower"]
+    assert report.main([*argv, "--out", str(tmp_path / "a")]) == 0  # within the shipped spread
+    assert report.main([*argv, "--out", str(tmp_path / "b"), "--prior", str(aa)]) == 1
+    assert "A/A runs on my host" in (tmp_path / "b" / "compare.md").read_text()
+    capsys.readouterr()
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert report.main([*argv, "--prior", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no one-process prior in it" in err
 
 
 def _wild(batch=4, samples=(1.0, 1.0, 1.0, 1.0, 2.0, 30.0, 30.0, 30.0, 30.0)):

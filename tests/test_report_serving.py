@@ -275,7 +275,7 @@ def test_compare_judges_offline_on_latency_shows_images_per_s_and_matches_the_fu
     assert (row["old img/s"], row["new img/s"]) == (900.0, 1000.0)
     assert row["verdict"].startswith("inconclusive") and "one process" in row["note"]
     text = report.compare_markdown({}, new, {}, old, 0.05)
-    assert "| old img/s" in text and "1 ok Configs only in the new run, 1 only in the old" in text
+    assert "| old img/s" in text and "1 ok Config of the new run and 1 of the old matched" in text
     # single-stream rows alone: the comparison's columns as they always were
     plain = report.compare([result(forks=3, seed=1)], [result(forks=3, seed=2)])
     assert not {"scenario", "streams", "threads", "old img/s"} & set(plain.columns)

@@ -8,8 +8,12 @@ table of rows scored on labelled images), ``tables`` (markdown), ``plots`` (PNG)
 (images/s against accuracy drop, PNG), ``serving`` (offline and server rows: what a machine
 serves, their table, the latency curves' points), ``serving_plot`` (p99 against offered rate, PNG
 and Plotly), ``table_html`` (the page's table of every result), ``html`` (report.html),
-``significance`` (the moderated t on fork medians and the verdicts), ``serving_compare`` (what a
-pair of serving rows is judged on), ``compare`` (two runs), ``cli`` (writing outputs, ``main``).
+``significance`` (the moderated t on fork medians and the verdicts), ``accuracy_compare`` (a
+scored row's top-1 change between runs), ``prior`` (one process a
+side: the A/A spread between processes), ``matching`` (which rows of two runs pair up, and why the
+others do not), ``fingerprint`` (what differs between two runs' machines), ``serving_compare``
+(what a pair of serving rows is judged on), ``compare`` (two runs), ``cli`` (writing outputs,
+``main``).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from resbench.report.cli import (
     write_outputs,
     write_report,
 )
-from resbench.report.compare import compare, compare_markdown, env_differences
+from resbench.report.compare import compare, compare_markdown
 from resbench.report.loading import (
     ENV_FILE,
     MAX_BATCH_FILE,
@@ -69,7 +73,6 @@ __all__ = [
     "colours",
     "compare",
     "compare_markdown",
-    "env_differences",
     "finish_run",
     "headline",
     "load",

@@ -14,8 +14,15 @@ import pandas as pd
 from resbench.measure import Result
 from resbench.report import accuracy, serving, table_html
 from resbench.report import html as page_html
+from resbench.report import prior as prior_module
 from resbench.report.analysis import MAX_ACCURACY_DROP, headline, results_table, single_stream
-from resbench.report.compare import compare_report, markdown_of, shown_table, slower_rows
+from resbench.report.compare import (
+    FAIL_ON,
+    compare_report,
+    failing_rows,
+    markdown_of,
+    shown_table,
+)
 from resbench.report.loading import (
     ENV_FILE,
     load,
@@ -37,11 +44,12 @@ USAGE = """Usage::
     python -m resbench.report --pytest-benchmark .benchmarks/Linux-.../0001_x.json [--compare OLD]
     python -m resbench.report NEW_RUN --compare OLD_RUN --threshold 5% --fail-on slower  # in CI
 
-Exit codes: 0 written (with --fail-on slower: and no row is slower); 1 with --fail-on slower, a row
-is slower (significant at p < 0.01 between forks, and beyond --threshold), or a file could not be
-read or written; 2 a usage error (one line on stderr).
+Exit codes: 0 written (with --fail-on: and the gate passed); 1 with --fail-on, the gate failed:
+a row is slower (significant at p < 0.01 between forks, or with one process a side beyond the A/A
+spread of --prior, and beyond --threshold), with --fail-on inconclusive also a row that could not
+be told, or no row of the two runs matched (a gate that compared nothing); 1 also when a file could
+not be read or written; 2 a usage error (one line on stderr).
 """
-FAIL_ON = ("slower",)
 
 
 def write_report(
@@ -162,6 +170,7 @@ def write_comparison(
     threshold: float,
     names: tuple[str, str] = ("the new run", "the old run"),
     max_accuracy_drop: float = MAX_ACCURACY_DROP,
+    prior: prior_module.Prior | None = None,
 ) -> tuple[dict[str, Path], pd.DataFrame]:
     """compare.md and compare.html for two loaded runs, named ``names`` (new, old), and the
     comparison's table; a row whose top-1 fell by more than ``max_accuracy_drop`` points, or
@@ -169,7 +178,7 @@ def write_comparison(
     out_dir = Path(out_dir)
     (new_env, new_results), (old_env, old_results) = new, old
     report = compare_report(
-        new_env, new_results, old_env, old_results, threshold, max_accuracy_drop
+        new_env, new_results, old_env, old_results, threshold, max_accuracy_drop, prior=prior
     )
     md = out_dir / "compare.md"
     md.write_text(markdown_of(report, names))
@@ -233,8 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fail-on",
         choices=FAIL_ON,
-        help="with --compare: exit 1 when any row is slower (significant between forks and "
-        "beyond --threshold), for CI",
+        help="with --compare, for CI: exit 1 when any row is slower (significant between "
+        "forks, or with one process a side beyond the A/A spread of --prior, and beyond "
+        "--threshold); inconclusive: also when any row could not be told. Either way, exit 1 "
+        "when no row of the two runs matched",
+    )
+    parser.add_argument(
+        "--prior",
+        type=Path,
+        metavar="AA_JSON",
+        help="the spread between processes that rows with one process a side are tested "
+        "against: an A/A JSON from scripts/aa_check.py, best made on the host you compare on "
+        f"(default: the shipped {prior_module.SHIPPED.name}, from results/aa-cpu-prior.json)",
     )
     parser.add_argument(
         "--max-accuracy-drop",
@@ -262,6 +281,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         threshold = parse_threshold(args.threshold)
         if args.fail_on and not args.compare:
             raise UsageError(f"--fail-on {args.fail_on} needs --compare OLD")
+        if args.prior and not args.compare:
+            raise UsageError("--prior needs --compare OLD")
+        try:
+            prior = prior_module.load(args.prior) if args.compare else None
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         if args.max_accuracy_drop is not None:
             cli.at_least(args.max_accuracy_drop, "--max-accuracy-drop", 0)
         out = Path(args.out or (source if source.is_dir() else source.with_suffix("")))
@@ -275,12 +300,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {paths['summary']}, {paths['html']} and {len(paths) - 3} plot(s)")
         if old is not None:
             names = (source.name, args.compare.name)
-            written, table = write_comparison(out, (env, results), old, threshold, names, drop)
+            written, table = write_comparison(
+                out, (env, results), old, threshold, names, drop, prior
+            )
             print(written["compare"].read_text())
             print(f"wrote {written['compare']} and {written['compare_html']}")
-            slower = slower_rows(table)
-            if args.fail_on == "slower" and slower:
-                print(f"--fail-on slower: {slower} of {len(table)} rows slower", file=sys.stderr)
+            if args.fail_on and table.empty:
+                print(
+                    f"--fail-on {args.fail_on}: no row of the two runs matched, so nothing was "
+                    "checked (see compare.md for what kept them apart)",
+                    file=sys.stderr,
+                )
+                return 1
+            failing = failing_rows(table, args.fail_on) if args.fail_on else 0
+            if failing:
+                what = "slower" if args.fail_on == "slower" else "slower or inconclusive"
+                print(
+                    f"--fail-on {args.fail_on}: {failing} of {len(table)} rows {what}",
+                    file=sys.stderr,
+                )
                 return 1
         return 0
 

@@ -6,10 +6,14 @@ layout and placement and so understate what differs between two runs. A Config w
 more on both sides is "faster"/"slower" when the change is significant at ``alpha`` and beyond the
 threshold, "unchanged" when its interval lies within the threshold, else "inconclusive" with the
 reason; with one process on a side (a sweep without ``--forks``, an old run, a pytest-benchmark
-file) it is "inconclusive" with its change and that reason, never "unchanged". A row measured under
-load says so. A Config scored on labelled images in both runs shows its top-1 change beside the
-speed verdict, and is "less accurate" when it fell by more than the allowed drop, or when its drop
-against fp32 eager became significant.
+file) it is tested against the spread between processes that A/A runs measured (``prior``): a
+change beyond it is "faster"/"slower", one within it "inconclusive", never "unchanged". Rows are
+paired by ``matching`` (a default thread count matches the other machine's default), and the rows
+that found no partner are counted with what kept them apart. A comparison across machines names
+what differs in their arithmetic (``fingerprint``). A row measured under load says so. A Config
+scored on labelled images in both runs shows its top-1 change beside the speed verdict, and is
+"less accurate" when it fell by more than the allowed drop, or when its drop against fp32 eager
+became significant (``accuracy_compare``).
 """
 
 from __future__ import annotations
@@ -21,12 +25,12 @@ import numpy as np
 import pandas as pd
 
 from resbench.measure import Result
-from resbench.report import serving_compare
+from resbench.report import fingerprint, matching, serving_compare
+from resbench.report import prior as prior_module
+from resbench.report.accuracy_compare import accuracy_line, accuracy_verdict
 from resbench.report.analysis import (
-    DROP_TOLERANCE,
     LOAD_MEDIAN_CORES,
     MAX_ACCURACY_DROP,
-    finite,
     load_warning,
     row_loaded,
     run_load,
@@ -39,22 +43,12 @@ from resbench.report.significance import (
     decide,
     fork_medians,
     moderated_tests,
-    one_process_note,
     percent,
 )
-from resbench.report.text import fmt, p_text, points
+from resbench.report.text import fmt, p_text
 
-_ENV_KEYS_THAT_MATTER = (
-    "gpu_names",
-    "cpu",
-    "torch",
-    "cuda",
-    "cudnn",
-    "torch_threads",
-    "logical_cores",
-    "float32_matmul_precision",
-)
 VERDICTS = ("faster", "slower", "unchanged", "inconclusive")
+FAIL_ON = ("slower", "inconclusive")  # --fail-on: what stops a build (inconclusive: slower too)
 
 
 def one_process_hint(side: str, env: dict, results: Sequence[Result]) -> str | None:
@@ -71,16 +65,12 @@ def one_process_hint(side: str, env: dict, results: Sequence[Result]) -> str | N
         )
         return (
             f"{which} {files} rounds all come from one process; compare sweeps with --forks 2 or "
-            "more to test a change"
+            "more to test smaller changes"
         )
     return (
         f"{which} measured each Config in one process (a sweep with --forks 1, or older than "
-        "forks): sweep with --forks 2 or more to test a change"
+        "forks): sweep with --forks 2 or more to test smaller changes"
     )
-
-
-def _key(r: Result) -> tuple:
-    return (*r.key(), setting_label(r))
 
 
 def _typical(r: Result) -> float:
@@ -98,21 +88,27 @@ def compare(
     threshold: float = 0.05,
     alpha: float = ALPHA,
     max_accuracy_drop: float = MAX_ACCURACY_DROP,
+    new_env: dict | None = None,
+    old_env: dict | None = None,
+    prior: prior_module.Prior | None = None,
 ) -> pd.DataFrame:
-    """Match Results by Config; a verdict and a note per row.
+    """Match Results by Config (``matching``, with the runs' envs: default thread counts match);
+    a verdict and a note per row.
 
     ``speedup`` is old over new: with forks on both sides, the ratio of the geometric means of the
     fork medians (the estimate the test is about), with its (1 - alpha) interval in ``speedup low``
     and ``speedup high`` and the moderated t's ``p``; with one process on a side, the headline
-    medians' ratio, untested (NaN interval and p). ``forks`` is "old/new". Where both sides of any
-    row were scored on labelled images, two more columns beside the verdict: ``accuracy change``
+    medians' ratio, tested against ``prior`` (the A/A spread between processes; default the
+    shipped one) with its interval and p under it. ``forks`` is "old/new", and ``threads
+    old/new`` is there where a matched pair's counts differ (both left to their machine's
+    default). Where both sides of any row were scored on labelled images, two more columns beside the verdict: ``accuracy change``
     (points of top-1, new minus old) and ``accuracy`` (``accuracy_verdict``). A server row is
     judged on its peak rate (``speedup`` new peak over old) or on whether it was sustained (no
     speedup), as ``serving_compare`` says; ``basis`` names which, and the serving columns (scenario,
     streams, threads, images/s, peaks, p99, sustained) come where some row needs them.
     """
-    old_by_key = {_key(r): r for r in old if r.status == "ok"}
-    matched = [(r, old_by_key[_key(r)]) for r in new if r.status == "ok" and _key(r) in old_by_key]
+    matched = matching.match(new, old, new_env, old_env).pairs
+    prior = prior or prior_module.load()
     forks = [(len(fork_medians(r)), len(fork_medians(base))) for r, base in matched]
     bases = [serving_compare.basis(r, base) for r, base in matched]
     tested = [
@@ -137,9 +133,10 @@ def compare(
         elif min(forks[i]) == 0:
             old_ms = new_ms = speedup = math.nan
             verdict, note = "inconclusive", "no latency recorded on a side"
-        else:
-            speedup = base.latency_ms_median / r.latency_ms_median
-            verdict, note = "inconclusive", one_process_note(speedup, forks[i])
+        else:  # one process on a side: against the spread between processes of A/A runs
+            est = prior_module.one_process_test(fork_medians(r), fork_medians(base), prior, alpha)
+            speedup, low, high, p = est.speedup, est.low, est.high, est.p
+            verdict, note = prior_module.decide(est, prior, threshold, alpha)
         notes = [note] if note else []
         loaded = [
             f"{side} run: {res.foreign_cpu:.2f} cores busy elsewhere"
@@ -161,6 +158,7 @@ def compare(
                 "device": r.device,
                 **{k: v for k, v in serving_compare.columns(r, base).items() if k in shown},
                 "forks": f"{forks[i][1]}/{forks[i][0]}",
+                "threads old/new": matching.threads_shown(r, base),
                 "old ms": old_ms,
                 "new ms": new_ms,
                 "speedup": speedup,
@@ -175,84 +173,23 @@ def compare(
             }
         )
     table = pd.DataFrame(rows)
+    if not table.empty and not table["threads old/new"].astype(bool).any():  # counts agree
+        table = table.drop(columns="threads old/new")
     if table.empty or table["accuracy change"].isna().all():  # no accuracy: the speed table alone
         return table.drop(columns=["accuracy change", "accuracy"], errors="ignore")
     return table
 
 
-def slower_rows(table: pd.DataFrame) -> int:
-    """How many rows' verdict is "slower" (also measured under load): what ``--fail-on slower``
-    fails on."""
-    return 0 if table.empty else int(table["verdict"].str.startswith("slower").sum())
-
-
-def significant_drop(r: Result, alpha: float) -> bool:
-    """Whether a row lost top-1 against fp32 eager of its own run by more than chance (McNemar)."""
-    p, drop = finite(getattr(r, "accuracy_drop_p", None)), finite(getattr(r, "accuracy_drop", None))
-    return p is not None and drop is not None and p < alpha and drop > 0
-
-
-def accuracy_verdict(
-    new: Result, old: Result, max_drop: float, alpha: float
-) -> tuple[float, str, str]:
-    """(change in points, "less accurate" or "", why) for one Config scored in both runs.
-
-    Less accurate: its top-1 fell by more than ``max_drop`` points, or it fell and its drop against
-    its own run's fp32 eager is now significant (McNemar p < ``alpha``) where it was not. NaN and
-    no verdict where either side was not scored.
-    """
-    a, b = finite(getattr(new, "top1_accuracy", None)), finite(getattr(old, "top1_accuracy", None))
-    if a is None or b is None:
-        return math.nan, "", ""
-    change = (a - b) * 100
-    notes = []
-    seen = {side: (getattr(x, "eval_images", None), getattr(x, "eval_data", None))
-            for side, x in (("new", new), ("old", old))}  # fmt: skip
-    if seen["new"] != seen["old"]:
-        said = "; ".join(f"{side}: {n} images of {d}" for side, (n, d) in seen.items())
-        notes.append(f"scored on other images than the old run's ({said}): not like for like")
-    if change < -(max_drop + DROP_TOLERANCE):
-        notes.insert(
-            0, f"top-1 fell {-change:.2f} points, more than the allowed {points(max_drop)}"
-        )
-        return change, "less accurate", "; ".join(notes)
-    if change < 0 and significant_drop(new, alpha) and not significant_drop(old, alpha):
-        notes.insert(
-            0,
-            f"top-1 fell {-change:.2f} points and its drop against fp32 eager is now significant "
-            f"(McNemar p {p_text(new.accuracy_drop_p)}; the old run's "
-            f"{p_text(getattr(old, 'accuracy_drop_p', None)) or 'not recorded'})",
-        )
-        return change, "less accurate", "; ".join(notes)
-    return change, "", "; ".join(notes)
-
-
-def accuracy_line(table: pd.DataFrame, max_drop: float) -> str:
-    """The verdict's sentence on accuracy: how many scored Configs became less accurate, named."""
-    if "accuracy" not in table:
-        return ""
-    scored = table[table["accuracy change"].notna()]
-    worse = scored[scored["accuracy"] == "less accurate"]
-    text = (
-        f" Accuracy compared on {len(scored)} Configs scored in both runs: {len(worse)} less "
-        f"accurate (top-1 fell by more than {points(max_drop)}, or its drop against fp32 eager "
-        "became significant)"
-    )
-    if len(worse):
-        names = [
-            f"{r['model']} b{r['batch']} {r['mode']} {r['setting']} ({r['accuracy change']:+.2f})"
-            for _, r in worse.iterrows()
-        ]
-        text += ": " + ", ".join(names)
-    return text + "."
-
-
-def env_differences(a: dict, b: dict) -> list[str]:
-    return [
-        f"{key}: {b.get(key)!r} -> {a.get(key)!r}"
-        for key in _ENV_KEYS_THAT_MATTER
-        if key in a and key in b and a.get(key) != b.get(key)
-    ]
+def failing_rows(table: pd.DataFrame, fail_on: str = "slower") -> int:
+    """How many rows ``--fail-on`` fails on: "slower" (also measured under load), or with
+    "inconclusive" the slower and the inconclusive ones."""
+    if table.empty:
+        return 0
+    verdicts = table["verdict"]
+    failing = verdicts.str.startswith("slower")
+    if fail_on == "inconclusive":
+        failing |= verdicts.str.startswith("inconclusive")
+    return int(failing.sum())
 
 
 def load_differences(new: Sequence[Result], old: Sequence[Result]) -> list[str]:
@@ -272,13 +209,18 @@ def load_differences(new: Sequence[Result], old: Sequence[Result]) -> list[str]:
 
 
 def _verdict_line(
-    table: pd.DataFrame, threshold: float, alpha: float, hints: Sequence[str] = ()
+    table: pd.DataFrame,
+    threshold: float,
+    alpha: float,
+    hints: Sequence[str] = (),
+    prior: prior_module.Prior | None = None,
 ) -> str:
     verdicts = table["verdict"]
     counts = {v: int(verdicts.str.startswith(v).sum()) for v in VERDICTS}
     loaded = verdicts.str.contains("under load").sum()
     on_latency = table["basis"] == serving_compare.LATENCY
-    untested = (table["p"].isna() & on_latency & table["speedup"].notna()).sum()
+    one = table["forks"].map(lambda f: min(map(int, f.split("/"))) < MIN_FORKS)
+    one_process = (one & on_latency & table["speedup"].notna()).sum()
     ratios = table["speedup"].dropna()  # none for a row judged on whether it was sustained
     geo = f"{np.exp(np.log(ratios).mean()):.3f}x" if len(ratios) else "none (no ratio)"
     text = (
@@ -287,9 +229,12 @@ def _verdict_line(
         f"(threshold {percent(threshold)}; significance from the variance between forks, a "
         f"moderated t on the log fork medians, p < {alpha:g}); geometric-mean speedup {geo}."
     )
-    if untested:
-        rows = "1 row has" if untested == 1 else f"{untested} rows have"
-        text += f" {rows} one process on a side, so their changes are untested: {'; '.join(hints)}."
+    if one_process and prior is not None:
+        rows = "1 row has" if one_process == 1 else f"{one_process} rows have"
+        text += (
+            f" {rows} one process on a side, so their changes were tested against "
+            f"{prior_module.describe(prior)}: {'; '.join(hints)}."
+        )
     text += serving_compare.served_sentence(int((~on_latency).sum()))
     if loaded:
         text += f" {loaded} of the verdicts were measured under load."
@@ -337,26 +282,28 @@ def compare_report(
     threshold: float,
     max_accuracy_drop: float = MAX_ACCURACY_DROP,
     alpha: float = ALPHA,
+    prior: prior_module.Prior | None = None,
 ) -> tuple[list[str], str, pd.DataFrame]:
-    """(warnings, verdict line, table) of a comparison, shared by the markdown and the page."""
-    table = compare(new, old, threshold, alpha, max_accuracy_drop=max_accuracy_drop)
+    """(warnings, verdict line, table) of a comparison, shared by the markdown and the page. Rows
+    left without a partner are a warning naming what kept them apart; with no row matched, the
+    verdict line says that nothing was compared and why."""
+    prior = prior or prior_module.load()
+    table = compare(
+        new, old, threshold, alpha, max_accuracy_drop, new_env=new_env, old_env=old_env,
+        prior=prior,
+    )  # fmt: skip
     warns = []
-    diffs = env_differences(new_env, old_env)
-    if diffs:
-        warns.append(
-            "The environments differ, so differences may not be the code's: " + "; ".join(diffs)
-        )
+    machines = fingerprint.warning(new_env, new, old_env, old)
+    if machines:
+        warns.append(machines)
     warns += load_differences(new, old)
-    ok_new = {r.key() for r in new if r.status == "ok"}
-    ok_old = {r.key() for r in old if r.status == "ok"}
-    unmatched = (
-        f" Not compared: {len(ok_new - ok_old)} ok Configs only in the new run, "
-        f"{len(ok_old - ok_new)} only in the old."
-        if ok_new ^ ok_old
-        else ""
-    )
+    pairs = matching.match(new, old, new_env, old_env)
+    unmatched = matching.unmatched_sentence(pairs, new_env, old_env)
     if table.empty:
-        return warns, "No Config was measured successfully in both runs." + unmatched, table
+        nothing = "No Config was compared: no ok row of the new run matched one of the old"
+        return warns, (f"{nothing}. {unmatched}" if unmatched else f"{nothing}."), table
+    if unmatched:
+        warns.append(f"Only part of the rows were compared: {unmatched}")
     hints = [
         h
         for h in (one_process_hint("new", new_env, new), one_process_hint("old", old_env, old))
@@ -364,8 +311,16 @@ def compare_report(
     ]
     if len(hints) == 2 and hints[0].replace("new", "old") == hints[1]:  # the same reason twice
         hints = [one_process_hint("both", new_env, new)]
-    verdict = _verdict_line(table, threshold, alpha, hints)
-    return warns, verdict + accuracy_line(table, max_accuracy_drop) + unmatched, table
+    if hints:
+        hosts = {str(e.get("cpu")) for e in (new_env, old_env) if e.get("cpu")}
+        if hosts - {prior.host}:
+            warns.append(
+                f"Rows with one process a side were tested against the A/A spread of {prior.host} "
+                f"({prior.source}); these runs ran on {' and '.join(sorted(hosts))}: measure "
+                "yours with `python scripts/aa_check.py` and pass its JSON with --prior."
+            )
+    verdict = _verdict_line(table, threshold, alpha, hints, prior)
+    return warns, verdict + accuracy_line(table, max_accuracy_drop), table
 
 
 def markdown_of(
@@ -395,6 +350,7 @@ def compare_markdown(
     threshold: float,
     names: tuple[str, str] = ("new", "old"),
     max_accuracy_drop: float = MAX_ACCURACY_DROP,
+    prior: prior_module.Prior | None = None,
 ) -> str:
-    report = compare_report(new_env, new, old_env, old, threshold, max_accuracy_drop)
+    report = compare_report(new_env, new, old_env, old, threshold, max_accuracy_drop, prior=prior)
     return markdown_of(report, names)

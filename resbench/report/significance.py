@@ -32,8 +32,9 @@ The verdicts (``decide``), at level ``alpha`` (0.01) and a relative ``threshold`
 "faster"/"slower" when p < alpha AND the speedup passes the threshold; "unchanged" when the whole
 (1 - alpha) interval of the speedup lies within 1 +- threshold (evidence of no change, not absence
 of evidence); "inconclusive" otherwise, with the reason and how many forks would decide. A row with
-one process on either side (forks < 2: an old run, a pytest-benchmark file) is "inconclusive":
-the variance between processes was not measured there, and no sample-level test stands in for it.
+one process on either side (forks < 2: an old run, a pytest-benchmark file) has no variance
+between processes of its own, and no sample-level test stands in for it: it is tested against the
+spread between processes that A/A runs measured (``prior``), and is never "unchanged".
 """
 
 from __future__ import annotations
@@ -111,12 +112,23 @@ def fit_f_dist_trend(
     ``covariate`` (limma's ``eBayes(trend=TRUE)``): the log variances are regressed on it, and d0
     comes from the scatter about the line. Fewer than three rows, or one covariate value for all,
     fall back to one prior for every row."""
+    c = np.asarray(covariate, dtype=float)
+    if len(c) < 3 or np.ptp(c) == 0:
+        s0_sq, d0 = fit_f_dist(variances, dfs)
+        return np.full(len(c), s0_sq), d0
+    (intercept, slope), d0 = trend_line(variances, dfs, c)
+    return np.exp(intercept + slope * c), d0
+
+
+def trend_line(
+    variances: Sequence[float], dfs: Sequence[float], covariate: Sequence[float]
+) -> tuple[tuple[float, float], float]:
+    """((a, b), d0) of ``fit_f_dist_trend``: the prior's scale is s0^2 = exp(a + b * covariate),
+    with d0 degrees of freedom (inf where the rows scatter about the line no more than chi-square
+    sampling alone would). Needs three rows or more and two covariate values or more."""
     x = np.maximum(np.asarray(variances, dtype=float), 0.0)
     d = np.asarray(dfs, dtype=float)
     c = np.asarray(covariate, dtype=float)
-    if len(x) < 3 or np.ptp(c) == 0:
-        s0_sq, d0 = fit_f_dist(variances, dfs)
-        return np.full(len(x), s0_sq), d0
     m = float(np.median(x))
     x = np.maximum(x, 1e-5 * (m if m > 0 else 1.0))
     e = np.log(x) - special.digamma(d / 2) + np.log(d / 2)
@@ -127,9 +139,10 @@ def fit_f_dist_trend(
         special.polygamma(1, d / 2).mean()
     )
     if var <= 0:
-        return np.exp(fitted), math.inf
+        return (float(coef[0]), float(coef[1])), math.inf
     d0 = 2 * trigamma_inverse(var)
-    return np.exp(fitted + special.digamma(d0 / 2) - math.log(d0 / 2)), d0
+    shift = float(special.digamma(d0 / 2) - math.log(d0 / 2))
+    return (float(coef[0]) + shift, float(coef[1])), d0
 
 
 def moderated_tests(
@@ -201,10 +214,11 @@ def change_text(speedup: float) -> str:
 
 
 def one_process_note(speedup: float, forks: tuple[int, int]) -> str:
-    """Why a row with one process on a side is inconclusive, whatever its change."""
+    """A row with one process on a side: its change and which side ("changed by +25.0%, one
+    process per side"); ``prior.decide`` says what the A/A prior makes of it."""
     new, old = (f < MIN_FORKS for f in forks)
     where = "per side" if new and old else ("on the new side" if new else "on the old side")
-    return f"{change_text(speedup)}, one process {where}: process-to-process variance not measured"
+    return f"{change_text(speedup)}, one process {where}"
 
 
 def forks_text(forks: tuple[int, int]) -> str:
