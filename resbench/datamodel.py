@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import itertools
 from dataclasses import dataclass, field
 
 import torch
 
-from resbench import scenarios, settings
+from resbench import scenarios, settings, timing
 from resbench.devices import default_device, default_threads, parse_device
 from resbench.models import default_image_size, list_models
 from resbench.settings import COMPILE_MODES
@@ -172,6 +173,9 @@ class Result(Config):
     forks: int | None = None
     fork_medians_ms: list[float] = field(default_factory=list)  # one median per fork
     fork_spread: float | None = None  # (max - min) / median of fork_medians_ms
+    # how many of samples_ms each fork measured, in order: the percentiles weight forks equally
+    # (timing.fork_stats); empty in a row from before it was recorded
+    fork_samples: list[int] = field(default_factory=list)
     quiet_wait_s: float | None = None  # time spent waiting for a quiet machine (--wait-quiet)
     quiet: bool | None = None  # False: the machine never became quiet within --wait-quiet
     allocator: str | None = None  # the CPU allocator's policy (devices.steady_allocator)
@@ -222,6 +226,23 @@ def fork_medians(result: Result) -> list[float]:
     if not medians and result.latency_ms_median is not None:
         medians = [float(result.latency_ms_median)]
     return medians
+
+
+def fork_groups(result: Result) -> list[list[float]]:
+    """Each fork's own samples, cut from ``samples_ms`` by ``fork_samples``, or recovered from the
+    fork medians for a row written before those were recorded (``timing.split_forks``); one group
+    for a one-process row; [] where they cannot be told apart (or no samples were kept)."""
+    samples = list(getattr(result, "samples_ms", None) or [])
+    counts = list(getattr(result, "fork_samples", None) or [])
+    medians = fork_medians(result)
+    if not samples:
+        return []
+    if counts and sum(counts) == len(samples) and all(counts):
+        edges = [0, *itertools.accumulate(counts)]
+        return [samples[a:b] for a, b in itertools.pairwise(edges)]
+    if len(medians) <= 1:
+        return [samples]
+    return timing.split_forks(samples, medians) or []
 
 
 def validate_config(config: Config) -> torch.device:

@@ -24,6 +24,11 @@ import numpy as np
 import psutil
 import torch
 
+# fork medians further apart than this (slowest over fastest) describe two machines, not one row:
+# such a row gets no headline figure. The committed A/A runs' widest honest spread between two
+# processes of one row is 3.4x over 30 processes (small_resnet56 b1 on a shared 2-core host), most
+# rows stay within 1.3x; 2x between the few forks of one run is beyond what a figure can summarise
+FORKS_DISAGREE = 2.0
 NOISY_IQR_FRACTION = (
     0.10  # torch.utils.benchmark flags a measurement as noisy above this IQR/median
 )
@@ -192,6 +197,56 @@ def stats(samples_ms: list[float]) -> Stats:
     a = np.asarray(samples_ms, dtype=np.float64)
     p10, p25, p50, p75, p90, p99 = np.percentile(a, [10, 25, 50, 75, 90, 99])
     return Stats(float(p50), float(p10), float(p90), float(p99), float(p75 - p25), float(a.mean()))
+
+
+def fork_stats(groups: Sequence[Sequence[float]]) -> Stats:
+    """Stats of several processes' samples with each process weighted equally, as the headline
+    (the median of the process medians) weights them: a fork of 305 fast iterations and one of 3
+    slow ones count alike, so the percentiles describe the same mixture the median does, and p99
+    is never below the median (pooling every sample let the fast fork's many samples set p99
+    under a median between the two). The median is the median of the group medians."""
+    groups = [np.asarray(g, dtype=np.float64) for g in groups if len(g)]
+    values = np.concatenate(groups)
+    weights = np.concatenate([np.full(len(g), 1.0 / (len(g) * len(groups))) for g in groups])
+    order = np.argsort(values, kind="stable")
+    values, cumulative = values[order], np.cumsum(weights[order])
+
+    def at(q: float) -> float:  # the inverted CDF of the equal-weight mixture
+        i = int(np.searchsorted(cumulative, q / 100 - 1e-12, side="left"))
+        return float(values[min(i, len(values) - 1)])
+
+    p10, p25, p75, p90, p99 = (at(q) for q in (10, 25, 75, 90, 99))
+    median = float(np.median([np.median(g) for g in groups]))
+    mean = float(np.mean([g.mean() for g in groups]))
+    return Stats(median, p10, p90, p99, p75 - p25, mean)
+
+
+def split_forks(samples_ms: Sequence[float], medians: Sequence[float]) -> list[list[float]] | None:
+    """The samples of each fork, recovered from forks' samples laid end to end (in fork order)
+    and their medians, for rows written before ``fork_samples`` was recorded: the split whose
+    every part has exactly its fork's median. None where no split has (a fork's median came from
+    its repeats' medians, or the samples were not kept)."""
+    samples = list(samples_ms)
+
+    def parts(start: int, k: int) -> list[list[float]] | None:
+        if k == len(medians) - 1:
+            rest = samples[start:]
+            return [rest] if rest and float(np.median(rest)) == medians[k] else None
+        for end in range(start + 1, len(samples) - (len(medians) - k - 1) + 1):
+            if float(np.median(samples[start:end])) == medians[k]:
+                tail = parts(end, k + 1)
+                if tail is not None:
+                    return [samples[start:end], *tail]
+        return None
+
+    return parts(0, 0) if medians and samples else None
+
+
+def forks_disagree(medians: Sequence[float], factor: float | None = None) -> bool:
+    """Whether a row's fork medians are more than FORKS_DISAGREE apart (slowest over fastest): then
+    no single figure describes the row, and none is shown as its headline."""
+    factor = FORKS_DISAGREE if factor is None else factor
+    return len(medians) >= 2 and min(medians) > 0 and max(medians) / min(medians) > factor
 
 
 class ForeignCpu:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from resbench import runfolder, sweep
+from resbench.datamodel import fork_groups
 from resbench.measure import Config, Result, measure
 from resbench.sweep import forks, isolate
 
@@ -112,7 +113,8 @@ def test_combine_takes_the_median_of_fork_medians_and_pools_the_rest():
     fast = forks.combine(two, dataclasses.replace(fork1, peak_tflops=1e-6))
     assert fast.peak_exceeded is True and fast.mfu is None
     assert two.samples_ms == [1.9, 2.0, 2.1, 3.0, 4.0, 5.0, 4.0] and two.iterations == 7
-    assert two.latency_ms_p90 == pytest.approx(4.4)  # of the pooled samples, not a fork's
+    # each fork weighted equally (fork 0's three samples 1/6 each, fork 1's four 1/8 each)
+    assert two.fork_samples == [3, 4] and two.latency_ms_p90 == 5.0 and two.latency_ms_p10 == 1.9
     assert two.warmup_s == pytest.approx(0.2) and two.measure_s == pytest.approx(0.02)
     assert two.peak_memory_mb == 30.0 and two.foreign_cpu == 0.3
     assert two.repeat_medians_ms == [2.0, 4.0] and two.repeat_spread == 0.05  # inside a process
@@ -125,6 +127,28 @@ def test_combine_takes_the_median_of_fork_medians_and_pools_the_rest():
     three = forks.combine(two, fake_result(config, 2.5))
     assert three.forks == 3 and three.fork_medians_ms == [2.0, 4.0, 2.5]
     assert three.latency_ms_median == 2.5 and three.iterations == 10
+
+
+def test_percentiles_weight_each_fork_alike_so_p99_is_never_below_the_median():
+    # the trial's row: a fast fork of 305 samples around 1.40 ms and a slow one of 3 around 299.6;
+    # pooled, p99 was 3.61 ms under a median of 150.47: a p99 no fork's own samples would give
+    config = Config("small_resnet18", 1, device="cpu")
+    fast = [1.35 + 0.1 * i / 304 for i in range(305)]
+    slow = [299.0, 299.55, 300.1]
+    median = fast[152]  # the median of 305 samples, as measure() takes it
+    one = forks.combine(None, fake_result(config, median, samples_ms=fast, iterations=305))
+    two = forks.combine(one, fake_result(config, 299.55, samples_ms=slow))
+    assert two.fork_samples == [305, 3] and two.latency_ms_median == pytest.approx(150.475, 1e-3)
+    assert two.latency_ms_p10 < two.latency_ms_median < two.latency_ms_p99
+    assert two.latency_ms_p99 == pytest.approx(300.1) and two.latency_ms_p10 < 1.5
+    # a row written before fork_samples: its forks are cut from the samples by their medians
+    old = dataclasses.replace(two, fork_samples=[])
+    assert [len(g) for g in fork_groups(old)] == [305, 3]
+    three = forks.combine(old, fake_result(config, 1.41, samples_ms=fast))
+    assert three.fork_samples == [305, 3, 305] and three.latency_ms_p99 >= 299.0
+    # forks that cannot be told apart: percentiles unknown, never pooled
+    lost = dataclasses.replace(two, fork_samples=[], fork_medians_ms=[1.0, 2.0])
+    assert forks.combine(lost, fake_result(config, 1.5)).latency_ms_p99 is None
 
 
 def test_combine_reads_a_row_from_before_forks_as_one_process():

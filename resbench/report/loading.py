@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from resbench import runfolder
+from resbench import runfolder, timing
+from resbench.datamodel import fork_groups, fork_medians
 from resbench.measure import Result
 from resbench.runfolder import ENV_FILE, MAX_BATCH_FILE, RESULTS_FILE  # noqa: F401 (their home)
 
@@ -145,6 +146,44 @@ def results_frame(results: Sequence[Result]) -> pd.DataFrame:
     frame["peak_exceeded"] = frame["peak_exceeded"].astype(object)
     frame.loc[over, "peak_exceeded"] = True
     frame.loc[over, "mfu"] = None
+    return with_fork_percentiles(frame, results)
+
+
+PERCENTILES = ("latency_ms_p10", "latency_ms_p90", "latency_ms_p99", "latency_ms_iqr")
+HEADLINE = ("throughput_ips", "latency_ms_median", "tflops_achieved", "mfu", "images_per_joule")
+
+
+def disagreement(result: Result) -> str:
+    """ "forks disagree: 1.40 ms and 299.6 ms" where a row's fork medians are more than
+    ``timing.FORKS_DISAGREE`` apart, else ""."""
+    medians = fork_medians(result)
+    if result.status != "ok" or not timing.forks_disagree(medians):
+        return ""
+    lo, hi = min(medians), max(medians)
+    joint = "and" if len(medians) == 2 else "to"
+    return f"forks disagree: {_ms(lo)} ms {joint} {_ms(hi)} ms"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def with_fork_percentiles(frame: pd.DataFrame, results: Sequence[Result]) -> pd.DataFrame:
+    """Rows of several forks: percentiles with each fork weighted equally, as the headline median
+    weights them (a row written before ``fork_samples`` pooled every sample: its forks are
+    recovered from their medians, else its percentiles are unknown, never pooled), and no
+    headline figure where the forks disagree (``forks_disagree`` says why instead)."""
+    frame["forks_disagree"] = [disagreement(r) or None for r in results]
+    for i, r in enumerate(results):
+        if r.status != "ok" or len(fork_medians(r)) < 2:
+            continue
+        if not getattr(r, "fork_samples", None):
+            groups = fork_groups(r)
+            s = timing.fork_stats(groups) if len(groups) >= 2 else None
+            values = [s.p10, s.p90, s.p99, s.iqr] if s else [np.nan] * len(PERCENTILES)
+            frame.loc[frame.index[i], list(PERCENTILES)] = values
+        if isinstance(frame.at[frame.index[i], "forks_disagree"], str):
+            frame.loc[frame.index[i], [*HEADLINE, *PERCENTILES]] = np.nan
     return frame
 
 

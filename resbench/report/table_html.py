@@ -100,6 +100,7 @@ TABLE_COLUMNS = [
     ("repeat spread", "repeat_spread", "{:.0%}"),
     ("forks", "forks", "{:.0f}"),
     ("fork spread", "fork_spread", "{:.0%}"),
+    ("forks disagree", "forks_disagree", None),  # no headline figure: why
     ("iterations", "iterations", "{:.0f}"),
     ("max abs diff", "max_abs_diff", "{:.2g}"),
     ("top-1 agree", "top1_agreement", "{:.0%}"),

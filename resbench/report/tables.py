@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from resbench import timing
 from resbench.measure import Result
 from resbench.report import accuracy, serving
 from resbench.report.analysis import (
@@ -22,7 +23,7 @@ from resbench.report.analysis import (
     row_loaded,
     single_stream,
 )
-from resbench.report.loading import beat_peak, field
+from resbench.report.loading import beat_peak, disagreement, field
 from resbench.report.text import (
     agreement,
     diff_text,
@@ -151,6 +152,16 @@ def warnings_for(results: Sequence[Result]) -> list[str]:
             + named(over, peak_detail)
             + ". Their MFU cells say `over peak`."
         )
+    split = [r for r in ok if disagreement(r)]
+    if split:
+        rows = "1 row has" if len(split) == 1 else f"{len(split)} rows have"
+        their = "its" if len(split) == 1 else "their"
+        out.append(
+            f"{rows} no headline figure: {their} forks (fresh processes) are more than "
+            f"{timing.FORKS_DISAGREE:g}x apart, so no one figure describes them: "
+            + named(split, lambda r: disagreement(r).removeprefix("forks disagree: "))
+            + ". Rerun them with more --forks on a quiet machine."
+        )
     failed = [r for r in results if r.status in ("error", "oom")]
     if failed:
         out.append(f"{len(failed)} Configs did not finish (see Errors and the detail tables).")
@@ -177,6 +188,26 @@ def peak_lines(results: Sequence[Result]) -> list[str]:
     return ["- MFU's peak (the fastest probe): " + "; ".join(said)]
 
 
+def headline_text(r, shown: str) -> str:
+    """A row's headline figure as ``shown``, or why it has none ("forks disagree: ...")."""
+    said = r.get("forks_disagree")
+    return said if isinstance(said, str) else shown
+
+
+def disagreeing(part: pd.DataFrame, model: str, batch: int) -> str:
+    """ "; forks disagree on fp32: 1.40 ms and 299.6 ms" for the settings of one model and batch
+    left out of its answer, else ""."""
+    if "forks_disagree" not in part:
+        return ""
+    rows = part[(part["model"] == model) & (part["batch_size"] == batch)]
+    said = [
+        f"{r['setting']}: {r['forks_disagree'].removeprefix('forks disagree: ')}"
+        for _, r in rows.iterrows()
+        if isinstance(r["forks_disagree"], str)
+    ]
+    return f" (forks disagree on {', '.join(said)})" if said else ""
+
+
 def answers_rows(part: pd.DataFrame, max_drop: float = MAX_ACCURACY_DROP) -> pd.DataFrame:
     """Per model and batch: the fastest setting, its images/s, speed-up, MFU and agreement; where
     rows were scored on labelled images, the fastest within ``max_drop`` points and the fastest of
@@ -191,14 +222,22 @@ def answers_rows(part: pd.DataFrame, max_drop: float = MAX_ACCURACY_DROP) -> pd.
             {
                 "model": r["model"],
                 "batch": r["batch_size"],
-                "fastest": r["setting"] + flags(r) + (" (only one measured)" if only else ""),
+                "fastest": r["setting"]
+                + flags(r)
+                + (" (only one measured)" if only else "")
+                + disagreeing(part, r["model"], r["batch_size"]),
                 "img/s": fmt(r["throughput_ips"]),
                 f"vs {BASELINE_SETTING}": times(r["speedup"]),
                 "MFU": mfu_text(r),
                 "agreement": agreement(r),
             }
         )
-    return pd.DataFrame(rows)
+    answered = {(row["model"], row["batch"]) for row in rows}
+    for (model, batch), _ in by_input(part).groupby(["model", "batch_size"], sort=False):
+        said = disagreeing(part, model, batch)
+        if (model, batch) not in answered and said:  # every row it has: forks disagree
+            rows.append({"model": model, "batch": batch, "fastest": "no answer" + said})
+    return pd.DataFrame(rows).fillna("")
 
 
 def answers_table(part: pd.DataFrame, max_drop: float = MAX_ACCURACY_DROP) -> str:
@@ -209,9 +248,10 @@ def throughput_table(part: pd.DataFrame) -> str:
     """Rows model x batch, a column of images/s per setting; the fastest setting per row in bold."""
     part = by_input(part).copy()
     part["cell"] = [
-        (fmt(r["throughput_ips"]) + flags(r)) if r["status"] == "ok" else str(r["status"])
+        headline_text(r, fmt(r["throughput_ips"]) + flags(r)) if r["status"] == "ok"
+        else str(r["status"])
         for _, r in part.iterrows()
-    ]
+    ]  # fmt: skip
     settings = list(dict.fromkeys(part["setting"]))
     index = ["model", "batch_size"]
     cells = part.pivot_table(index=index, columns="setting", values="cell", aggfunc="last")
@@ -274,7 +314,7 @@ def detail_table(part: pd.DataFrame, threads: bool = False) -> str:
             "batch": r["batch_size"],
             "setting": r["setting"],
             **({"threads": r["threads"]} if threads else {}),
-            "img/s": fmt(r["throughput_ips"]) if ok else "",
+            "img/s": headline_text(r, fmt(r["throughput_ips"])) if ok else "",
             f"vs {BASELINE_SETTING}": times(r["speedup"]) if ok else "",
         }
         if has["images_per_joule"]:

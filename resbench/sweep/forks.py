@@ -26,7 +26,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from resbench import power, probes, serve, settings, timing
-from resbench.datamodel import fork_medians
+from resbench.datamodel import fork_groups, fork_medians
 from resbench.devices import default_threads
 from resbench.measure import Config, Result, utc_now
 from resbench.runfolder import ResultLog, latest
@@ -63,19 +63,25 @@ def _reading(r: Result) -> power.Reading:
 def combine(previous_ok: Result | None, new: Result) -> Result:
     """One Result of the forks of ``previous_ok`` (an ok Result of forks 0..k-1, or None) and the ok
     fork ``new``: its median is the median of the fork medians, the percentiles those of every
-    sample pooled; iterations and times add up, peak memory is the largest, energy adds up; what only
-    fork 0 measures (accuracy, agreement, the first call) is ``previous_ok``'s."""
+    fork's samples with each fork weighted equally (``timing.fork_stats``), so they describe what
+    the median does; iterations and times add up, peak memory is the largest, energy adds up; what
+    only fork 0 measures (accuracy, agreement, the first call) is ``previous_ok``'s."""
     if previous_ok is None:
         median = new.latency_ms_median
         medians = [median] if median is not None else []
-        return dataclasses.replace(new, forks=1, fork_medians_ms=medians, fork_spread=0.0)
+        counts = [len(new.samples_ms)] if new.samples_ms else []
+        return dataclasses.replace(
+            new, forks=1, fork_medians_ms=medians, fork_spread=0.0, fork_samples=counts
+        )
     if new.scenario != settings.DEFAULT_SCENARIO:
         return _combine_serving(previous_ok, new)
     first = previous_ok
     medians = [*fork_medians(first), new.latency_ms_median]
     median, spread = statistics.median(medians), timing.spread(medians)
     samples = [*first.samples_ms, *new.samples_ms]
-    s = timing.stats(samples) if samples else None
+    earlier = fork_groups(first)  # [] where an old row's forks cannot be told apart
+    groups = [*earlier, list(new.samples_ms)] if earlier and new.samples_ms else []
+    s = timing.fork_stats(groups) if groups else None  # unknown rather than pooled
     achieved = new.gflops_per_step / (median / 1e3) / 1e3 if new.gflops_per_step else None
     k = forks_of(first)  # the forks previous_ok holds, for the running means
     iterations = (first.iterations or 0) + (new.iterations or 0)
@@ -104,6 +110,7 @@ def combine(previous_ok: Result | None, new: Result) -> Result:
         forks=k + 1,
         fork_medians_ms=medians,
         fork_spread=spread,
+        fork_samples=[len(g) for g in groups],
         samples_ms=samples,
     )
 
