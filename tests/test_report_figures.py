@@ -49,3 +49,30 @@ def test_a_row_whose_forks_disagree_has_no_headline_anywhere(tmp_path):
     )  # fmt: skip
     row = report.results_frame([near]).iloc[0]
     assert row["latency_ms_p99"] == 2.0 and row["latency_ms_p10"] < row["latency_ms_median"]
+
+
+def test_bandwidth_over_the_roof_is_said_not_shown_and_bounds_nothing(tmp_path):
+    from resbench import flops
+    from resbench.report.analysis import results_table
+
+    fast = dataclasses.replace(
+        result("small_resnet20", 32, ms=0.5, backend="openvino"), effective_precision="bf16"
+    )
+    slow = result("small_resnet20", 8, ms=50.0)
+    env = {"cpu": "test", "bandwidth_gbs": {"cpu": 20.0}}
+    frame = results_table([fast, slow], env).set_index("batch_size")
+    assert bool(frame.loc[32, "over_roof"]) and frame.loc[32, "bound"] == ""
+    assert frame.loc[32, "bandwidth_fraction"] != frame.loc[32, "bandwidth_fraction"]  # NaN
+    assert not frame.loc[8, "over_roof"] and 0 < frame.loc[8, "bandwidth_fraction"] < 1
+    # bytes at the precision that ran: OpenVINO ran this fp32 row in bf16
+    assert frame.loc[32, "bytes_per_step"] == flops.count_bytes(
+        "small_resnet20", 32, "inference", "bf16"
+    ).bytes_per_step(32)
+    paths = report.write_outputs(tmp_path, env, [fast, slow], "t")
+    summary = paths["summary"].read_text()
+    assert "BW not shown for 1 row: the naive byte count" in summary
+    details = summary.split(": details", 1)[1]
+    detail = next(line for line in details.splitlines() if "| small_resnet20 | 32" in line)
+    assert "| over roof |" in detail.replace("  ", "") or "over roof" in detail
+    assert "memory" not in detail and "compute" not in detail
+    assert "over roof" in paths["html"].read_text()

@@ -267,8 +267,10 @@ def roofline(frame: pd.DataFrame, env: dict) -> pd.DataFrame:
         seconds = finite(r["latency_ms_median"])
         if r["model"] not in known or not flops_step or not seconds:
             continue
-        try:
-            traffic = flops.count_bytes(r["model"], int(r["image_size"]), r["mode"], r["precision"])
+        try:  # bytes at the precision that ran where the row read it back, else its label's
+            traffic = flops.count_bytes(
+                r["model"], int(r["image_size"]), r["mode"], counted_precision(r)
+            )
         except ValueError:
             continue  # a precision with no byte count (int8)
         moved = traffic.bytes_per_step(int(r["batch_size"]))
@@ -276,8 +278,14 @@ def roofline(frame: pd.DataFrame, env: dict) -> pd.DataFrame:
         peak = (finite(r["peak_tflops"]) or math.nan) * 1e12
         bw = (finite(bandwidth.get(r["device"])) or math.nan) * 1e9
         intensity = flops_step * 1e9 / moved
+        fraction = moved / (seconds / 1e3) / bw
+        # above the memory roof: the naive count (every op's inputs and outputs, no fusion, no
+        # cache reuse) does not describe what ran, so neither the BW nor a bound resting on it is
+        over = bool(math.isfinite(fraction) and fraction > 1)
         roof = min(peak, bw * intensity) if math.isfinite(bw) else peak
-        if math.isfinite(roof) and achieved < OVERHEAD_FRACTION * roof:
+        if over:
+            bound = ""
+        elif math.isfinite(roof) and achieved < OVERHEAD_FRACTION * roof:
             bound = "overhead"
         elif math.isfinite(bw) and math.isfinite(peak):
             bound = "compute" if intensity >= peak / bw else "memory"
@@ -291,11 +299,30 @@ def roofline(frame: pd.DataFrame, env: dict) -> pd.DataFrame:
                 "achieved_flops": achieved,
                 "peak_flops": peak,
                 "bandwidth_bytes": bw,
-                "bandwidth_fraction": moved / (seconds / 1e3) / bw,
+                "bandwidth_fraction": math.nan if over else fraction,
+                "over_roof": over,
                 "bound": bound,
             }
         )
     return pd.DataFrame(rows)
+
+
+def placed(roof: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """(the roofline rows a plot can place, a note on those it cannot): a row over the memory
+    roof has no known intensity, so it is left out and counted."""
+    over = roof["over_roof"].fillna(False).astype(bool) if "over_roof" in roof else None
+    if over is None or not over.any():
+        return roof, ""
+    return roof[~over], f" ({int(over.sum())} over the memory roof, left out: bytes unknown)"
+
+
+def counted_precision(r) -> str:
+    """The precision a row's bytes are counted in: the one it read back where the byte count
+    knows it ("bf16" for fp32+openvino that OpenVINO ran in bf16), else its label's."""
+    ran = r.get("effective_precision")
+    return (
+        ran if isinstance(ran, str) and ran in ("fp32", "tf32", "bf16", "fp16") else r["precision"]
+    )
 
 
 def results_table(results: Sequence[Result], env: dict) -> pd.DataFrame:
@@ -309,7 +336,7 @@ def results_table(results: Sequence[Result], env: dict) -> pd.DataFrame:
     frame["one_off_s"] = one_off_s(frame)
     frame = with_speedups(frame)
     roof = roofline(frame, env)
-    extra = ["bytes_per_step", "intensity", "bandwidth_fraction", "bound"]
+    extra = ["bytes_per_step", "intensity", "bandwidth_fraction", "over_roof", "bound"]
     if roof.empty:
         return frame.assign(**{c: np.nan for c in extra})
     keyed = roof.set_index([*ROW_KEY, "setting"])[extra]

@@ -22,6 +22,7 @@ from resbench.report.analysis import (
     by_input,
     ceilings,
     finite,
+    placed,
     roof_bandwidth,
     roofline,
     setting_order,
@@ -283,9 +284,9 @@ def figures_html(frame: pd.DataFrame, env: dict, max_drop: float = MAX_ACCURACY_
     for (device, mode), part in ok.groupby(["device", "mode"], sort=False):
         figs.append(throughput_figure(part, colour, f"Throughput, {mode}, {device}"))
     for device, part in ok.groupby("device", sort=False):
-        roof = roofline(part, env)
+        roof, note = placed(roofline(part, env))
         if not roof.empty:
-            figs.append(roofline_figure(roof, colour, f"Roofline, {device}"))
+            figs.append(roofline_figure(roof, colour, f"Roofline, {device}{note}"))
     shown = [p for p in panels(single_stream(frame), max_drop) if not p.rows.empty]
     if shown:
         figs.append(tradeoff_figure(shown, colour, max_drop))

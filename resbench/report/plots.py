@@ -18,6 +18,7 @@ from resbench.report.analysis import (
     by_input,
     ceilings,
     ips_at_quartiles,
+    placed,
     roof_bandwidth,
     roofline,
     row_flagged,
@@ -338,8 +339,8 @@ def write_plots(frame: pd.DataFrame, env: dict, plots_dir: Path) -> list[Path]:
             title = f"Speed-up over fp32/contiguous/eager, {mode}, {device}, per batch size"
             save(speedup_plot(plt, speedups, colour, title), f"speedup_{mode}_{safe(device)}.png")
     for device, part in ok.groupby("device", sort=False):
-        roof = roofline(part, env)
+        roof, note = placed(roofline(part, env))
         if not roof.empty:
-            title = f"Roofline, {device}: each ok result (all modes)"
+            title = f"Roofline, {device}: each ok result (all modes){note}"
             save(roofline_plot(plt, roof, colour, title), f"roofline_{safe(device)}.png")
     return written

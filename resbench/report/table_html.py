@@ -161,6 +161,8 @@ def _number_cell(r, col: str, form: str) -> str:
         number, text = None, "n/a"  # a top-1 over NaN logits is no agreement
     elif col == "mfu" and beat_peak(r.get("peak_exceeded"), value):
         number, text = None, OVER_PEAK  # never above 100%: the row beat its probe's peak
+    elif col == "bandwidth_fraction" and r.get("over_roof") is True:
+        number, text = None, "over roof"  # the naive byte count does not describe what ran
     elif number is not None:
         text = form.format(number)
     else:
@@ -200,6 +202,8 @@ def results_table_html(frame: pd.DataFrame, columns=TABLE_COLUMNS) -> str:
         known.add("max_abs_diff")  # NaN there is said, not an unknown
     if _any(frame, "peak_exceeded"):
         known.add("mfu")  # "over peak" is said, not left blank
+    if _any(frame, "over_roof"):
+        known.add("bandwidth_fraction")  # "over roof" too
     if not shape:
         known -= set(SHAPE_COLUMNS)
     if "max_queue_ms" in frame and not (pd.to_numeric(frame["max_queue_ms"]).fillna(0) > 0).any():

@@ -98,9 +98,10 @@ def cpu_arithmetic(env: dict) -> str:
     )
 
 
-def warnings_for(results: Sequence[Result]) -> list[str]:
+def warnings_for(results: Sequence[Result], frame: pd.DataFrame | None = None) -> list[str]:
     """Every warning about a run, one sentence each: load, never quiet, noise, throttling,
-    outputs that were not finite, failures."""
+    outputs that were not finite, rows over the memory roof (from ``frame``, the results table
+    with its roofline), failures."""
     out = []
     load = load_warning(results)
     if load:
@@ -162,6 +163,9 @@ def warnings_for(results: Sequence[Result]) -> list[str]:
             + named(split, lambda r: disagreement(r).removeprefix("forks disagree: "))
             + ". Rerun them with more --forks on a quiet machine."
         )
+    over_roof = roof_warning(frame) if frame is not None else None
+    if over_roof:
+        out.append(over_roof)
     failed = [r for r in results if r.status in ("error", "oom")]
     if failed:
         out.append(f"{len(failed)} Configs did not finish (see Errors and the detail tables).")
@@ -297,6 +301,31 @@ def computed_in(r) -> str:
     return f"{eff} ({kernel})" if isinstance(kernel, str) else eff
 
 
+def bandwidth_text(r) -> str:
+    """The BW cell: the fraction of the copy bandwidth, or "over roof" where the naive byte count
+    put the row above the memory roof (so it says nothing of what ran)."""
+    return "over roof" if r.get("over_roof") is True else pct(r.get("bandwidth_fraction"))
+
+
+def roof_warning(frame: pd.DataFrame) -> str | None:
+    """The warning for rows whose naive byte count puts them over the memory roof."""
+    if "over_roof" not in frame:
+        return None
+    over = frame[frame["over_roof"].fillna(False).astype(bool)]
+    if over.empty:
+        return None
+    names = [
+        f"{r['model']} b{r['batch_size']} {r['mode']} {r['setting']}" for _, r in over.iterrows()
+    ]
+    return (
+        f"BW not shown for {len(over)} row{'s' if len(over) != 1 else ''}: the naive byte count (every operator's inputs and "
+        "outputs, no fusion, no cache reuse) puts them over the measured copy bandwidth, so it "
+        "does not describe what ran (a fused graph whose activations stay in cache), and no "
+        "bound is diagnosed from it: " + ", ".join(names[:8]) + ("..." if len(names) > 8 else "")
+        + ". Their BW cells say `over roof`; the roofline plots leave them out."
+    )  # fmt: skip
+
+
 def detail_table(part: pd.DataFrame, threads: bool = False) -> str:
     """Every row of ``part`` with its numbers; ``threads``: a column of the intra-op threads each
     ran with (a run whose rows differ in how they were issued, ``serving.shows_shape``)."""
@@ -326,7 +355,7 @@ def detail_table(part: pd.DataFrame, threads: bool = False) -> str:
             "GFLOPs/step": fmt(r["gflops_per_step"], 1),
             "TFLOP/s": fmt(r["tflops_achieved"], 2) if ok else "",
             "MFU": mfu_text(r) if ok else "",
-            "BW": pct(r.get("bandwidth_fraction")) if ok else "",
+            "BW": bandwidth_text(r) if ok else "",
             "bound": (r.get("bound") or "") if ok and isinstance(r.get("bound"), str) else "",
         }
         if has["max_abs_diff"]:
@@ -354,8 +383,9 @@ LEGEND = (
     "cores busy. Settings: precision, `cl` = channels_last, `compile` = torch.compile. MFU is the "
     "achieved FLOP/s over the measured peak, the fastest of several matmul shapes and 3x3 "
     "convolutions on the same device and precision (`over peak`: the row beat it, a probe defect, "
-    "so no MFU is shown); BW the naive bytes moved per second over the "
-    "measured copy bandwidth; `bound` says which roofline ceiling limits the row (`overhead`: under "
+    "so no MFU is shown); BW the naive bytes moved per second, counted at the precision that ran, "
+    "over the measured copy bandwidth (`over roof`: above 100%, so the count does not describe "
+    "what ran and neither BW nor bound is shown); `bound` says which roofline ceiling limits the row (`overhead`: under "
     "20% of both). GFLOPs/img is the forward pass (a multiply-add counts 2). `one-off s` is a "
     "setting's one-time cost before its timed iterations, whatever its backend calls it: export, "
     "quantisation and session creation, or torch.compile's compilation in its first call (blank: "
@@ -388,7 +418,7 @@ def summary_markdown(
         name = part["device_name"].dropna().iloc[0] if part["device_name"].notna().any() else device
         table = answers_table(part, max_accuracy_drop)
         out += [f"## Answers: {mode} on {device} ({name}){kind}", "", table, ""]
-    warns = warnings_for(results)
+    warns = warnings_for(results, frame)
     if warns:
         out += ["## Warnings", "", *[f"- {w}" for w in warns], ""]
     out += ["## Environment", "", *env_lines(env), *peak_lines(results), "", LEGEND]
