@@ -76,3 +76,27 @@ def test_bandwidth_over_the_roof_is_said_not_shown_and_bounds_nothing(tmp_path):
     assert "| over roof |" in detail.replace("  ", "") or "over roof" in detail
     assert "memory" not in detail and "compute" not in detail
     assert "over roof" in paths["html"].read_text()
+
+
+def test_answers_under_load_are_withheld_with_the_size_of_the_effect_and_what_to_do(tmp_path):
+    # the trial: one of 2 cores taken, 2 intra-op threads: fp32+cl "5.44x faster than fp32"
+    base = dataclasses.replace(result("resnet18", 1, ms=914.0, threads=2), foreign_cpu=1.0)
+    cl = dataclasses.replace(
+        result("resnet18", 1, ms=168.0, channels_last=True, threads=2), foreign_cpu=1.0
+    )
+    quiet = [
+        dataclasses.replace(result("resnet18", 8, ms=200.0 / f, threads=2, channels_last=f > 1),
+                            foreign_cpu=0.0)
+        for f in (1.0, 1.15)
+    ]  # fmt: skip
+    env = {"cpu": "test", "logical_cores": 2}
+    paths = report.write_outputs(tmp_path, env, [base, cl, *quiet], "t")
+    summary = paths["summary"].read_text()
+    answers = summary.split("## Answers")[1].split("\n## ")[0]
+    b1 = next(line for line in answers.splitlines() if "| resnet18 | 1 " in line)
+    assert "no answer: measured under load (fp32+cl 1.00 cores busy elsewhere; fp32 1.00" in b1
+    assert "5.44x" not in b1 and "1.15x" in answers  # the quiet batch keeps its answer
+    assert "2 of them ran more intra-op threads than the cores left free" in summary
+    assert "37x" in summary and "--wait-quiet" in summary and "--threads 1 or" not in summary
+    assert "or with --threads 1, so the threads fit the free cores" in summary
+    assert "no answer: measured under load" in paths["html"].read_text()

@@ -15,7 +15,8 @@ def test_a_sweep_under_load_says_so_and_compare_warns(tmp_path, busy_cpu, capsys
     assert sweep.main(argv) == 0
     results = report.read_results(out)
     assert results and all(r.foreign_cpu >= report.LOAD_MEDIAN_CORES for r in results)
-    warning = report.load_warning(results)
+    cores = json.loads((out / "env.json").read_text())["logical_cores"]
+    warning = report.load_warning(results, cores)
     assert warning and f"{len(results)} of {len(results)}" in warning
     top = (out / "summary.md").read_text().split("## Answers")[0]
     assert f"**Warning: {warning}.**" in top

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from resbench.report.analysis import BASELINE_SETTING, ROW_KEY, accuracy_picks, answers, by_input
+from resbench.report.analysis import (
+    BASELINE_SETTING,
+    ROW_KEY,
+    accuracy_picks,
+    answers,
+    by_input,
+    load_note,
+)
 from resbench.report.text import ci_text, flags, fmt, mfu_text, p_text, points, times
 
 NOT_MEASURED = "accuracy not measured"
@@ -69,6 +76,9 @@ def answer_rows(part: pd.DataFrame, max_drop: float) -> pd.DataFrame:
         else:
             chosen = answer.iloc[0]
             name = chosen["setting"] + flags(chosen)
+        loaded = load_note(part, chosen) if chosen is not None else ""
+        if loaded:  # a speed-up between loaded rows measures the load, not the setting
+            chosen, name = None, loaded
         row[within_name] = name
         row |= {
             "img/s": fmt(chosen["throughput_ips"]) if chosen is not None else "",

@@ -126,17 +126,56 @@ def run_load(results: Sequence[Result]) -> Load:
     )
 
 
-def load_warning(results: Sequence[Result]) -> str | None:
-    """One sentence when the Results were measured under load (the load rule above), else None."""
+def load_warning(results: Sequence[Result], cores: int | None = None) -> str | None:
+    """One sentence when the Results were measured under load (the load rule above), else None:
+    how much, what it does to a row whose threads outnumber the cores left free (``cores``: the
+    host's, where known), and what to do."""
     load = run_load(results)
     if not load.busy:
         return None
-    return (
+    text = (
         f"measured under load: {load.loaded} of {load.rows} results ran while other processes "
         f"kept {LOAD_MEDIAN_CORES:g}+ cores busy (median {load.median_cores:.2f}, "
-        f"max {load.max_cores:.2f} cores); their numbers are likely slow and noisy, "
-        "rerun on a quiet machine (the sweep's --wait-quiet SECONDS waits for one)"
+        f"max {load.max_cores:.2f} cores" + (f" of {cores})" if cores else ")")
     )
+    starved = [
+        r for r in results
+        if r.status == "ok" and row_loaded(r.foreign_cpu) and cores and r.threads
+        and r.threads * (r.streams or 1) > cores - r.foreign_cpu
+    ]  # fmt: skip
+    if starved:
+        text += (
+            f"; {len(starved)} of them ran more intra-op threads than the cores left free, so "
+            "every parallel step waited on a thread with no core: such a row reads many times "
+            "slower, not 10-20% (resnet18 b1 fp32, 2 threads with 1 of 2 cores taken: 24.8 ms "
+            "quiet, 914 ms loaded, 37x, on a 2-vCPU Xeon), and a speed-up between two such rows "
+            "measures the load"
+        )
+    else:
+        text += "; their numbers are slower and noisier by as much as the load took"
+    free = f" or with --threads {max(1, int(cores - load.max_cores))}" if cores else ""
+    return text + (
+        ". Answers that rest on a loaded row are withheld. Rerun on a quiet machine (the "
+        f"sweep's --wait-quiet SECONDS waits for one){free}, so the threads fit the free cores"
+    )
+
+
+def load_note(part: pd.DataFrame, row) -> str:
+    """ "no answer: measured under load (...)" where ``row`` (an answer) or the fp32 eager row it
+    is measured against ran under load, else ""."""
+    same = np.ones(len(part), dtype=bool)
+    for k in ROW_KEY:
+        if k in part:
+            column = part[k]
+            same &= ((column == row[k]) | (column.isna() & pd.isna(row[k]))).to_numpy()
+    base = part[same & (part["setting"] == BASELINE_SETTING).to_numpy()]
+    rows = [row, *(r for _, r in base.iterrows() if r["setting"] != row["setting"])]
+    loaded = [
+        f"{r['setting']} {finite(r['foreign_cpu']):.2f} cores busy elsewhere"
+        for r in rows
+        if row_loaded(r.get("foreign_cpu"))
+    ]
+    return f"no answer: measured under load ({'; '.join(loaded)})" if loaded else ""
 
 
 def headline(results: Sequence[Result]) -> str:
@@ -310,7 +349,7 @@ def roofline(frame: pd.DataFrame, env: dict) -> pd.DataFrame:
 def placed(roof: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """(the roofline rows a plot can place, a note on those it cannot): a row over the memory
     roof has no known intensity, so it is left out and counted."""
-    over = roof["over_roof"].fillna(False).astype(bool) if "over_roof" in roof else None
+    over = roof["over_roof"].eq(True) if "over_roof" in roof else None
     if over is None or not over.any():
         return roof, ""
     return roof[~over], f" ({int(over.sum())} over the memory roof, left out: bytes unknown)"

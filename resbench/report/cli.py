@@ -156,7 +156,13 @@ def write_outputs(
     failed = errors(frame)
     if failed:
         sections.append(("Errors", table_html.items_html(failed)))
-    text = page_html.page(title, headline(results), warnings_for(results, frame), sections, env)
+    text = page_html.page(
+        title,
+        headline(results),
+        warnings_for(results, frame, env.get("logical_cores")),
+        sections,
+        env,
+    )
     paths["html"] = page_html.write_page(out_dir / "report.html", text)
     for p in plots:
         paths[p.stem] = p

@@ -238,4 +238,4 @@ def results_table_html(frame: pd.DataFrame, columns=TABLE_COLUMNS) -> str:
 
 
 def _any(frame: pd.DataFrame, col: str) -> bool:
-    return col in frame and bool(frame[col].fillna(False).astype(bool).any())
+    return col in frame and bool(frame[col].eq(True).any())

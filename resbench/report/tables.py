@@ -17,6 +17,7 @@ from resbench.report.analysis import (
     by_input,
     finite,
     headline,
+    load_note,
     load_warning,
     nonfinite,
     results_table,
@@ -98,12 +99,14 @@ def cpu_arithmetic(env: dict) -> str:
     )
 
 
-def warnings_for(results: Sequence[Result], frame: pd.DataFrame | None = None) -> list[str]:
+def warnings_for(
+    results: Sequence[Result], frame: pd.DataFrame | None = None, cores: int | None = None
+) -> list[str]:
     """Every warning about a run, one sentence each: load, never quiet, noise, throttling,
     outputs that were not finite, rows over the memory roof (from ``frame``, the results table
     with its roofline), failures."""
     out = []
-    load = load_warning(results)
+    load = load_warning(results, cores)
     if load:
         out.append(load[0].upper() + load[1:] + ".")
     unquiet = [r for r in results if getattr(r, "quiet", None) is False]
@@ -222,6 +225,11 @@ def answers_rows(part: pd.DataFrame, max_drop: float = MAX_ACCURACY_DROP) -> pd.
     rows = []
     for _, r in best.iterrows():
         only = r["candidates"] == 1
+        loaded = load_note(part, r)
+        if loaded:  # a speed-up between loaded rows measures the load, not the setting
+            said = loaded + disagreeing(part, r["model"], r["batch_size"])
+            rows.append({"model": r["model"], "batch": r["batch_size"], "fastest": said})
+            continue
         rows.append(
             {
                 "model": r["model"],
@@ -311,7 +319,7 @@ def roof_warning(frame: pd.DataFrame) -> str | None:
     """The warning for rows whose naive byte count puts them over the memory roof."""
     if "over_roof" not in frame:
         return None
-    over = frame[frame["over_roof"].fillna(False).astype(bool)]
+    over = frame[frame["over_roof"].eq(True)]
     if over.empty:
         return None
     names = [
@@ -411,14 +419,14 @@ def summary_markdown(
     if opening:
         out += [*[f"- {line}" for line in opening], ""]
     out += [f"**{headline(results)}**", ""]
-    load = load_warning(results)
+    load = load_warning(results, env.get("logical_cores"))
     if load:
         out += [f"**Warning: {load}.**", ""]
     for (device, mode), part in latency.groupby(["device", "mode"], sort=False):
         name = part["device_name"].dropna().iloc[0] if part["device_name"].notna().any() else device
         table = answers_table(part, max_accuracy_drop)
         out += [f"## Answers: {mode} on {device} ({name}){kind}", "", table, ""]
-    warns = warnings_for(results, frame)
+    warns = warnings_for(results, frame, env.get("logical_cores"))
     if warns:
         out += ["## Warnings", "", *[f"- {w}" for w in warns], ""]
     out += ["## Environment", "", *env_lines(env), *peak_lines(results), "", LEGEND]

@@ -365,7 +365,7 @@ def _finish(plan: _Plan, passes: forks.Passes) -> int:
     done = len({r.key() for r in passes.rows})
     print(f"finished {done} Configs in {wall:.1f} s ({passes.measured_s:.1f} s warming up and "
           f"measuring); wrote {paths['summary']}")  # fmt: skip
-    warning = report.load_warning(runfolder.read_results(out))
+    warning = report.load_warning(runfolder.read_results(out), os.cpu_count())
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     if left:
