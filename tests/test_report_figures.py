@@ -100,3 +100,21 @@ def test_answers_under_load_are_withheld_with_the_size_of_the_effect_and_what_to
     assert "37x" in summary and "--wait-quiet" in summary and "--threads 1 or" not in summary
     assert "or with --threads 1, so the threads fit the free cores" in summary
     assert "no answer: measured under load" in paths["html"].read_text()
+
+
+def test_the_summary_names_the_backends_not_tried_and_why(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(  # a machine without the deploy extra
+        importlib.util, "find_spec", lambda name, *a: None if name in ("onnxruntime", "openvino")
+        else real(name, *a),
+    )  # fmt: skip
+    rows = [result("resnet18", 8, ms=50.0), result("resnet18", 8, ms=40.0, compile="default")]
+    paths = report.write_outputs(tmp_path, {"cpu": "test"}, rows, "t")
+    summary = paths["summary"].read_text()
+    said = next(line for line in summary.splitlines() if "Backends not tried" in line)
+    assert 'onnxruntime, openvino (not installed: pip install -e ".[deploy]")' in said
+    assert "aotinductor (not in this run's grid: add --backends aotinductor" in said
+    assert "compile" not in said.split("aotinductor")[0]  # it ran
+    assert "Backends not tried" in paths["html"].read_text()

@@ -70,7 +70,9 @@ def test_quick_preset_instantiates_every_variant_but_the_costliest():
     } == {1}
     assert len({c.key() for c in configs}) == len(configs)
     assert {c.mode for c in configs} == {"inference", "train"}
-    assert {c.precision for c in configs} == {"fp32", "bf16"}
+    assert {c.precision for c in configs} == {"fp32", "bf16", "int8"}
+    # the deployment runtimes too, so the answer weighs the fastest way there is
+    assert {c.backend for c in configs} == {"eager", "openvino"}
     assert notes == []
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from resbench import timing
+from resbench import settings, timing
 from resbench.measure import Result
 from resbench.report import accuracy, serving
 from resbench.report.analysis import (
@@ -166,6 +166,9 @@ def warnings_for(
             + named(split, lambda r: disagreement(r).removeprefix("forks disagree: "))
             + ". Rerun them with more --forks on a quiet machine."
         )
+    untried = untried_backends(results)
+    if untried:
+        out.append(untried)
     over_roof = roof_warning(frame) if frame is not None else None
     if over_roof:
         out.append(over_roof)
@@ -173,6 +176,37 @@ def warnings_for(
     if failed:
         out.append(f"{len(failed)} Configs did not finish (see Errors and the detail tables).")
     return out
+
+
+def untried_backends(results: Sequence[Result]) -> str | None:
+    """Which backends the run did not measure on its devices, and why: not installed (the extra
+    that brings it), or not in the run's grid (the flag that adds it). An answer is only the
+    fastest of what was tried; this says what was not."""
+    import importlib.util
+
+    devices = {r.device.split(":")[0] for r in results}
+    ran = {r.backend for r in results if r.status == "ok"}
+    missing: dict[str, list[str]] = {}
+    unasked: list[str] = []
+    for name, backend in settings.BACKENDS.items():
+        if name in ran or not devices & set(backend.devices):
+            continue
+        if backend.needs and importlib.util.find_spec(backend.needs) is None:
+            missing.setdefault(backend.extra or backend.needs, []).append(name)
+        else:
+            unasked.append(name)
+    parts = [
+        f'{", ".join(names)} (not installed: pip install -e ".[{extra}]")'
+        for extra, names in missing.items()
+    ]
+    if unasked:
+        parts.append(
+            f"{', '.join(unasked)} (not in this run's grid: add --backends {','.join(unasked)}, "
+            "or settings such as int8+openvino)"
+        )
+    if not parts:
+        return None
+    return "Backends not tried, so no answer considers them: " + "; ".join(parts) + "."
 
 
 def peak_detail(r) -> str:

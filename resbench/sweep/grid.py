@@ -76,6 +76,10 @@ PRESETS: dict[str, list[dict]] = {
         dict(models=["small_resnet20"], batch_sizes=[16, 64],
              modes=["inference", "train"], precision=["fp32", "bf16"], channels_last=[False, True]),
         dict(models=["resnet18"], batch_sizes=[8], modes=["train"]),
+        # the deployment runtimes, so the answer weighs them too (int8+openvino was 17x fp32 eager
+        # on an AMX host); skipped, saying which extra to install, where they are not installed
+        dict(models=["resnet18", "resnet50"], batch_sizes=[8],
+             settings=_settings("fp32+openvino,int8+openvino")),
     ],
     # a GPU's afternoon: every variant x batch sizes x precision x channels_last x mode, compile on some
     "standard": [
