@@ -157,6 +157,12 @@ class Result(Config):
     compute_kernel: str | None = (
         None  # the convolution kernel that ran (oneDNN's, OpenVINO's, ORT op)
     )
+    # PyTorch CPU rows, from oneDNN's log of one call of the row (env.kernels_of): every
+    # convolution kernel with its share ("jit:avx512_core 17/20, jit_1x1:avx512_core 3/20", or
+    # none through oneDNN), and the layout reorders in that call. None: not read (older rows, runtimes)
+    kernels: str | None = None
+    reorders: int | None = None
+    kernels_read: str | None = None  # where kernels were read later (scripts/reread_kernels.py)
     weights: str | None = None  # the state dict or checkpoint the model was loaded from (--weights)
     warmup_s: float | None = None
     measure_s: float | None = None  # wall time of the measured region

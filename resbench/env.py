@@ -5,6 +5,7 @@ Usage: ``python -m resbench.env`` prints the JSON that every run folder stores a
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import datetime as _dt
@@ -16,7 +17,7 @@ import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -101,6 +102,50 @@ def onednn_convolutions(lines: Sequence[str]) -> list[tuple[str, str | None]]:
     return out
 
 
+def user_verbose_level() -> int:
+    """The oneDNN verbose level the user asked for (ONEDNN_VERBOSE, or DNNL_VERBOSE), 0 if none:
+    what the log is set back to after resbench reads it, so a user's check still works."""
+    for name in ("ONEDNN_VERBOSE", "DNNL_VERBOSE"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            try:
+                return int(value)
+            except ValueError:
+                return 1  # "all", "dispatch"...: something on
+    return 0
+
+
+def onednn_log(fn: Callable[[], object]) -> tuple[object, list[str]]:
+    """(fn(), the lines oneDNN's verbose log printed during it). oneDNN prints through the C
+    library's stdout, so file descriptor 1 is pointed at a temporary file for the call. The user's
+    own verbose level is set back after (``torch.backends.mkldnn.verbose`` would switch it off for
+    the whole process), and where it was on the captured lines are printed again for them."""
+    fd = 1
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.stdout.flush()
+    level = user_verbose_level()
+    saved = os.dup(fd)
+    try:
+        with tempfile.TemporaryFile() as log:
+            os.dup2(log.fileno(), fd)
+            try:
+                torch._C._verbose.mkldnn_set_verbose(torch.backends.mkldnn.VERBOSE_ON)
+                out = fn()
+            finally:
+                torch._C._verbose.mkldnn_set_verbose(level)
+                with contextlib.suppress(OSError, AttributeError):
+                    ctypes.CDLL(None).fflush(None)  # what the C library still buffers
+                os.dup2(saved, fd)
+            log.seek(0)
+            text = log.read().decode(errors="replace")
+    finally:
+        os.close(saved)
+    if level and text:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    return out, text.splitlines()
+
+
 @functools.lru_cache(maxsize=4)
 def onednn_convolution(dtype: torch.dtype = torch.bfloat16) -> tuple[str, str | None] | None:
     """(implementation, source data type) oneDNN runs a small convolution in ``dtype`` with, as
@@ -112,26 +157,28 @@ def onednn_convolution(dtype: torch.dtype = torch.bfloat16) -> tuple[str, str | 
     nhwc = torch.channels_last
     x = torch.randn(1, 32, 28, 28).to(dtype).contiguous(memory_format=nhwc)
     w = torch.randn(32, 32, 3, 3).to(dtype).contiguous(memory_format=nhwc)
-    fd = 1  # oneDNN prints its log through the C library's stdout, whatever sys.stdout is
-    with contextlib.suppress(AttributeError, OSError, ValueError):
-        sys.stdout.flush()
-    saved = os.dup(fd)
-    try:
-        with tempfile.TemporaryFile() as log:
-            os.dup2(log.fileno(), fd)
-            try:
-                with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
-                    torch.nn.functional.conv2d(x, w)
-            finally:
-                with contextlib.suppress(OSError, AttributeError):
-                    ctypes.CDLL(None).fflush(None)  # what the C library still buffers
-                os.dup2(saved, fd)
-            log.seek(0)
-            lines = log.read().decode(errors="replace").splitlines()
-    finally:
-        os.close(saved)
+    _, lines = onednn_log(lambda: torch.nn.functional.conv2d(x, w))
     found = onednn_convolutions(lines)
     return found[0] if found else None
+
+
+NATIVE = "no oneDNN convolution (PyTorch's native kernels)"
+
+
+def kernels_of(lines: Sequence[str]) -> dict:
+    """What one call of a row ran, from oneDNN's verbose lines: ``compute_kernel`` (the commonest
+    convolution implementation, None where oneDNN ran none), ``kernels`` ("brg_conv_fwd:avx2
+    17/20, jit_1x1:avx2 3/20", or NATIVE) and ``reorders`` (layout conversions in the call, the
+    cost of a layout oneDNN does not compute in)."""
+    convs = [kernel for kernel, _ in onednn_convolutions(lines)]
+    reorders = sum(
+        1 for line in lines if "exec" in line.split(",") and "reorder" in line.split(",")
+    )
+    if not convs:
+        return {"compute_kernel": None, "kernels": NATIVE, "reorders": reorders}
+    counts = collections.Counter(convs).most_common()
+    summary = ", ".join(f"{kernel} {n}/{len(convs)}" for kernel, n in counts)
+    return {"compute_kernel": counts[0][0], "kernels": summary, "reorders": reorders}
 
 
 def onednn_kernel(dtype: torch.dtype = torch.bfloat16) -> str | None:

@@ -84,11 +84,20 @@ class Prepared:
     streams: list[Callable[[], object]] = field(default_factory=list)
     # a deployment runtime's own object: OpenVINO's compiled model, ONNX Runtime's sessions
     runtime: object = None
+    # PyTorch's arithmetic on the CPU: output() reads the kernels its call ran off oneDNN's log
+    reads_kernels: bool = False
 
     def output(self) -> torch.Tensor:
         """One more step's output (the logits; the loss in train) as a CPU tensor, refused with
-        NonFiniteOutput if it holds a NaN or Inf: such a row's figures would mean nothing."""
-        out = backends.as_tensor(self.step())
+        NonFiniteOutput if it holds a NaN or Inf: such a row's figures would mean nothing. On a
+        PyTorch CPU row this call, outside every timed figure, is also the one whose oneDNN log
+        says which kernels the row ran (``env.kernels_of``: compute_kernel, kernels, reorders)."""
+        if self.reads_kernels:
+            raw, lines = env.onednn_log(self.step)
+            self.notes |= env.kernels_of(lines)
+        else:
+            raw = self.step()
+        out = backends.as_tensor(raw)
         bad = out.numel() - int(torch.isfinite(out).sum())
         if bad:
             what = "loss" if self.config.mode == "train" else "logits"
@@ -172,15 +181,15 @@ def prepare(
             )
         steps, prepare_s = settings.BACKENDS[config.backend].wrap(target)
         optimizer = target.notes.pop("optimizer", None)
+        pytorch_cpu = False
         if "effective_precision" not in target.notes:  # PyTorch's own arithmetic
             target.notes["effective_precision"] = torch_precision(device, config.precision)
-            dtype = settings.PRECISIONS[config.precision].autocast or torch.float32
-            kernel = env.onednn_kernel(dtype) if device.type == "cpu" else None
-            target.notes["compute_kernel"] = kernel
+            target.notes["compute_kernel"] = None  # read off the row's own call (output())
+            pytorch_cpu = device.type == "cpu"
         check_faithful(config, target.notes["effective_precision"], allow_emulated)
         yield Prepared(
             config, device, model, inputs, labels, steps[0], prepare_s, optimizer, ref,
-            target.notes, scoring, Path(workdir), steps, target.runtime,
+            target.notes, scoring, Path(workdir), steps, target.runtime, pytorch_cpu,
         )  # fmt: skip
 
 

@@ -350,3 +350,40 @@ def test_env_names_the_cpu_features_that_decide_its_arithmetic():
     bf16_kernel = got["onednn_bf16_kernel"]
     if "avx512_bf16" in flags or "amx_bf16" in flags:
         assert bf16_kernel and ("bf16" in bf16_kernel or "amx" in bf16_kernel)
+
+
+def test_a_torch_cpu_rows_kernels_are_read_off_one_call_of_the_row_itself():
+    # resnet18 b1 fp32 NCHW: 20 convolutions, their kernels counted, and the reorders NCHW costs
+    r = measure(Config("resnet18", 1, device="cpu"), **FAST)
+    assert r.status == "ok", r.error
+    shares = dict(part.rsplit(" ", 1) for part in r.kernels.split(", "))
+    assert sum(int(n.split("/")[0]) for n in shares.values()) == 20
+    assert all(n.endswith("/20") for n in shares.values())
+    assert r.compute_kernel == max(shares, key=lambda k: int(shares[k].split("/")[0]))
+    assert r.reorders and r.reorders > 0
+    # small_resnet20 at batch 1: PyTorch's heuristic sends its small convolutions to its own
+    # kernel, and the row says so instead of naming a oneDNN kernel it never ran
+    small = measure(Config("small_resnet20", 1, device="cpu"), **FAST)
+    assert small.kernels == env.NATIVE and small.compute_kernel is None
+
+
+def test_reading_the_kernels_leaves_the_users_onednn_verbose_as_it_was(monkeypatch, capfd):
+    x = torch.randn(1, 32, 28, 28).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(32, 32, 3, 3).contiguous(memory_format=torch.channels_last)
+
+    def conv():
+        return torch.nn.functional.conv2d(x, w)
+
+    monkeypatch.setenv("ONEDNN_VERBOSE", "1")
+    try:
+        _, lines = env.onednn_log(conv)
+        assert any(",convolution," in line for line in lines)
+        assert ",convolution," in capfd.readouterr().out  # the user still sees the call's lines
+        conv()
+        assert ",convolution," in capfd.readouterr().out  # and the log is still on after
+    finally:
+        torch._C._verbose.mkldnn_set_verbose(0)
+    monkeypatch.delenv("ONEDNN_VERBOSE")
+    env.onednn_log(conv)
+    conv()
+    assert ",convolution," not in capfd.readouterr().out  # off, as the user had it

@@ -118,3 +118,37 @@ def test_the_summary_names_the_backends_not_tried_and_why(tmp_path, monkeypatch)
     assert "aotinductor (not in this run's grid: add --backends aotinductor" in said
     assert "compile" not in said.split("aotinductor")[0]  # it ran
     assert "Backends not tried" in paths["html"].read_text()
+
+
+def test_an_older_rows_probe_kernel_is_marked_and_a_rereads_kernels_are_its_own(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from resbench.report.tables import computed_in
+
+    old = dataclasses.replace(
+        result("small_resnet20", 1, ms=3.0), effective_precision="fp32",
+        compute_kernel="brg_conv_fwd:avx512_core",
+    )  # fmt: skip
+    assert (
+        computed_in(old.to_dict())
+        == "fp32 (probe: brg_conv_fwd:avx512_core; not read off this row)"
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.jsonl").write_text(json.dumps(old.to_dict()) + "\n")
+    script = Path(__file__).resolve().parent.parent / "scripts" / "reread_kernels.py"
+    done = subprocess.run([sys.executable, str(script), str(run)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    row = json.loads((run / "results.jsonl").read_text())
+    assert row["kernels"].startswith("no oneDNN convolution") and row["compute_kernel"] is None
+    assert (
+        row["latency_ms_median"] == old.latency_ms_median and "re-read later" in row["kernels_read"]
+    )
+    assert (
+        computed_in(row) == "fp32 (no oneDNN convolution (PyTorch's native kernels); re-read later)"
+    )
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "none")], capture_output=True)
+    assert bad.returncode == 2

@@ -37,6 +37,9 @@ OPTIONAL_FIELDS = {
     "fork_spread": None,
     "peak_probe": None,
     "peak_exceeded": None,
+    "kernels": None,
+    "reorders": None,
+    "kernels_read": None,
 }
 
 

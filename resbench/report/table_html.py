@@ -113,6 +113,8 @@ TABLE_COLUMNS = [
     ("one-off s", "one_off_s", "{:.1f}"),
     ("computed in", "effective_precision", None),
     ("kernel", "compute_kernel", None),
+    ("kernels", "kernels", None),  # every convolution kernel of one call (PyTorch CPU rows)
+    ("reorders", "reorders", "{:.0f}"),
     ("MFU", "mfu", "{:.0%}"),
     ("peak probe", "peak_probe", None),
     ("BW", "bandwidth_fraction", "{:.0%}"),

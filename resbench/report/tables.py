@@ -335,12 +335,29 @@ def noise_note(r) -> str:
     return "; ".join(notes)
 
 
+PYTORCH_BACKENDS = ("eager", "compile", "aotinductor", "cudagraphs")
+
+
 def computed_in(r) -> str:
-    """What a row's arithmetic was, as its runtime reported it: "bf16 (brgconv_avx512_bf16)"."""
+    """What a row's arithmetic was: its precision, read back, with the kernels that ran. A PyTorch
+    CPU row says every convolution kernel of one of its own calls and the reorders ("fp32
+    (jit:avx512_core 17/20, jit_1x1:avx512_core 3/20; 59 reorders)"); a runtime its own report
+    ("bf16 (brgconv_avx512_bf16)"); an older PyTorch CPU row, whose kernel came from a probe of
+    one small convolution and not from the row, says so."""
     eff, kernel = r.get("effective_precision"), r.get("compute_kernel")
     if not isinstance(eff, str):
         return ""
-    return f"{eff} ({kernel})" if isinstance(kernel, str) else eff
+    kernels, reorders = r.get("kernels"), r.get("reorders")
+    if isinstance(kernels, str):
+        count = finite(reorders)
+        tail = f"; {int(count)} reorder{'s' if count != 1 else ''}" if count else ""
+        later = "; re-read later" if isinstance(r.get("kernels_read"), str) else ""
+        return f"{eff} ({kernels}{tail}{later})"
+    if not isinstance(kernel, str):
+        return eff
+    if r.get("device") == "cpu" and r.get("backend") in PYTORCH_BACKENDS:
+        return f"{eff} (probe: {kernel}; not read off this row)"
+    return f"{eff} ({kernel})"
 
 
 def bandwidth_text(r) -> str:
@@ -432,7 +449,9 @@ LEGEND = (
     "setting's one-time cost before its timed iterations, whatever its backend calls it: export, "
     "quantisation and session creation, or torch.compile's compilation in its first call (blank: "
     "not recorded). `computed in` is the precision the arithmetic really ran in, read back from the "
-    "runtime or PyTorch and the hardware, with the convolution kernel that ran."
+    "runtime or PyTorch and the hardware, with the convolution kernels that ran: on a PyTorch CPU "
+    "row, every kernel of one of its own calls (oneDNN's log, outside the timed region) with its "
+    "share and the layout reorders, or none through oneDNN (PyTorch's native convolution)."
 )
 
 
