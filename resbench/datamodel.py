@@ -160,6 +160,9 @@ class Result(Config):
     # PyTorch CPU rows, from oneDNN's log of one call of the row (env.kernels_of): every
     # convolution kernel with its share ("jit:avx512_core 17/20, jit_1x1:avx512_core 3/20", or
     # none through oneDNN), and the layout reorders in that call. None: not read (older rows, runtimes)
+    # what max_abs_diff and top1_agreement were taken on: "N(0,1)" (the row's random inputs) or
+    # "10000 images of DIR" (--eval-data's labelled images); None in older rows: N(0,1)
+    agreement_inputs: str | None = None
     kernels: str | None = None
     reorders: int | None = None
     kernels_read: str | None = None  # where kernels were read later (scripts/reread_kernels.py)

@@ -211,6 +211,12 @@ def score(prepared, scoring: Scoring, key: tuple) -> dict:
     else:
         ref = reference(key, prepared.model, prepared.inputs, scoring)
     fields = compare(out, ref, scoring.labels)
+    if not prepared.config.is_baseline:  # agreement on the real images, not on N(0,1) noise
+        fields |= {
+            "max_abs_diff": float((out - ref).abs().max()),
+            "top1_agreement": float((out.argmax(1) == ref.argmax(1)).float().mean()),
+            "agreement_inputs": f"{len(scoring.labels)} images of {scoring.spec.path}",
+        }
     return fields | {"eval_data": scoring.spec.path, "eval_s": time.perf_counter() - start}
 
 

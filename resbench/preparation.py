@@ -63,6 +63,9 @@ def check_faithful(config: Config, effective: str | None, allow_emulated: bool) 
     )
 
 
+NOISE = "N(0,1)"  # agreement_inputs of the row's own random inputs (no labelled images given)
+
+
 @dataclass
 class Prepared:
     """A model ready to run one Config: ``step()`` runs one timed iteration."""
@@ -116,6 +119,7 @@ class Prepared:
         return {
             "max_abs_diff": float((out - ref).abs().max()),
             "top1_agreement": float((out.argmax(1) == ref.argmax(1)).float().mean()),
+            "agreement_inputs": NOISE,
         }
 
 

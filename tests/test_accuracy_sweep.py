@@ -69,6 +69,14 @@ def test_every_row_is_scored_and_fp32_eager_equals_the_trainers_accuracy(trained
     assert real.calibration_data == "train" and noise.calibration_data == "noise"
     assert "fashion-mnist train images" in real.calibration and real.calibration_images == 64
     assert "N(0,1)" in noise.calibration
+    for r in (real, noise, onnx):
+        # agreement with fp32 eager on the labelled images, not on N(0,1) inputs: every flip
+        # (right in one, wrong in the other) is a disagreement, so the top-1 agreement is at most
+        # what the flips leave
+        assert r.agreement_inputs == f"150 images of {folder}"
+        assert r.top1_agreement <= 1 - (r.flips_lost + r.flips_gained) / 150 + 1e-9
+        assert r.max_abs_diff >= 0
+    assert fp32.agreement_inputs is None and fp32.max_abs_diff is None
     for r in (real, noise):
         assert r.accuracy_drop == pytest.approx(100 * (fp32.top1_accuracy - r.top1_accuracy))
         assert r.flips_lost - r.flips_gained == round(r.accuracy_drop * 1.5)

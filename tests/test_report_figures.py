@@ -152,3 +152,12 @@ def test_an_older_rows_probe_kernel_is_marked_and_a_rereads_kernels_are_its_own(
     )
     bad = subprocess.run([sys.executable, str(script), str(tmp_path / "none")], capture_output=True)
     assert bad.returncode == 2
+
+
+def test_agreement_says_what_it_was_taken_on():
+    from resbench.report.text import agreement
+
+    noise = dataclasses.replace(result(), max_abs_diff=0.16, top1_agreement=1.0)
+    assert agreement(noise.to_dict()) == "max abs diff 0.16; top-1 100.0% (on N(0,1) inputs)"
+    real = dataclasses.replace(noise, agreement_inputs="10000 images of fmnist", max_abs_diff=11.0)
+    assert agreement(real.to_dict()).endswith("(on real images)")

@@ -37,6 +37,7 @@ OPTIONAL_FIELDS = {
     "fork_spread": None,
     "peak_probe": None,
     "peak_exceeded": None,
+    "agreement_inputs": None,
     "kernels": None,
     "reorders": None,
     "kernels_read": None,

@@ -77,7 +77,11 @@ def agreement(r) -> str:
         agree.append(f"max abs diff {r['max_abs_diff']:.2g}")
     if finite(r.get("top1_agreement")) is not None:
         agree.append(f"top-1 {r['top1_agreement']:.1%}")
-    return "; ".join(agree)
+    if not agree:
+        return ""
+    inputs = r.get("agreement_inputs")
+    on = "real images" if isinstance(inputs, str) and inputs != "N(0,1)" else "N(0,1) inputs"
+    return "; ".join(agree) + f" (on {on})"
 
 
 def points(value: float) -> str:

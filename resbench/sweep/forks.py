@@ -34,7 +34,8 @@ from resbench.sweep.eta import Progress
 
 # what only fork 0 measures (measure(score=False) in the others), or what is the Config's first
 # preparation in a fresh process (its first call, the backend's preparation, the clocks as it began)
-FIRST_FORK_FIELDS = ("max_abs_diff", "top1_agreement", "calibration", "calibration_method",
+FIRST_FORK_FIELDS = ("max_abs_diff", "top1_agreement", "agreement_inputs", "calibration",
+                     "calibration_method",
                      "calibration_images", "top1_accuracy", "top5_accuracy", "accuracy_drop",
                      "flips_lost", "flips_gained", "accuracy_drop_p", "accuracy_drop_ci",
                      "kl_divergence", "logit_rel_error", "eval_images", "eval_data", "eval_s",
