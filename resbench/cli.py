@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import datetime as _dt
 import math
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -30,20 +31,34 @@ class UsageError(ValueError):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse whose errors raise UsageError, so ``run_cli`` reports them as one line, exit 2."""
+    """argparse whose errors raise UsageError, so ``run_cli`` reports them as one line, exit 2.
+    A negative number with a unit ("--threshold -5%") is taken as a value, so its own check
+    says what is wrong with it, not argparse's "expected one argument"."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\d+(\.\d*)?%?$|^-\.\d+%?$")
 
     def error(self, message: str):  # type: ignore[override]
         raise UsageError(message)
 
 
 def run_cli(prog: str, body: Callable[[], int]) -> int:
-    """Run a tool's body: a ValueError from validation is one line and exit 2, a failed read or
-    write (OSError) one line naming the path and exit 1; warnings are one line each."""
+    """Run a tool's body: a ValueError from validation is one line and exit 2, and so is a folder
+    to write that is a file (an --out naming one); a failed read or write (OSError) one line
+    naming the path and exit 1; warnings are one line each."""
     with one_line_warnings(prog):
         try:
             return body()
         except ValueError as exc:  # includes UsageError
             print(f"{prog}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except (FileExistsError, NotADirectoryError) as exc:  # --out naming a file: the user's
+            print(
+                f"{prog}: error: {exc.filename} is a file, not a folder: give --out a folder "
+                "(a new one, or a run folder)",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
         except OSError as exc:
             print(f"{prog}: error: {os_error_text(exc)}", file=sys.stderr)

@@ -162,7 +162,16 @@ def read_jsonl(path: Path) -> list[tuple[int, dict]]:
     return rows
 
 
+_SAID: set[tuple[str, int, str]] = set()  # (file, line, why) already warned of in this process
+
+
 def _skip(path: Path, number: int, why: str) -> None:
+    """Warn of a skipped line once per process: a sweep reads its results.jsonl to resume, to
+    report and to judge the load, and one bad line is one warning, not three."""
+    said = (str(Path(path).resolve()), number, why)
+    if said in _SAID:
+        return
+    _SAID.add(said)
     warnings.warn(f"{path}:{number}: skipping {why}", UserWarning, stacklevel=3)
 
 

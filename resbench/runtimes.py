@@ -70,7 +70,7 @@ def calibration_batches(t: Target) -> list[np.ndarray]:
         gen = torch.Generator().manual_seed(CALIBRATION_SEED)
         images = torch.randn(count * batch, *image, generator=gen)
         said = f"{count * batch} generated N(0,1) images, seed {CALIBRATION_SEED}"
-    t.notes["calibration"] = f"{said}, in {count} batch(es) of {batch}"
+    t.notes["calibration"] = f"{said}, in {count} batch{'es' if count != 1 else ''} of {batch}"
     t.notes["calibration_method"] = method
     t.notes["calibration_images"] = len(images)
     return [b.contiguous().numpy() for b in images.split(batch)]

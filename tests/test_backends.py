@@ -104,7 +104,7 @@ def test_int8_is_calibrated_on_recorded_generated_batches(backend):
     r = measure(cpu(backend, precision="int8"), **FAST)
     assert r.status == "ok", r.error
     assert r.effective_precision == "int8"  # the session's graph, the compiled model: int8 convs
-    assert r.calibration == "32 generated N(0,1) images, seed 1234, in 16 batch(es) of 2"
+    assert r.calibration == "32 generated N(0,1) images, seed 1234, in 16 batches of 2"
     assert (r.calibration_method, r.calibration_images) == ("minmax", 32)
     assert 0 < r.max_abs_diff < 1.0 and 0 <= r.top1_agreement <= 1
     assert r.mfu is None  # no int8 matmul probe: no MFU rather than a wrong one

@@ -165,3 +165,51 @@ def test_a_count_beyond_what_can_finish_is_refused_naming_the_bound(
     assert len(message.splitlines()) == 1, message
     assert f"{flag} must be " in message and f"at most {cli.BOUNDS[flag].high}; got" in message
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+@pytest.mark.parametrize(
+    ("tool", "argv"),
+    [
+        (sweep, ["--device", "cpu", "--models", "small_resnet20", "--batch-sizes", "1"]),
+        (profile, ["--model", "small_resnet20", "--batch-size", "1", "--device", "cpu"]),
+        (layerstats, ["--model", "small_resnet20"]),
+    ],
+)
+def test_an_out_that_names_a_file_is_one_line_and_exit_2(tool, argv, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    assert tool.main([*argv, "--out", str(afile)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{afile} is a file, not a folder: give --out a folder" in err[0]
+    assert afile.read_text() == "not a folder"
+
+
+def test_a_report_out_that_names_a_file_and_a_negative_threshold_are_usage_errors(tmp_path, capsys):
+    from test_report import result, write_run
+
+    write_run(tmp_path / "run", [result()])
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert report.main([str(tmp_path / "run"), "--out", str(afile)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    run = str(tmp_path / "run")
+    for value in ("-5%", "-0.5"):
+        assert report.main([run, "--compare", run, "--threshold", value]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"resbench.report: error: --threshold must be 0 or more; got {value}"
+
+
+def test_a_garbage_line_is_warned_of_once_however_often_it_is_read(tmp_path):
+    import warnings
+
+    from resbench import runfolder
+
+    path = tmp_path / "results.jsonl"
+    path.write_text('garbage\n{"model": "resnet18"\n')
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for _ in range(3):  # a sweep reads it to resume, to report and to judge the load
+            runfolder.read_results_file(path)
+    said = [str(w.message) for w in seen]
+    assert len(said) == 2 and said[0].startswith(f"{path}:1: skipping")
+    assert said[1].startswith(f"{path}:2: skipping")

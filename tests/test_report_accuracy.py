@@ -58,7 +58,7 @@ def test_the_answer_names_the_fastest_within_the_drop_and_the_fastest_overall(tm
     lines = [line for line in table.splitlines() if line.startswith("| resnet18")][:3]
     assert [line.split("|")[3].strip() for line in lines] == ["int8+openvino", "bf16", "fp32"]
     assert "88.80%" in lines[0] and "3.20 (2.60 to 3.80)" in lines[0] and "40 / 8" in lines[0]
-    assert "512 training images (minmax)" in lines[0] and "| no " in lines[0]
+    assert "512 training images, minmax" in lines[0] and "| no " in lines[0]
     assert all(line.rstrip(" |").endswith("yes") for line in lines)  # all three on the front
     # a wider bound makes int8 the answer, and then there is no second row
     assert report.main([str(tmp_path / "run"), "--max-accuracy-drop", "5"]) == 0

@@ -310,3 +310,34 @@ def test_the_serving_rows_draw_on_the_page(tmp_path, browser):
     choose(browser, "scenario", "server")
     assert shown_cells(browser, "sustained") == ["yes", "no", "yes", "yes"]
     assert shown_cells(browser, "p99 ms")[1] == ""  # not sustained: no latency
+
+
+def test_the_page_fits_1400_px_and_a_calibration_keeps_to_one_line(tmp_path, browser):
+    import shutil as sh
+    from pathlib import Path
+
+    committed = Path(__file__).resolve().parent.parent / "results" / "accuracy-cpu"
+    if not committed.exists():
+        pytest.skip("the committed accuracy run is not in this checkout")
+    run = tmp_path / "acc"
+    run.mkdir()
+    for name in ("results.jsonl", "env.json", "run.json"):
+        if (committed / name).exists():
+            sh.copy(committed / name, run / name)
+    assert report.main([str(run)]) == 0
+    browser.call("Emulation.setDeviceMetricsOverride", session=True, width=1400, height=900,
+                 deviceScaleFactor=1, mobile=False)  # fmt: skip
+    try:
+        browser.events.clear()
+        browser.call("Page.navigate", session=True, url=(run / "report.html").as_uri())
+        browser.wait_for("Page.loadEventFired")
+        assert browser.js("document.documentElement.scrollWidth") <= 1400
+        heights = browser.js(
+            "JSON.stringify([...document.querySelectorAll('table.dataframe td')]"
+            ".filter(td => /images/.test(td.textContent)).map(td => td.getBoundingClientRect()"
+            ".height / parseFloat(getComputedStyle(td).fontSize)))"
+        )
+        ratios = json.loads(heights)
+        assert ratios and max(ratios) < 2.2  # one line and its padding (3-4 lines: over 4)
+    finally:
+        browser.call("Emulation.clearDeviceMetricsOverride", session=True)

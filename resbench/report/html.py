@@ -56,7 +56,13 @@ table.results input { width: 6em; font-size: 0.85em; }
 ul.env { font-size: 0.9em; }
 table.dataframe { border-collapse: collapse; font-size: 0.9em; }
 table.dataframe th, table.dataframe td { border: 1px solid #ddd; padding: 2px 8px; }
+table.dataframe td { white-space: nowrap; }
 table.dataframe th { background: #f3f3f3; }
+/* the page never grows wider than the window: a wide table scrolls inside its section, a long
+   text cell (a calibration, a kernel list) keeps to one line with the whole text on hover */
+.scroll { max-width: 100%; overflow-x: auto; }
+.warn, ul.env li { overflow-wrap: anywhere; }
+table td.long { max-width: 18em; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 """
 
 
@@ -317,7 +323,9 @@ def page(
 ) -> str:
     """The whole page: title, headline, warnings, then each (heading, html) section, then env."""
     warn = "".join(f'<div class="warn">{html.escape(w)}</div>' for w in warnings)
-    parts = "".join(f"<h2>{html.escape(h)}</h2>\n{body}\n" for h, body in sections)
+    parts = "".join(
+        f'<h2>{html.escape(h)}</h2>\n<div class="scroll">{body}</div>\n' for h, body in sections
+    )
     env_items = "".join(
         f"<li><b>{html.escape(str(k))}</b>: {html.escape(json.dumps(v) if not isinstance(v, str) else v)}</li>"
         for k, v in env.items()

@@ -124,6 +124,7 @@ TABLE_COLUMNS = [
     ("got quiet", "quiet_text", None),
     ("quiet wait s", "quiet_wait_s", "{:.1f}"),
 ]
+LONG_TEXT = 32  # characters past which a text cell keeps to one line, its whole text on hover
 ERROR_SHOWN = 100  # characters of an error in its status cell; the whole text in its tooltip
 
 
@@ -140,10 +141,17 @@ def _text_cell(r, col: str) -> str:
     if col == "status" and _text(r.get("error")):
         tip = f"{raw}: {r['error']}"  # the error in the labelled status column, not an extra one
         shown = tip if len(tip) <= ERROR_SHOWN else tip[: ERROR_SHOWN - 1] + "\u2026"
+    long = not tip and len(shown) > LONG_TEXT
+    tip = tip or (raw if long else "")
     title = f' title="{html.escape(tip)}"' if tip else ""
-    text = f'<span class="error">{html.escape(shown)}</span>' if tip else html.escape(shown)
+    text = (
+        f'<span class="error">{html.escape(shown)}</span>'
+        if tip and not long
+        else html.escape(shown)
+    )
+    kind = "text long" if long else "text"
     return (
-        f'<td class="text" data-v="{html.escape(shown)}" data-f="{html.escape(raw)}"{title}>'
+        f'<td class="{kind}" data-v="{html.escape(shown)}" data-f="{html.escape(raw)}"{title}>'
         f"{text}</td>"
     )
 
