@@ -110,6 +110,16 @@ def test_several_runs_report_mean_and_std(cifar_dir, tmp_path):
     assert (tmp_path / "runs" / "seed1" / "train.csv").exists()
 
 
+def test_a_text_file_as_the_checkpoint_is_one_clear_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / train.CHECKPOINT).write_text("a\n")  # torch.load read "a" as pickle's APPEND: IndexError
+    assert run(tmp_path / "no-data", out, "--resume") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a checkpoint: torch.save writes" in err, err
+    assert "Error:" not in err and "pop from empty list" not in err
+
+
 def test_torchvision_loader_baseline_runs(cifar_dir, tmp_path):
     small = tmp_path / "data"
     data.make_synthetic(small, n_train=256, n_test=64, seed=4)
