@@ -208,7 +208,8 @@ def start_folder(out: Path, run_dirs: list[Path], args, base, runs: int, command
 
 
 def resume_command(out: Path, args, world: int) -> str:
-    """The command that continues this run: the recorded recipe needs only where it is."""
+    """The command that continues this run: the recorded recipe and data folder need only where
+    it is."""
     if world > 1:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
         nodes = [] if local == world else ["--nnodes", str(world // local)]
@@ -216,9 +217,7 @@ def resume_command(out: Path, args, world: int) -> str:
     else:
         head = ["python", "-m", "resbench.train"]
     tail = [flag for flag, on in (("--no-verify", args.no_verify), ("--no-progress", args.no_progress)) if on]  # fmt: skip
-    return shlex.join(
-        [*head, "--resume", "--out", str(out), "--data-dir", str(args.data_dir), *tail]
-    )
+    return shlex.join([*head, "--resume", "--out", str(out), *tail])
 
 
 def _epochs_kept(run_dir: Path) -> int:

@@ -60,6 +60,8 @@ class TrainConfig:
     targets: tuple[float, ...] = (0.90, 0.94)
     # CPU only: denormal floats from real data cost ~15% per step on x86 (measured on small_resnet18)
     flush_denormal: bool = True
+    # where the data is read (--data-dir), absolute: run.json keeps it, so --resume needs only --out
+    data_dir: str = "data"
 
 
 @dataclass

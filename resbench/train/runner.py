@@ -360,7 +360,7 @@ def _main(args, argv) -> int:
     if rank == 0:
         folder.check_folder(out, run_dirs, args, base)
     with runfolder.locked(out) if rank == 0 else contextlib.nullcontext():
-        ds = inputs.load_data(args, base.dataset, rank, world)
+        ds = inputs.load_data(args, base, rank, world)
         if base.batch_size > len(ds.train_x):
             raise cli.UsageError(
                 f"--batch-size {base.batch_size} is larger than the {len(ds.train_x)} training "
