@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +166,12 @@ def test_a_count_beyond_what_can_finish_is_refused_naming_the_bound(
     assert len(message.splitlines()) == 1, message
     assert f"{flag} must be " in message and f"at most {cli.BOUNDS[flag].high}; got" in message
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_a_count_takes_its_number_in_the_trainer_and_the_sweep():
+    assert [cli.plural(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
+    assert cli.plural(1, "finished Result") == "1 finished Result"
+    # "1 run(s)" is what cli.plural replaced: no printed text of theirs hedges a plural again
+    root = Path(__file__).resolve().parent.parent / "resbench"
+    for path in sorted([*(root / "train").glob("*.py"), *(root / "sweep").glob("*.py")]):
+        assert "(s)" not in path.read_text(), path

@@ -53,6 +53,7 @@ def test_it_trains_to_90_percent_in_five_epochs(five_epochs):
     assert (tmp_path / "train.csv").exists() and (tmp_path / "accuracy_vs_time.png").exists()
     md = (tmp_path / "summary.md").read_text()
     assert "| 90% | 1/1 |" in md and "timed region: training steps only" in md
+    assert "**1 run**:" in md and ", 5 epochs," in md
 
 
 def test_deterministic_resume_ends_with_the_same_weights(cifar_dir, tmp_path):
@@ -105,7 +106,7 @@ def test_several_runs_report_mean_and_std(cifar_dir, tmp_path):
         run(small, tmp_path / "runs", "--epochs", "1", "--runs", "2", "--target-acc", "0.01") == 0
     )
     md = (tmp_path / "runs" / "summary.md").read_text()
-    assert "**2 run(s)**" in md and "±" in md and "| 1% | 2/2 |" in md
+    assert "**2 runs**" in md and "±" in md and "| 1% | 2/2 |" in md
     assert (tmp_path / "runs" / "seed0" / "train.csv").exists()
     assert (tmp_path / "runs" / "seed1" / "train.csv").exists()
 

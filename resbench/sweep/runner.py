@@ -295,10 +295,10 @@ def _announce(args, plan: _Plan, state: dict) -> None:
     seconds = eta.estimate_s(
         todo, args.budget, plan.isolate, args.repeats, args.forks, args.allow_emulated
     )
+    rank = f"rank {plan.rank}/{plan.world}: " if plan.world > 1 else ""
     print(
-        f"{f'rank {plan.rank}/{plan.world}: ' if plan.world > 1 else ''}planned {n} Configs{per}, "
-        f"{len(todo)} to run{already}, ETA about {seconds / 60:.1f} min "
-        f"(isolate={'on' if plan.isolate else 'off'}) -> {plan.out}",
+        f"{rank}planned {cli.plural(n, 'Config')}{per}, {len(todo)} to run{already}, "
+        f"ETA about {seconds / 60:.1f} min (isolate={'on' if plan.isolate else 'off'}) -> {plan.out}",
         flush=True,
     )
 
@@ -329,7 +329,8 @@ def _interrupted(plan: _Plan) -> int:
     """Ctrl-C or SIGTERM mid-grid: say what is kept and how to go on; report what is there."""
     finished = len(runfolder.read_results(plan.out))
     print(
-        f"\ninterrupted; {finished} finished Results are in {plan.out}; {_resume_hint(plan.out)}",
+        f"\ninterrupted; {plan.out} keeps {cli.plural(finished, 'finished Result')}; "
+        f"{_resume_hint(plan.out)}",
         file=sys.stderr,
     )
     if plan.rank == 0 and plan.world == 1:
@@ -363,13 +364,13 @@ def _finish(plan: _Plan, passes: forks.Passes) -> int:
         return EXIT_INTERRUPTED
     wall = time.monotonic() - plan.started
     done = len({r.key() for r in passes.rows})
-    print(f"finished {done} Configs in {wall:.1f} s ({passes.measured_s:.1f} s warming up and "
-          f"measuring); wrote {paths['summary']}")  # fmt: skip
+    print(f"finished {cli.plural(done, 'Config')} in {wall:.1f} s ({passes.measured_s:.1f} s "
+          f"warming up and measuring); wrote {paths['summary']}")  # fmt: skip
     warning = report.load_warning(runfolder.read_results(out))
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     if left:
-        print(f"stopped by --max-minutes with {left} Configs left; {_resume_hint(out)}",
+        print(f"stopped by --max-minutes with {cli.plural(left, 'Config')} left; {_resume_hint(out)}",
               file=sys.stderr)  # fmt: skip
         return EXIT_INCOMPLETE
     keys = {c.key() for c in plan.configs}
@@ -379,7 +380,7 @@ def _finish(plan: _Plan, passes: forks.Passes) -> int:
         if r.status == "error" and (world > 1 or r.key() in keys)
     ]
     if failed:
-        print(f"{len(failed)} Config(s) ended in error (listed in {paths['summary']}); "
+        print(f"{cli.plural(len(failed), 'Config')} ended in error (listed in {paths['summary']}); "
               f"{_resume_hint(out)} measures them again", file=sys.stderr)  # fmt: skip
         return EXIT_ERRORS
     return 0

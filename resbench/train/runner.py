@@ -396,7 +396,7 @@ def _train_all(args, base, ds, run_dirs, out, env, rank, world) -> int:
     if rank == 0:
         finals = [s["final_test_acc"] for _, s in runs]
         print(
-            f"final test accuracy {recipe.mean_std(finals)} over {len(runs)} run(s); wrote {out / 'summary.md'}"
+            f"final test accuracy {recipe.mean_std(finals)} over {cli.plural(len(runs), 'run')}; wrote {out / 'summary.md'}"
         )
     if world > 1:
         import torch.distributed as dist
