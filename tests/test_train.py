@@ -111,6 +111,18 @@ def test_several_runs_report_mean_and_std(cifar_dir, tmp_path):
     assert (tmp_path / "runs" / "seed1" / "train.csv").exists()
 
 
+def test_no_progress_prints_one_line_per_epoch(tmp_path, capsys):
+    small = tmp_path / "data"
+    data.make_synthetic(small, n_train=128, n_test=64, seed=7)
+    assert run(small, tmp_path / "quiet", "--epochs", "2") == 0
+    out = capsys.readouterr().out.splitlines()
+    epochs = [line for line in out if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/2", "2/2"], out
+    for line in epochs:  # its training seconds, train loss and test accuracy
+        assert re.search(r" [0-9.]+ s  loss [0-9.]+  train [0-9.]+  test [0-9.]+ ", line), line
+    assert "over 1 run;" in out[-1]
+
+
 def test_a_text_file_as_the_checkpoint_is_one_clear_line(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()

@@ -109,6 +109,16 @@ def save_checkpoint(path: Path, **state) -> None:
     os.replace(tmp, path)
 
 
+def epoch_line(row: dict, epochs: int) -> str:
+    """An epoch's log row as the line printed when it ends: "epoch 3/30  12.34 s  loss 0.512
+    train 0.823  test 0.8011  lr 0.1  5123 img/s" (the seconds: its timed training steps)."""
+    return (
+        f"epoch {row['epoch']:{len(str(epochs))}d}/{epochs}  {row['train_s']:7.2f} s  "
+        f"loss {row['train_loss']:.3f}  train {row['train_acc']:.3f}  test {row['test_acc']:.4f}  "
+        f"lr {row['lr']:.3g}  {row['images_per_s']:.0f} img/s"
+    )
+
+
 def _finite_or_none(row: dict) -> dict:
     """A NaN or infinity is not JSON: such a value is written as null (no number)."""
     return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}

@@ -159,12 +159,12 @@ def _train(cfg, ds, out, resume, progress, rank, world, device) -> dict:
         t.state.epoch = epoch
         if rank == 0:
             _save(t, out)
+            # one line an epoch, bars or not: --no-progress must not be silent for minutes
+            line = recipe.epoch_line(row, cfg.epochs)
             if progress:
-                tqdm.write(
-                    f"epoch {epoch:3d}  {row['train_s']:7.2f} s  loss {row['train_loss']:.3f}  "
-                    f"train {row['train_acc']:.3f}  test {row['test_acc']:.4f}  lr {row['lr']:.3g}  "
-                    f"{row['images_per_s']:.0f} img/s"
-                )
+                tqdm.write(line)
+            else:
+                print(line, flush=True)
     summary = recipe.summarise(cfg, t.state)
     if rank == 0:
         with STOP.writing():
