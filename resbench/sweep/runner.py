@@ -198,7 +198,8 @@ def _plan(args, argv, notes: list[str]) -> _Plan:
 def _evaluation(args, configs: list[Config], w: weights.Weights | None) -> evaluate.Spec | None:
     """--eval-data read and checked once, before the first Config, against every model of the
     grid (with the --weights already read, ``w``): a folder it cannot score them on is one line
-    and exit 2."""
+    and exit 2, and so is no --weights: He-initialised weights score chance (top-1 about one in
+    the classes), which would name a "fastest within the bound" among settings all at chance."""
     if args.eval_data is None:
         return None
     if not Path(args.eval_data).exists():
@@ -212,6 +213,12 @@ def _evaluation(args, configs: list[Config], w: weights.Weights | None) -> evalu
             evaluate.check(spec, model, size, w.overrides() if fits else None)
     except data.DataError as exc:
         raise cli.UsageError(f"--eval-data: {exc}") from None
+    if w is None:  # after the folder's checks, which hold whatever the weights
+        raise cli.UsageError(
+            "--eval-data scores trained weights, and without --weights every model is "
+            "He-initialised (top-1 at chance): give --weights a state dict or trainer checkpoint "
+            "trained on these images"
+        )
     return spec
 
 
