@@ -33,7 +33,13 @@ from resbench.report.loading import (
 )
 from resbench.report.plots import write_plots
 from resbench.report.serving_plot import write_latency_plots
-from resbench.report.tables import answers_rows, errors, summary_markdown, warnings_for
+from resbench.report.tables import (
+    answers_rows,
+    env_warnings,
+    errors,
+    summary_markdown,
+    warnings_for,
+)
 from resbench.report.tradeoff import PNG as TRADEOFF_PNG
 from resbench.report.tradeoff import write_tradeoff
 
@@ -156,7 +162,8 @@ def write_outputs(
     failed = errors(frame)
     if failed:
         sections.append(("Errors", table_html.items_html(failed)))
-    text = page_html.page(title, headline(results), warnings_for(results), sections, env)
+    warns = [*env_warnings(env), *warnings_for(results)]
+    text = page_html.page(title, headline(results), warns, sections, env)
     paths["html"] = page_html.write_page(out_dir / "report.html", text)
     for p in plots:
         paths[p.stem] = p

@@ -97,6 +97,14 @@ def cpu_arithmetic(env: dict) -> str:
     )
 
 
+def env_warnings(env: dict) -> list[str]:
+    """The run's own warnings, as env.json recorded them: torchrun ranks sharing a CPU's cores
+    (``sweep/ranks.py``), one sentence each."""
+    shared = env.get("shared_cores")
+    said = shared.get("warning") if isinstance(shared, dict) else None
+    return [said[0].upper() + said[1:] + "."] if isinstance(said, str) and said else []
+
+
 def warnings_for(results: Sequence[Result]) -> list[str]:
     """Every warning about a run, one sentence each: load, never quiet, noise, throttling,
     outputs that were not finite, failures."""
@@ -348,7 +356,7 @@ def summary_markdown(
         name = part["device_name"].dropna().iloc[0] if part["device_name"].notna().any() else device
         table = answers_table(part, max_accuracy_drop)
         out += [f"## Answers: {mode} on {device} ({name}){kind}", "", table, ""]
-    warns = warnings_for(results)
+    warns = [*env_warnings(env), *warnings_for(results)]
     if warns:
         out += ["## Warnings", "", *[f"- {w}" for w in warns], ""]
     out += ["## Environment", "", *env_lines(env), *peak_lines(results), "", LEGEND]

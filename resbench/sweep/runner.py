@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as _dt
 import json
-import os
 import shlex
 import signal
 import sys
@@ -30,7 +28,7 @@ from resbench import cli, data, evaluate, report, runfolder, weights
 from resbench.env import collect_env
 from resbench.measure import Config, Result, measure
 from resbench.runfolder import ResultLog
-from resbench.sweep import eta, flags, forks, grid
+from resbench.sweep import eta, flags, forks, grid, ranks
 from resbench.sweep.forks import summary_line
 from resbench.sweep.grid import build_grid
 from resbench.sweep.isolate import Worker
@@ -48,27 +46,6 @@ EXIT_CODES = f"""exit codes:
   {EXIT_ERRORS}    some Configs ended in error; --resume measures them again
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C, SIGTERM); finished Results are kept; --resume continues
 """
-
-
-# ----------------------------------------------------------------------------- distributed
-
-
-def _dist_setup():
-    """(rank, world, local_rank) under torchrun, with a gloo group for coordination; else (0, 1, 0)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    import torch.distributed as dist
-
-    # gloo only coordinates (barrier, broadcast of the run folder); no tensors cross ranks
-    dist.init_process_group("gloo", timeout=_dt.timedelta(hours=48))
-    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def _rank_device(device: str, local_rank: int, world: int) -> str:
-    if world > 1 and device == "cuda":
-        return f"cuda:{local_rank}"
-    return device
 
 
 # ----------------------------------------------------------------------------- command line
@@ -102,6 +79,7 @@ class _Plan:
     options: dict  # the grid and run flags as given (after a resume's merge), for run.json
     resume: bool
     evaluation: evaluate.Spec | None = None  # --eval-data: what every inference row is scored on
+    shared_cores: dict | None = None  # CPU ranks of torchrun sharing this host (ranks.py)
     started: float = dataclasses.field(default_factory=time.monotonic)
 
 
@@ -171,10 +149,11 @@ def _plan(args, argv, notes: list[str]) -> _Plan:
             "--find-max-batch needs a CUDA or MPS device: CPU memory is overcommitted, so the "
             "kernel kills the process instead of raising out-of-memory"
         )
-    rank, world, local_rank = _dist_setup()
+    rank, world, local_rank = ranks.setup()
+    shared = ranks.shared_cores({c.device for c in configs}, world)  # the whole grid's devices
     if world > 1:
         configs = [
-            dataclasses.replace(c, device=_rank_device(c.device, local_rank, world))
+            dataclasses.replace(c, device=ranks.rank_device(c.device, local_rank, world))
             for c in configs[rank::world]
         ]
     devices = sorted({c.device for c in configs})
@@ -192,7 +171,8 @@ def _plan(args, argv, notes: list[str]) -> _Plan:
     )
     command = "python -m resbench.sweep " + shlex.join(sys.argv[1:] if argv is None else argv)
     evaluation = _evaluation(args, configs, loaded)
-    return _Plan(configs, out, rank, world, isolate, command, options, args.resume, evaluation)
+    return _Plan(configs, out, rank, world, isolate, command, options, args.resume, evaluation,
+                 shared)  # fmt: skip
 
 
 def _evaluation(args, configs: list[Config], w: weights.Weights | None) -> evaluate.Spec | None:
@@ -242,8 +222,14 @@ def _record(plan: _Plan) -> None:
         chosen = evaluate.choose(ds.count("test"), spec.images, spec.seed).tolist()
         record = {"spec": spec.to_dict(), "classes": list(ds.classes), "indices": chosen}
         runfolder.write_atomic(plan.out / EVAL_FILE, json.dumps(record) + "\n")
+    shared = {"shared_cores": plan.shared_cores} if plan.shared_cores else {}
+    if shared:
+        print(f"warning: {plan.shared_cores['warning']}", file=sys.stderr, flush=True)
     if not (plan.out / runfolder.ENV_FILE).exists():
-        env = collect_env() | {"command": plan.command, "world_size": plan.world}
+        env = collect_env() | {"command": plan.command, "world_size": plan.world} | shared
+        runfolder.write_atomic(plan.out / runfolder.ENV_FILE, json.dumps(env, indent=2) + "\n")
+    elif shared:  # a resume under torchrun: the first invocation's environment, and this
+        env = runfolder.read_env(plan.out) | shared
         runfolder.write_atomic(plan.out / runfolder.ENV_FILE, json.dumps(env, indent=2) + "\n")
 
 
