@@ -89,6 +89,11 @@ def one_line_warnings(prog: str) -> Iterator[None]:
         warnings.formatwarning = saved
 
 
+def plural(n: int, noun: str) -> str:
+    """ "1 epoch", "2 epochs", "0 runs": a count with its noun in the number the count takes."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def split_list(text: str, flag: str = "the list") -> list[str]:
     """Comma-separated items; an empty item ("8,,16", "") is refused rather than dropped."""
     items = [item.strip() for item in text.split(",")]

@@ -1,7 +1,8 @@
 """Real weights in: a torchvision state dict or a resbench trainer checkpoint, read safely, once.
 
 Files load with ``weights_only=True``, so a crafted one cannot run code; a file that is missing,
-empty, damaged, a pickled model or not a state dict is a ValueError of one line. The network's
+empty, damaged, not written by ``torch.save`` at all (a text or HTML file named .pt), a pickled
+model or not a state dict is a ValueError of one line. The network's
 classes and input channels come from a checkpoint's data record (or the fc and first conv's shapes),
 so ``build_model(name, **w.overrides())`` builds the network the tensors were trained in. Usage::
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,26 @@ _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 # the tensors that say a network's input channels (the first conv; a deep stem's first) and classes
 _FIRST_CONV = ("conv1.weight", "conv1.0.weight")
 _HEAD = "fc.weight"
+# what torch.save writes: a zip archive (PyTorch 1.6 on), before it a pickle stream opening with the
+# PROTO opcode (protocol 2, its default), and in PyTorch's first releases a tar archive
+_ZIP, _PICKLE = b"PK\x03\x04", b"\x80"
+
+
+def _check_torch_file(path: Path) -> None:
+    """A ValueError of one line when ``path`` is none of the formats ``torch.save`` writes.
+
+    ``torch.load`` takes any file that is not a zip archive for its legacy format and feeds its
+    bytes to the unpickler as opcodes, so a text file fails at whatever its first letters mean to
+    pickle ("a" is APPEND: ``IndexError: pop from empty list``; "h" is BINGET: ``KeyError``;
+    others read as "pickled Python objects"); its first bytes say what it is instead."""
+    with path.open("rb") as f:
+        head = f.read(16)
+    if head.startswith((_ZIP, _PICKLE)) or tarfile.is_tarfile(path):
+        return
+    raise ValueError(
+        f"{path} is not a checkpoint: torch.save writes a zip archive (or, before PyTorch 1.6, a "
+        f"pickle), and this file begins {head!r} (a text or HTML file named as one?)"
+    )
 
 
 def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
@@ -43,6 +65,7 @@ def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
         raise ValueError(f"no such file {str(path)!r}")
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty (0 bytes): a download or a save that did not finish?")
+    _check_torch_file(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

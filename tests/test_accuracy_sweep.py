@@ -152,6 +152,8 @@ def test_int8_scales_come_from_the_given_images_not_noise(trained, tmp_path):
         (["--calibration-data", "train"], "needs --eval-data"),
         (["--eval-data", "{data}", "--calibration-data", "nowhere"], "neither train"),
         (["--eval-data", "{data}", "--max-accuracy-drop", "nan"], "--max-accuracy-drop"),
+        # He-initialised weights score chance: no "fastest within the bound" among them
+        (["--eval-data", "{data}"], "without --weights every model is He-initialised"),
         # the checkpoint's recorded preprocessing makes 32x32 inputs, not 64x64
         (["--eval-data", "{data}", "--weights", "{ckpt}", "--image-size", "64"], "1x32x32"),
     ],

@@ -145,7 +145,7 @@ def test_overwrite_leaves_only_the_new_run_and_resume_continues_that(tiny_cifar,
     err = capsys.readouterr().err
     assert "at epoch 3" not in err and f"resumed {out / 'seed1'} at epoch 1" in err
     md = (out / "summary.md").read_text()
-    assert "**2 run(s)**" in md and ", 1 epochs," in md
+    assert "**2 runs**" in md and ", 1 epoch," in md
     invocations = json.loads((out / runfolder.RUN_FILE).read_text())["invocations"]
     assert [i["resume"] for i in invocations] == [False, False, True]
     # files the trainer did not write are never deleted: such a folder is refused, untouched
@@ -170,7 +170,7 @@ def test_resume_keeps_the_recorded_runs_and_epochs_or_says_what_the_folder_holds
     assert train_main(tiny_cifar, out, "--resume", epochs="2") == 0  # more epochs: allowed
     assert [json.loads(x)["epoch"] for x in lines(out / "seed1" / train.LOG_FILE)] == [1, 2]
     md = (out / "summary.md").read_text()
-    assert "**2 run(s)**" in md and ", 2 epochs," in md
+    assert "**2 runs**" in md and ", 2 epochs," in md
     capsys.readouterr()
     assert train_main(tiny_cifar, out, "--resume", epochs="1") == 2
     err = one_line(capsys)
@@ -179,7 +179,7 @@ def test_resume_keeps_the_recorded_runs_and_epochs_or_says_what_the_folder_holds
     assert (
         train_main(tiny_cifar, out, "--resume", epochs=None) == 0
     )  # the recorded 2 epochs, 2 runs
-    assert "**2 run(s)**" in md and ", 2 epochs," in (out / "summary.md").read_text()
+    assert "**2 runs**" in md and ", 2 epochs," in (out / "summary.md").read_text()
 
 
 # ----------------------------------------------------------------------------- one writer (3)
@@ -334,7 +334,7 @@ def test_resume_refuses_a_flag_that_changes_how_numbers_are_measured(
                     fake=fake_measure(calls))  # fmt: skip
     assert rc == 2 and not calls
     err = one_line(capsys)
-    assert said in err and "3 finished Result(s)" in err and "another --out" in err
+    assert said in err and "3 finished Results" in err and "another --out" in err
     assert len(report.read_results(out)) == 3  # nothing was added beside them
 
 
@@ -367,7 +367,7 @@ def test_errors_exit_4_and_resume_retries_them_keeping_the_old_line(tmp_path, mo
     out = tmp_path / "run"
     fake = fake_measure(fail={2})
     assert sweep_main(monkeypatch, out, *GRID, fake=fake) == sweep.EXIT_ERRORS
-    assert "1 Config(s) ended in error" in capsys.readouterr().err
+    assert "1 Config ended in error" in capsys.readouterr().err
     assert sweep_main(monkeypatch, out, "--resume", "--no-progress", fake=fake) == 0
     on_disk = [json.loads(line) for line in lines(out / runfolder.RESULTS_FILE)]
     assert [(r["batch_size"], r["status"]) for r in on_disk] == [

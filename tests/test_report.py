@@ -566,7 +566,7 @@ def test_the_summary_names_every_invocation_of_a_resumed_run(tmp_path):
     runfolder.record_invocation(run, "python -m resbench.sweep --resume --models x", {}, True)
     assert report.main([str(run)]) == 0
     summary = (run / "summary.md").read_text()
-    assert "- commands (3 invocations: 1 start(s) and 2 resume(s)), in order:" in summary
+    assert "- commands (3 invocations: 1 start and 2 resumes), in order:" in summary
     for n, tail in ((1, "--out run` (started"), (2, "--resume --out run` (resume, started"),
                     (3, "--resume --models x` (resume, started")):  # fmt: skip
         assert f"  {n}. `python -m resbench.sweep {tail}" in summary

@@ -451,9 +451,25 @@ def test_torchrun_two_processes_merge_into_one_folder(tmp_path):
     # every rank ran its slice in two passes, each in a fresh worker of its own
     assert all(r.forks == 2 and len(r.fork_medians_ms) == 2 for r in results)
     assert not (out / "parts").exists()
-    assert (out / "summary.md").exists() and json.loads((out / "env.json").read_text())[
-        "world_size"
-    ] == 2
+    env = json.loads((out / "env.json").read_text())
+    assert (out / "summary.md").exists() and env["world_size"] == 2
+    # two CPU ranks on one host time each Config under the other's load: said, and recorded
+    said = "each rank is measured under the others' load: 2 torchrun ranks share"
+    assert done.stderr.count(said) == 1, done.stderr[-3000:]  # once, by rank 0
+    assert env["shared_cores"]["ranks"] == 2 and said in env["shared_cores"]["warning"]
+    assert "- Each rank is measured under the others' load" in (out / "summary.md").read_text()
+
+
+def test_only_cpu_ranks_sharing_a_host_are_said_to_share_its_cores(monkeypatch):
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    shared = sweep.ranks.shared_cores({"cpu", "cuda"}, 2)
+    assert shared["ranks"] == 2 and shared["cores"] >= 1
+    assert f"2 torchrun ranks share {shared['cores']} cores" in shared["warning"]
+    assert sweep.ranks.shared_cores({"cuda"}, 2) is None  # a GPU each
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")  # one rank a host
+    assert sweep.ranks.shared_cores({"cpu"}, 2) is None
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert sweep.ranks.shared_cores({"cpu"}, 1) is None  # no torchrun
 
 
 def test_find_max_batch_doubles_then_bisects():

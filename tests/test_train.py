@@ -53,6 +53,7 @@ def test_it_trains_to_90_percent_in_five_epochs(five_epochs):
     assert (tmp_path / "train.csv").exists() and (tmp_path / "accuracy_vs_time.png").exists()
     md = (tmp_path / "summary.md").read_text()
     assert "| 90% | 1/1 |" in md and "timed region: training steps only" in md
+    assert "**1 run**:" in md and ", 5 epochs," in md
 
 
 def test_deterministic_resume_ends_with_the_same_weights(cifar_dir, tmp_path):
@@ -105,9 +106,31 @@ def test_several_runs_report_mean_and_std(cifar_dir, tmp_path):
         run(small, tmp_path / "runs", "--epochs", "1", "--runs", "2", "--target-acc", "0.01") == 0
     )
     md = (tmp_path / "runs" / "summary.md").read_text()
-    assert "**2 run(s)**" in md and "±" in md and "| 1% | 2/2 |" in md
+    assert "**2 runs**" in md and "±" in md and "| 1% | 2/2 |" in md
     assert (tmp_path / "runs" / "seed0" / "train.csv").exists()
     assert (tmp_path / "runs" / "seed1" / "train.csv").exists()
+
+
+def test_no_progress_prints_one_line_per_epoch(tmp_path, capsys):
+    small = tmp_path / "data"
+    data.make_synthetic(small, n_train=128, n_test=64, seed=7)
+    assert run(small, tmp_path / "quiet", "--epochs", "2") == 0
+    out = capsys.readouterr().out.splitlines()
+    epochs = [line for line in out if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/2", "2/2"], out
+    for line in epochs:  # its training seconds, train loss and test accuracy
+        assert re.search(r" [0-9.]+ s  loss [0-9.]+  train [0-9.]+  test [0-9.]+ ", line), line
+    assert "over 1 run;" in out[-1]
+
+
+def test_a_text_file_as_the_checkpoint_is_one_clear_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / train.CHECKPOINT).write_text("a\n")  # torch.load read "a" as pickle's APPEND: IndexError
+    assert run(tmp_path / "no-data", out, "--resume") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a checkpoint: torch.save writes" in err, err
+    assert "Error:" not in err and "pop from empty list" not in err
 
 
 def test_torchvision_loader_baseline_runs(cifar_dir, tmp_path):

@@ -145,3 +145,55 @@ def test_a_run_resumes_only_on_its_own_dataset(tmp_path, capsys):
     (out / runfolder.RUN_FILE).write_text(json.dumps(record))
     assert run(cifar, out, "--no-verify", "--resume", "--epochs", "2") == 0
     assert torch.load(out / train.CHECKPOINT, weights_only=True)["state"]["epoch"] == 2
+
+
+@pytest.mark.parametrize("layout", ["named", "torchvision"])
+def test_a_dataset_is_refused_on_files_that_say_they_are_another(fashion, tmp_path, capsys, layout):
+    # MNIST's and Fashion-MNIST's idx files have one format: either loads as the other, and the run,
+    # its checkpoint and its normalisation would be named for data it never saw
+    if layout == "named":  # Debian's flat folder named for Fashion-MNIST, trained as MNIST
+        folder, dataset, holds = fashion, "mnist", "Fashion-MNIST"
+    else:  # torchvision's own MNIST/raw folder given directly, trained as Fashion-MNIST
+        folder = data.make_synthetic_idx(tmp_path / "root", n_train=40, n_test=10,
+                                         layout="torchvision", torchvision_name="MNIST")  # fmt: skip
+        dataset, holds = "fashion-mnist", "MNIST"
+    assert run(folder, tmp_path / "out", "--dataset", dataset) == 2
+    said = one_line(capsys)
+    assert f"--dataset {dataset}, but {folder} holds {holds}'s files" in said, said
+    assert f"--dataset {data.detect(folder)}" in said
+    assert not (tmp_path / "out" / train.CHECKPOINT).exists()
+
+
+def test_a_folder_that_does_not_say_or_holds_both_trains_as_asked(tmp_path, capsys):
+    # a flat folder named for neither is only guessed to be MNIST: not a reason to refuse
+    plain = data.make_synthetic_idx(tmp_path / "idx", n_train=64, n_test=32, seed=4)
+    assert data.detect(plain) == "mnist" and data.detect(plain, guess=False) is None
+    assert run(plain, tmp_path / "a", "--dataset", "fashion-mnist") == 0
+    # torchvision's root holding both: each dataset's own raw folder is read
+    root = tmp_path / "root"
+    for name in ("MNIST", "FashionMNIST"):
+        data.make_synthetic_idx(root, n_train=64, n_test=32, layout="torchvision",
+                                torchvision_name=name)  # fmt: skip
+    assert run(root, tmp_path / "b", "--dataset", "mnist") == 0
+    assert (
+        torch.load(tmp_path / "b" / train.CHECKPOINT, weights_only=True)["data"]["dataset"]
+        == "mnist"
+    )
+
+
+def test_resume_reads_the_recorded_data_dir(fashion, tmp_path, monkeypatch, capsys):
+    # started with a relative --data-dir, resumed from elsewhere without one: run.json has it
+    monkeypatch.chdir(fashion.parent)
+    out = tmp_path / "run"
+    assert run(Path(fashion.name), out, "--dataset", "fashion-mnist") == 0
+    options = runfolder.recorded_options(out)
+    assert options["data_dir"] == str(fashion)
+    monkeypatch.chdir(tmp_path)  # ./data does not exist here: the default would fail
+    argv = ["--resume", "--out", str(out), "--epochs", "2", "--no-progress"]
+    assert train.main(argv) == 0, capsys.readouterr().err
+    assert torch.load(out / train.CHECKPOINT, weights_only=True)["state"]["epoch"] == 2
+    capsys.readouterr()
+    # and a --data-dir given on resume is used instead (here: one that holds nothing)
+    argv = ["--resume", "--out", str(out), "--epochs", "3", "--data-dir", str(tmp_path / "none")]
+    assert train.main(argv) == 2
+    assert str(tmp_path / "none") in one_line(capsys)

@@ -115,6 +115,51 @@ def test_a_bad_weights_file_stops_the_sweep_in_one_line_before_any_config(
     assert not (out / "results.jsonl").exists()
 
 
+# text files named .pt: torch.load read each as pickle opcodes ("a" is APPEND, "h" BINGET, ...)
+TEXTS = ["a\n", "hello\n", "not a checkpoint\n", "<!DOCTYPE html>\n<html></html>\n"]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_a_text_file_named_pt_is_one_clear_line_wherever_weights_are_read(
+    text, tmp_path, monkeypatch, capsys
+):
+    path = tmp_path / "text.pt"
+    path.write_text(text)
+    with pytest.raises(ValueError) as caught:
+        weights.read(path)
+    said = str(caught.value)
+    assert said.startswith(f"{path} is not a checkpoint: torch.save writes a zip archive"), said
+    assert "Error" not in said and "pickled" not in said and "\n" not in said
+    monkeypatch.setattr(sweep.runner, "measure", no_measure)
+    argv = [
+        *TINY,
+        "--models",
+        "small_resnet20",
+        "--weights",
+        str(path),
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    assert sweep.main(argv) == 2
+    assert one_line(capsys) == f"resbench.sweep: error: --weights: {said}"
+    argv = ["--model", "small_resnet20", "--device", "cpu", "--weights", str(path),
+            "--out", str(tmp_path / "p")]  # fmt: skip
+    assert profile.main(argv) == 2
+    assert said in one_line(capsys)
+    argv = ["--model", "small_resnet20", "--device", "cpu", "--batch-size", "4", "--checkpoint",
+            str(path), "--out", str(tmp_path / "o")]  # fmt: skip
+    assert layerstats.main(argv) == 2
+    assert said in one_line(capsys)
+
+
+def test_a_legacy_torch_save_still_loads(tmp_path):
+    """Files from before PyTorch 1.6 (a pickle stream, not a zip) are checkpoints too."""
+    path = tmp_path / "old.pth"
+    torch.save(build_model("small_resnet20").state_dict(), path,
+               _use_new_zipfile_serialization=False)  # fmt: skip
+    assert weights.read(path).fits("small_resnet20") is None
+
+
 def test_a_torchvision_state_dict_and_its_wrapping_are_read_with_their_shapes(tmp_path):
     model = trained("resnet18d", num_classes=37, in_channels=1)  # a deep stem: conv1.0.weight
     torch.save(model.state_dict(), tmp_path / "bare.pth")

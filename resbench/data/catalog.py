@@ -71,9 +71,13 @@ def load(
     return spec.reader(spec, Path(path), download=download, check=check, size=size)
 
 
-def detect(path: Path | str) -> str:
+def detect(path: Path | str, guess: bool = True) -> str | None:
     """What ``path`` holds: "cifar10", "fashion-mnist", "mnist" or "imagefolder"; a DataError of
-    one line naming the layouts resbench reads when it is none of them."""
+    one line naming the layouts resbench reads when it is none of them.
+
+    MNIST's and Fashion-MNIST's idx files differ only in where they lie (``idx.detect``): a flat
+    folder named for neither is taken for MNIST, a guess; ``guess=False`` gives None for it, so a
+    caller can tell what the folder says from what is assumed."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path} does not exist")
@@ -81,9 +85,11 @@ def detect(path: Path | str) -> str:
         raise DataError(f"{path} is not a folder (give the folder that holds the data)")
     if path.name == cifar.FOLDER or (path / cifar.FOLDER).is_dir():
         return "cifar10"
-    found = idx.detect(path, _idx_names())
+    found = idx.detect(path, _idx_names(), guess)
     if found:
         return found
+    if not guess and idx.holds_idx(path):
+        return None
     if folders.is_image_folder(path):
         return "imagefolder"
     raise DataError(

@@ -49,11 +49,16 @@ def raw_folder(root: Path, torchvision_name: str) -> Path:
     return root / torchvision_name / "raw"
 
 
-def detect(path: Path, names: dict[str, str]) -> str | None:
+def detect(path: Path, names: dict[str, str], guess: bool = True) -> str | None:
     """The dataset the idx files in ``path`` are, or None if it holds none.
+
+    The two datasets' files have one format, so only where they lie tells them apart: torchvision's
+    ``<Name>/raw`` folders, or a flat folder's name (one named for fashion is Fashion-MNIST, one
+    named ``mnist`` MNIST). A flat folder named for neither is taken for MNIST: a guess.
 
     Args:
         names: torchvision's folder name -> dataset name ({"FashionMNIST": "fashion-mnist", ...}).
+        guess: False: None for a flat folder named for neither, instead of the guess.
     """
     held = [names[tv] for tv in names if holds_idx(raw_folder(path, tv))]
     if len(held) > 1:
@@ -65,8 +70,11 @@ def detect(path: Path, names: dict[str, str]) -> str | None:
     if path.name == "raw" and path.parent.name in names and holds_idx(path):
         return names[path.parent.name]
     if holds_idx(path):  # a flat folder says which by its name: /usr/share/datasets/fashion-mnist
-        fashion = "fashion" in path.resolve().name.lower()
-        return names["FashionMNIST" if fashion else "MNIST"]
+        name = path.resolve().name.lower()
+        if "fashion" in name:
+            return names["FashionMNIST"]
+        if guess or name == "mnist":
+            return names["MNIST"]
     return None
 
 

@@ -33,7 +33,13 @@ from resbench.report.loading import (
 )
 from resbench.report.plots import write_plots
 from resbench.report.serving_plot import write_latency_plots
-from resbench.report.tables import answers_rows, errors, summary_markdown, warnings_for
+from resbench.report.tables import (
+    answers_rows,
+    env_warnings,
+    errors,
+    summary_markdown,
+    warnings_for,
+)
 from resbench.report.tradeoff import PNG as TRADEOFF_PNG
 from resbench.report.tradeoff import write_tradeoff
 
@@ -156,13 +162,8 @@ def write_outputs(
     failed = errors(frame)
     if failed:
         sections.append(("Errors", table_html.items_html(failed)))
-    text = page_html.page(
-        title,
-        headline(results),
-        warnings_for(results, frame, env.get("logical_cores")),
-        sections,
-        env,
-    )
+    warns = [*env_warnings(env), *warnings_for(results, frame, env.get("logical_cores"))]
+    text = page_html.page(title, headline(results), warns, sections, env)
     paths["html"] = page_html.write_page(out_dir / "report.html", text)
     for p in plots:
         paths[p.stem] = p
@@ -303,7 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         drop = accuracy_drop_of(source, results) if drop is None else drop
         title = f"resbench results: {source.name}"
         paths = write_outputs(out, env, results, title, max_batch, drop)
-        print(f"wrote {paths['summary']}, {paths['html']} and {len(paths) - 3} plot(s)")
+        plots = cli.plural(len(paths) - 3, "plot")
+        print(f"wrote {paths['summary']}, {paths['html']} and {plots}")
         if old is not None:
             names = (source.name, args.compare.name)
             written, table = write_comparison(

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from resbench import settings, timing
+from resbench.cli import plural
 from resbench.measure import Result
 from resbench.report import accuracy, serving
 from resbench.report.analysis import (
@@ -74,8 +75,9 @@ def invocation_lines(invocations: list[dict]) -> list[str]:
     if len(invocations) < 2:
         return []
     resumes = sum(bool(i.get("resume")) for i in invocations)
-    lines = [f"- commands ({len(invocations)} invocations: {len(invocations) - resumes} start(s) "
-             f"and {resumes} resume(s)), in order:"]  # fmt: skip
+    starts = plural(len(invocations) - resumes, "start")
+    lines = [f"- commands ({plural(len(invocations), 'invocation')}: {starts} and "
+             f"{plural(resumes, 'resume')}), in order:"]  # fmt: skip
     for n, i in enumerate(invocations, 1):
         when = f"started {i['started']}" if i.get("started") else "start not recorded"
         kind = "resume, " if i.get("resume") else ""
@@ -97,6 +99,14 @@ def cpu_arithmetic(env: dict) -> str:
         f"{env.get('torch_cpu_capability')}"
         + (f"; oneDNN's convolution kernels: {', '.join(kernels)}" if kernels else "")
     )
+
+
+def env_warnings(env: dict) -> list[str]:
+    """The run's own warnings, as env.json recorded them: torchrun ranks sharing a CPU's cores
+    (``sweep/ranks.py``), one sentence each."""
+    shared = env.get("shared_cores")
+    said = shared.get("warning") if isinstance(shared, dict) else None
+    return [said[0].upper() + said[1:] + "."] if isinstance(said, str) and said else []
 
 
 def warnings_for(
@@ -479,7 +489,7 @@ def summary_markdown(
         name = part["device_name"].dropna().iloc[0] if part["device_name"].notna().any() else device
         table = answers_table(part, max_accuracy_drop)
         out += [f"## Answers: {mode} on {device} ({name}){kind}", "", table, ""]
-    warns = warnings_for(results, frame, env.get("logical_cores"))
+    warns = [*env_warnings(env), *warnings_for(results, frame, env.get("logical_cores"))]
     if warns:
         out += ["## Warnings", "", *[f"- {w}" for w in warns], ""]
     out += ["## Environment", "", *env_lines(env), *peak_lines(results), "", LEGEND]

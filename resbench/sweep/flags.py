@@ -161,7 +161,8 @@ def build_parser(epilog: str = "") -> cli.Parser:
         help="score every inference row on labelled images: a CIFAR-10 folder, MNIST or "
         "Fashion-MNIST idx files (flat, or torchvision's layout), or an ImageFolder of class "
         "folders (resize 256, centre crop 224, ImageNet mean/std); top-1, top-5, the drop "
-        "against fp32 eager, the flips (default: not scored)",
+        "against fp32 eager, the flips; needs --weights, trained weights to score "
+        "(default: not scored)",
     )
     acc.add_argument(
         "--eval-images",

@@ -233,10 +233,10 @@ def resume_options(args, recorded: dict, measured: int = 0) -> list[str]:
         )
     if changed and measured:
         raise cli.UsageError(
-            f"--resume: {'; '.join(changed)}: the run's {measured} finished Result(s) were measured "
-            "the recorded way, and one table would mix both; resume without "
-            f"{'that flag' if len(changed) == 1 else 'those flags'}, or start a new run in another "
-            "--out"
+            f"--resume: {'; '.join(changed)}: the run holds "
+            f"{cli.plural(measured, 'finished Result')} measured the recorded way, and one table "
+            f"would mix both; resume without {'that flag' if len(changed) == 1 else 'those flags'}, "
+            "or start a new run in another --out"
         )
     for name in options:
         if getattr(args, name) is None:
@@ -327,7 +327,7 @@ def build_grid(args) -> tuple[list[Config], list[str]]:
             dropped[str(exc)] += 1
     if not kept:
         raise cli.UsageError(next(iter(dropped)))
-    notes = [f"dropped {n} Config(s): {why}" for why, n in dropped.items()]
+    notes = [f"dropped {cli.plural(n, 'Config')}: {why}" for why, n in dropped.items()]
     return kept, notes
 
 

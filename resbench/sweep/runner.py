@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as _dt
 import json
 import os
 import shlex
@@ -30,7 +29,7 @@ from resbench import cli, data, evaluate, report, runfolder, weights
 from resbench.env import collect_env
 from resbench.measure import Config, Result, measure
 from resbench.runfolder import ResultLog
-from resbench.sweep import eta, flags, forks, grid
+from resbench.sweep import eta, flags, forks, grid, ranks
 from resbench.sweep.forks import summary_line
 from resbench.sweep.grid import build_grid
 from resbench.sweep.isolate import Worker
@@ -48,27 +47,6 @@ EXIT_CODES = f"""exit codes:
   {EXIT_ERRORS}    some Configs ended in error; --resume measures them again
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C, SIGTERM); finished Results are kept; --resume continues
 """
-
-
-# ----------------------------------------------------------------------------- distributed
-
-
-def _dist_setup():
-    """(rank, world, local_rank) under torchrun, with a gloo group for coordination; else (0, 1, 0)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    import torch.distributed as dist
-
-    # gloo only coordinates (barrier, broadcast of the run folder); no tensors cross ranks
-    dist.init_process_group("gloo", timeout=_dt.timedelta(hours=48))
-    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def _rank_device(device: str, local_rank: int, world: int) -> str:
-    if world > 1 and device == "cuda":
-        return f"cuda:{local_rank}"
-    return device
 
 
 # ----------------------------------------------------------------------------- command line
@@ -102,6 +80,7 @@ class _Plan:
     options: dict  # the grid and run flags as given (after a resume's merge), for run.json
     resume: bool
     evaluation: evaluate.Spec | None = None  # --eval-data: what every inference row is scored on
+    shared_cores: dict | None = None  # CPU ranks of torchrun sharing this host (ranks.py)
     started: float = dataclasses.field(default_factory=time.monotonic)
 
 
@@ -171,10 +150,11 @@ def _plan(args, argv, notes: list[str]) -> _Plan:
             "--find-max-batch needs a CUDA or MPS device: CPU memory is overcommitted, so the "
             "kernel kills the process instead of raising out-of-memory"
         )
-    rank, world, local_rank = _dist_setup()
+    rank, world, local_rank = ranks.setup()
+    shared = ranks.shared_cores({c.device for c in configs}, world)  # the whole grid's devices
     if world > 1:
         configs = [
-            dataclasses.replace(c, device=_rank_device(c.device, local_rank, world))
+            dataclasses.replace(c, device=ranks.rank_device(c.device, local_rank, world))
             for c in configs[rank::world]
         ]
     devices = sorted({c.device for c in configs})
@@ -192,13 +172,15 @@ def _plan(args, argv, notes: list[str]) -> _Plan:
     )
     command = "python -m resbench.sweep " + shlex.join(sys.argv[1:] if argv is None else argv)
     evaluation = _evaluation(args, configs, loaded)
-    return _Plan(configs, out, rank, world, isolate, command, options, args.resume, evaluation)
+    return _Plan(configs, out, rank, world, isolate, command, options, args.resume, evaluation,
+                 shared)  # fmt: skip
 
 
 def _evaluation(args, configs: list[Config], w: weights.Weights | None) -> evaluate.Spec | None:
     """--eval-data read and checked once, before the first Config, against every model of the
     grid (with the --weights already read, ``w``): a folder it cannot score them on is one line
-    and exit 2."""
+    and exit 2, and so is no --weights: He-initialised weights score chance (top-1 about one in
+    the classes), which would name a "fastest within the bound" among settings all at chance."""
     if args.eval_data is None:
         return None
     if not Path(args.eval_data).exists():
@@ -212,6 +194,12 @@ def _evaluation(args, configs: list[Config], w: weights.Weights | None) -> evalu
             evaluate.check(spec, model, size, w.overrides() if fits else None)
     except data.DataError as exc:
         raise cli.UsageError(f"--eval-data: {exc}") from None
+    if w is None:  # after the folder's checks, which hold whatever the weights
+        raise cli.UsageError(
+            "--eval-data scores trained weights, and without --weights every model is "
+            "He-initialised (top-1 at chance): give --weights a state dict or trainer checkpoint "
+            "trained on these images"
+        )
     return spec
 
 
@@ -235,8 +223,14 @@ def _record(plan: _Plan) -> None:
         chosen = evaluate.choose(ds.count("test"), spec.images, spec.seed).tolist()
         record = {"spec": spec.to_dict(), "classes": list(ds.classes), "indices": chosen}
         runfolder.write_atomic(plan.out / EVAL_FILE, json.dumps(record) + "\n")
+    shared = {"shared_cores": plan.shared_cores} if plan.shared_cores else {}
+    if shared:
+        print(f"warning: {plan.shared_cores['warning']}", file=sys.stderr, flush=True)
     if not (plan.out / runfolder.ENV_FILE).exists():
-        env = collect_env() | {"command": plan.command, "world_size": plan.world}
+        env = collect_env() | {"command": plan.command, "world_size": plan.world} | shared
+        runfolder.write_atomic(plan.out / runfolder.ENV_FILE, json.dumps(env, indent=2) + "\n")
+    elif shared:  # a resume under torchrun: the first invocation's environment, and this
+        env = runfolder.read_env(plan.out) | shared
         runfolder.write_atomic(plan.out / runfolder.ENV_FILE, json.dumps(env, indent=2) + "\n")
 
 
@@ -295,10 +289,10 @@ def _announce(args, plan: _Plan, state: dict) -> None:
     seconds = eta.estimate_s(
         todo, args.budget, plan.isolate, args.repeats, args.forks, args.allow_emulated
     )
+    rank = f"rank {plan.rank}/{plan.world}: " if plan.world > 1 else ""
     print(
-        f"{f'rank {plan.rank}/{plan.world}: ' if plan.world > 1 else ''}planned {n} Configs{per}, "
-        f"{len(todo)} to run{already}, ETA about {seconds / 60:.1f} min "
-        f"(isolate={'on' if plan.isolate else 'off'}) -> {plan.out}",
+        f"{rank}planned {cli.plural(n, 'Config')}{per}, {len(todo)} to run{already}, "
+        f"ETA about {seconds / 60:.1f} min (isolate={'on' if plan.isolate else 'off'}) -> {plan.out}",
         flush=True,
     )
 
@@ -329,7 +323,8 @@ def _interrupted(plan: _Plan) -> int:
     """Ctrl-C or SIGTERM mid-grid: say what is kept and how to go on; report what is there."""
     finished = len(runfolder.read_results(plan.out))
     print(
-        f"\ninterrupted; {finished} finished Results are in {plan.out}; {_resume_hint(plan.out)}",
+        f"\ninterrupted; {plan.out} keeps {cli.plural(finished, 'finished Result')}; "
+        f"{_resume_hint(plan.out)}",
         file=sys.stderr,
     )
     if plan.rank == 0 and plan.world == 1:
@@ -363,13 +358,13 @@ def _finish(plan: _Plan, passes: forks.Passes) -> int:
         return EXIT_INTERRUPTED
     wall = time.monotonic() - plan.started
     done = len({r.key() for r in passes.rows})
-    print(f"finished {done} Configs in {wall:.1f} s ({passes.measured_s:.1f} s warming up and "
-          f"measuring); wrote {paths['summary']}")  # fmt: skip
+    print(f"finished {cli.plural(done, 'Config')} in {wall:.1f} s ({passes.measured_s:.1f} s "
+          f"warming up and measuring); wrote {paths['summary']}")  # fmt: skip
     warning = report.load_warning(runfolder.read_results(out), os.cpu_count())
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     if left:
-        print(f"stopped by --max-minutes with {left} Configs left; {_resume_hint(out)}",
+        print(f"stopped by --max-minutes with {cli.plural(left, 'Config')} left; {_resume_hint(out)}",
               file=sys.stderr)  # fmt: skip
         return EXIT_INCOMPLETE
     keys = {c.key() for c in plan.configs}
@@ -379,7 +374,7 @@ def _finish(plan: _Plan, passes: forks.Passes) -> int:
         if r.status == "error" and (world > 1 or r.key() in keys)
     ]
     if failed:
-        print(f"{len(failed)} Config(s) ended in error (listed in {paths['summary']}); "
+        print(f"{cli.plural(len(failed), 'Config')} ended in error (listed in {paths['summary']}); "
               f"{_resume_hint(out)} measures them again", file=sys.stderr)  # fmt: skip
         return EXIT_ERRORS
     return 0

@@ -101,9 +101,10 @@ def build_parser() -> cli.Parser:
     p.add_argument(
         "--data-dir",
         type=Path,
-        default=Path("data"),
+        default=Path(d.data_dir),
         help="folder holding cifar-10-batches-py/, or the idx files flat or in "
-        "<dir>/FashionMNIST/raw/ (<dir>/MNIST/raw/) (default: %(default)s)",
+        "<dir>/FashionMNIST/raw/ (<dir>/MNIST/raw/); files that say they are another --dataset's "
+        "are refused (default: %(default)s; with --resume, the run's own)",
     )
     p.add_argument(
         "--download",
@@ -143,8 +144,9 @@ def build_parser() -> cli.Parser:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run(s) in --out from their checkpoints: flags not given take the "
-        "recorded values; recipe flags given must match them; --epochs may grow",
+        help="continue the run in --out (each of its seeds) from its checkpoints: flags not given "
+        "take the recorded values (--data-dir too); recipe flags given must match them; --epochs "
+        "may grow",
     )
     p.add_argument(
         "--overwrite",
@@ -204,6 +206,7 @@ def config_from_args(args) -> TrainConfig:
         precision=args.precision, channels_last=channels_last, compile=args.compile, seed=args.seed,
         deterministic=args.deterministic, device=args.device, data_loader=args.data_loader,
         workers=args.workers, pad_mode=args.pad_mode, targets=targets, flush_denormal=not args.keep_denormals,
+        data_dir=str(args.data_dir.absolute()),
     ))  # fmt: skip
 
 

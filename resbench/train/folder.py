@@ -142,7 +142,7 @@ def resume_recipe(
     if runs is not None and runs != held:
         names = ", ".join(d.name for d in run_dirs_of(out, cfg, held)) if held > 1 else "one seed"
         raise cli.UsageError(
-            f"--resume --runs {runs}: {out} holds {held} run{'s' if held > 1 else ''} ({names}); "
+            f"--resume --runs {runs}: {out} holds {cli.plural(held, 'run')} ({names}); "
             f"resume with --runs {held}, or without --runs"
         )
     merged = {k: taken[k] if k in taken else _as_field(v, recorded[k]) for k, v in now.items()}
@@ -184,8 +184,8 @@ def check_folder(out: Path, run_dirs: list[Path], args, base: TrainConfig) -> No
                 done = max(done, int(ckpt["state"]["epoch"]))
         if base.epochs < done:
             raise cli.UsageError(
-                f"--resume --epochs {base.epochs}: {out} has trained {done} epochs already; resume "
-                f"with --epochs {done} or more, or without --epochs"
+                f"--resume --epochs {base.epochs}: {out} has trained {cli.plural(done, 'epoch')} "
+                f"already; resume with --epochs {done} or more, or without --epochs"
             )
 
 
@@ -208,7 +208,8 @@ def start_folder(out: Path, run_dirs: list[Path], args, base, runs: int, command
 
 
 def resume_command(out: Path, args, world: int) -> str:
-    """The command that continues this run: the recorded recipe needs only where it is."""
+    """The command that continues this run: the recorded recipe and data folder need only where
+    it is."""
     if world > 1:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
         nodes = [] if local == world else ["--nnodes", str(world // local)]
@@ -216,9 +217,7 @@ def resume_command(out: Path, args, world: int) -> str:
     else:
         head = ["python", "-m", "resbench.train"]
     tail = [flag for flag, on in (("--no-verify", args.no_verify), ("--no-progress", args.no_progress)) if on]  # fmt: skip
-    return shlex.join(
-        [*head, "--resume", "--out", str(out), "--data-dir", str(args.data_dir), *tail]
-    )
+    return shlex.join([*head, "--resume", "--out", str(out), *tail])
 
 
 def _epochs_kept(run_dir: Path) -> int:
@@ -235,7 +234,8 @@ def kept_text(out: Path, run_dirs: list[Path], epochs: int) -> str:
     if len(run_dirs) == 1:
         return f"{run_dirs[0] / CHECKPOINT} keeps epoch {kept[0]} of {epochs}"
     each = ", ".join(
-        f"{d.name} {k} of {epochs} epochs" for d, k in zip(run_dirs, kept, strict=True)
+        f"{d.name} {k} of {cli.plural(epochs, 'epoch')}"
+        for d, k in zip(run_dirs, kept, strict=True)
     )
     return f"the checkpoints in {out} keep {each}"
 

@@ -14,7 +14,7 @@ import dataclasses
 
 import torch
 
-from resbench import data
+from resbench import cli, data
 from resbench.models import default_image_size
 from resbench.train.recipe import TrainConfig
 
@@ -63,16 +63,37 @@ def loaders(cfg: TrainConfig, d: data.Tensors, pre: data.Preprocess, gen: torch.
     return train_loader, test_loader
 
 
-def load_data(args, dataset: str, rank: int, world: int) -> data.Tensors:
-    """The dataset as ``--data-dir`` holds it: rank 0 first (it may download and cache), then the
-    other ranks."""
+def load_data(args, cfg: TrainConfig, rank: int, world: int) -> data.Tensors:
+    """The dataset as ``cfg.data_dir`` holds it: rank 0 first (it may download and cache), then
+    the other ranks; refused when its files say they are another dataset's."""
     check = not args.no_verify
     if rank == 0:
-        ds = data.load(dataset, args.data_dir, download=args.download, check=check)
+        ds = data.load(cfg.dataset, cfg.data_dir, download=args.download, check=check)
     if world > 1:
         import torch.distributed as dist
 
         dist.barrier()  # rank 0 downloaded and cached; the others read the cache
     if rank != 0:
-        ds = data.load(dataset, args.data_dir, check=check)
+        ds = data.load(cfg.dataset, cfg.data_dir, check=check)
+    check_dataset(ds, cfg.dataset)
     return ds
+
+
+def check_dataset(ds: data.Tensors, dataset: str) -> None:
+    """A UsageError of one line when the folder read for ``--dataset`` says it holds another
+    dataset (``data.detect``: FashionMNIST/raw, a folder named fashion-mnist, ...): MNIST's and
+    Fashion-MNIST's idx files have one format, so either loads as the other, and the run, its
+    checkpoint and its normalisation would be named for data it never saw. The folder read, not
+    ``--data-dir``: torchvision's root may hold several datasets side by side. A folder whose name
+    says nothing (a flat folder named for neither) is not refused."""
+    try:
+        held = data.detect(ds.path, guess=False)
+    except data.DataError:  # a layout detect does not name (it was read all the same)
+        return
+    if held is None or held == dataset:
+        return
+    said, named = data.DATASETS[held].title, data.DATASETS[dataset].title
+    raise cli.UsageError(
+        f"--dataset {dataset}, but {ds.path} holds {said}'s files (by its name); train with "
+        f"--dataset {held}, or give --data-dir the folder of {named}'s files"
+    )

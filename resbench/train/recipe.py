@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from resbench import runfolder
+from resbench import cli, runfolder
 from resbench.data import DATASETS
 from resbench.report import pyplot
 
@@ -60,6 +60,8 @@ class TrainConfig:
     targets: tuple[float, ...] = (0.90, 0.94)
     # CPU only: denormal floats from real data cost ~15% per step on x86 (measured on small_resnet18)
     flush_denormal: bool = True
+    # where the data is read (--data-dir), absolute: run.json keeps it, so --resume needs only --out
+    data_dir: str = "data"
 
 
 @dataclass
@@ -105,6 +107,16 @@ def save_checkpoint(path: Path, **state) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    """An epoch's log row as the line printed when it ends: "epoch 3/30  12.34 s  loss 0.512
+    train 0.823  test 0.8011  lr 0.1  5123 img/s" (the seconds: its timed training steps)."""
+    return (
+        f"epoch {row['epoch']:{len(str(epochs))}d}/{epochs}  {row['train_s']:7.2f} s  "
+        f"loss {row['train_loss']:.3f}  train {row['train_acc']:.3f}  test {row['test_acc']:.4f}  "
+        f"lr {row['lr']:.3g}  {row['images_per_s']:.0f} img/s"
+    )
 
 
 def _finite_or_none(row: dict) -> dict:
@@ -224,20 +236,25 @@ def write_summary(out: Path, cfg: TrainConfig, runs: list[tuple[Path, dict]], en
     """summary.md and accuracy_vs_time.png over one or more runs: the epochs each run trained."""
 
     finals = [s["final_test_acc"] for _, s in runs]
-    epochs = "/".join(str(e) for e in dict.fromkeys(s["epochs"] for _, s in runs))
+    counts = list(dict.fromkeys(s["epochs"] for _, s in runs))  # runs may stop at other epochs
+    epochs = (
+        cli.plural(counts[0], "epoch")
+        if len(counts) == 1
+        else f"{'/'.join(map(str, counts))} epochs"
+    )
     lines = [
         f"# Training {cfg.model} on {DATASETS[cfg.dataset].title}",
         "",
         f"- device: {cfg.device} ({', '.join(env.get('gpu_names') or []) or env.get('cpu')}); torch {env.get('torch')}",
         f"- command: `{env.get('command', '')}`",
         f"- recipe: batch {cfg.batch_size}, SGD lr {cfg.lr} momentum {cfg.momentum} wd {cfg.weight_decay}, "
-        f"MultiStepLR {list(cfg.milestones)} x{cfg.gamma}, {epochs} epochs, {cfg.precision}, "
+        f"MultiStepLR {list(cfg.milestones)} x{cfg.gamma}, {epochs}, {cfg.precision}, "
         f"channels_last {'on' if cfg.channels_last else 'off'}, compile {cfg.compile}, loader {cfg.data_loader}",
         f"- timed region: training steps only, synchronised at its edges (evaluation, data loading and compile "
         f"warm-up excluded: eval {np.mean([s['eval_s'] for _, s in runs]):.1f} s, "
         f"compile {np.mean([s['compile_s'] for _, s in runs]):.1f} s per run)",
         "",
-        f"**{len(runs)} run(s)**: final test accuracy {mean_std(finals)}; "
+        f"**{cli.plural(len(runs), 'run')}**: final test accuracy {mean_std(finals)}; "
         f"training time {mean_std([s['train_s'] for _, s in runs])} s.",
         "",
         "| target | runs reaching it | training seconds to reach it | epoch |",

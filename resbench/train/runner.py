@@ -159,12 +159,12 @@ def _train(cfg, ds, out, resume, progress, rank, world, device) -> dict:
         t.state.epoch = epoch
         if rank == 0:
             _save(t, out)
+            # one line an epoch, bars or not: --no-progress must not be silent for minutes
+            line = recipe.epoch_line(row, cfg.epochs)
             if progress:
-                tqdm.write(
-                    f"epoch {epoch:3d}  {row['train_s']:7.2f} s  loss {row['train_loss']:.3f}  "
-                    f"train {row['train_acc']:.3f}  test {row['test_acc']:.4f}  lr {row['lr']:.3g}  "
-                    f"{row['images_per_s']:.0f} img/s"
-                )
+                tqdm.write(line)
+            else:
+                print(line, flush=True)
     summary = recipe.summarise(cfg, t.state)
     if rank == 0:
         with STOP.writing():
@@ -360,7 +360,7 @@ def _main(args, argv) -> int:
     if rank == 0:
         folder.check_folder(out, run_dirs, args, base)
     with runfolder.locked(out) if rank == 0 else contextlib.nullcontext():
-        ds = inputs.load_data(args, base.dataset, rank, world)
+        ds = inputs.load_data(args, base, rank, world)
         if base.batch_size > len(ds.train_x):
             raise cli.UsageError(
                 f"--batch-size {base.batch_size} is larger than the {len(ds.train_x)} training "
@@ -396,7 +396,7 @@ def _train_all(args, base, ds, run_dirs, out, env, rank, world) -> int:
     if rank == 0:
         finals = [s["final_test_acc"] for _, s in runs]
         print(
-            f"final test accuracy {recipe.mean_std(finals)} over {len(runs)} run(s); wrote {out / 'summary.md'}"
+            f"final test accuracy {recipe.mean_std(finals)} over {cli.plural(len(runs), 'run')}; wrote {out / 'summary.md'}"
         )
     if world > 1:
         import torch.distributed as dist
