@@ -47,6 +47,9 @@ def run_cli(prog: str, body: Callable[[], int]) -> int:
     """Run a tool's body: a ValueError from validation is one line and exit 2, and so is a folder
     to write that is a file (an --out naming one); a failed read or write (OSError) one line
     naming the path and exit 1; warnings are one line each."""
+    from resbench import runfolder  # here: runfolder reads Results, which build on this module
+
+    runfolder.forget_warnings()
     with one_line_warnings(prog):
         try:
             return body()

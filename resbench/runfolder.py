@@ -162,11 +162,16 @@ def read_jsonl(path: Path) -> list[tuple[int, dict]]:
     return rows
 
 
-_SAID: set[tuple[str, int, str]] = set()  # (file, line, why) already warned of in this process
+_SAID: set[tuple[str, int, str]] = set()  # (file, line, why) already warned of in this command
+
+
+def forget_warnings() -> None:
+    """Start a command afresh (``cli.run_cli``): its bad lines are warned of again, once."""
+    _SAID.clear()
 
 
 def _skip(path: Path, number: int, why: str) -> None:
-    """Warn of a skipped line once per process: a sweep reads its results.jsonl to resume, to
+    """Warn of a skipped line once per command: a sweep reads its results.jsonl to resume, to
     report and to judge the load, and one bad line is one warning, not three."""
     said = (str(Path(path).resolve()), number, why)
     if said in _SAID:

@@ -21,7 +21,6 @@ import shlex
 import signal
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -131,10 +130,9 @@ def _check_args(args) -> list[str]:
 
 
 def _measured(out: Path) -> int:
-    """How many Results in ``out`` hold a measured number (status ok)."""
-    with warnings.catch_warnings():  # a damaged line is reported once, when the log opens
-        warnings.simplefilter("ignore")
-        return sum(r.status == "ok" for r in runfolder.read_results(out))
+    """How many Results in ``out`` hold a measured number (status ok); a damaged line is warned
+    of here, the first read, and not again (``runfolder`` says each once per command)."""
+    return sum(r.status == "ok" for r in runfolder.read_results(out))
 
 
 def _plan(args, argv, notes: list[str]) -> _Plan:
