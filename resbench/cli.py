@@ -43,13 +43,15 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+commands_run = 0  # how many tool commands this process has run (run_cli), e.g. report then sweep
+
+
 def run_cli(prog: str, body: Callable[[], int]) -> int:
     """Run a tool's body: a ValueError from validation is one line and exit 2, and so is a folder
     to write that is a file (an --out naming one); a failed read or write (OSError) one line
     naming the path and exit 1; warnings are one line each."""
-    from resbench import runfolder  # here: runfolder reads Results, which build on this module
-
-    runfolder.forget_warnings()
+    global commands_run
+    commands_run += 1  # a new command: runfolder warns of each bad line again, once
     with one_line_warnings(prog):
         try:
             return body()
@@ -58,14 +60,28 @@ def run_cli(prog: str, body: Callable[[], int]) -> int:
             return EXIT_USAGE
         except (FileExistsError, NotADirectoryError) as exc:  # --out naming a file: the user's
             print(
-                f"{prog}: error: {exc.filename} is a file, not a folder: give --out a folder "
-                "(a new one, or a run folder)",
+                f"{prog}: error: {blocking_file(exc.filename)} is a file, not a folder: give "
+                "--out a folder (a new one, or a run folder)",
                 file=sys.stderr,
             )
             return EXIT_USAGE
         except OSError as exc:
             print(f"{prog}: error: {os_error_text(exc)}", file=sys.stderr)
             return EXIT_IO
+
+
+def blocking_file(path) -> str:
+    """The file that stands where a folder must: ``path`` itself, or the nearest of its parents
+    that exists and is no folder ("run" under a file called "file": "file")."""
+    import os.path
+
+    here = str(path)
+    while here and not os.path.exists(here):
+        parent = os.path.dirname(here)
+        if parent == here:
+            break
+        here = parent
+    return here if here and os.path.exists(here) and not os.path.isdir(here) else str(path)
 
 
 def os_error_text(exc: OSError) -> str:

@@ -137,7 +137,7 @@ def write_atomic(path: Path, text: str) -> None:
 # ----------------------------------------------------------------------------- Results
 
 
-def read_jsonl(path: Path) -> list[tuple[int, dict]]:
+def read_jsonl(path: Path, warn: bool = True) -> list[tuple[int, dict]]:
     """(line number, object) for every line of ``path`` that is a JSON object; others are skipped
     with one warning each, naming the file and the line."""
     path = Path(path)
@@ -150,31 +150,29 @@ def read_jsonl(path: Path) -> list[tuple[int, dict]]:
         try:
             row = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
-            _skip(path, number, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+            _skip(path, number, f"not UTF-8 text ({exc.reason} at byte {exc.start})", warn)
             continue
         except json.JSONDecodeError:
-            _skip(path, number, "an incomplete line (a run killed mid-write?)")
+            _skip(path, number, "an incomplete line (a run killed mid-write?)", warn)
             continue
         if not isinstance(row, dict):
-            _skip(path, number, f"a JSON {type(row).__name__}, not an object")
+            _skip(path, number, f"a JSON {type(row).__name__}, not an object", warn)
             continue
         rows.append((number, row))
     return rows
 
 
-_SAID: set[tuple[str, int, str]] = set()  # (file, line, why) already warned of in this command
+_SAID: set[tuple[int, str, int, str]] = set()  # (command, file, line, why) already warned of
 
 
-def forget_warnings() -> None:
-    """Start a command afresh (``cli.run_cli``): its bad lines are warned of again, once."""
-    _SAID.clear()
+def _skip(path: Path, number: int, why: str, warn: bool = True) -> None:
+    """Warn of a skipped line once per command (``cli.commands_run``): a sweep reads its
+    results.jsonl to resume, to report and to judge the load, and one bad line is one warning,
+    not three. ``warn`` False: a read that says nothing (and so leaves the warning to the next)."""
+    from resbench import cli
 
-
-def _skip(path: Path, number: int, why: str) -> None:
-    """Warn of a skipped line once per command: a sweep reads its results.jsonl to resume, to
-    report and to judge the load, and one bad line is one warning, not three."""
-    said = (str(Path(path).resolve()), number, why)
-    if said in _SAID:
+    said = (cli.commands_run, str(Path(path).resolve()), number, why)
+    if not warn or said in _SAID:
         return
     _SAID.add(said)
     warnings.warn(f"{path}:{number}: skipping {why}", UserWarning, stacklevel=3)
@@ -198,14 +196,14 @@ def _bool_ok(value, types: tuple[type, ...]) -> bool:
     return bool in types or not isinstance(value, bool)  # JSON true is no batch size
 
 
-def read_results_file(path: Path) -> list[Result]:
+def read_results_file(path: Path, warn: bool = True) -> list[Result]:
     """Every Result line of ``path``, in file order; other lines skipped with a warning."""
     results = []
-    for number, row in read_jsonl(path):
+    for number, row in read_jsonl(path, warn):
         try:
             results.append(result_from_row(row))
         except ValueError as exc:
-            _skip(Path(path), number, f"a line that is not a Result ({exc})")
+            _skip(Path(path), number, f"a line that is not a Result ({exc})", warn)
     return results
 
 
@@ -218,9 +216,9 @@ def latest(results: Iterable[Result]) -> list[Result]:
     return list(by_key.values())
 
 
-def read_results(folder: Path) -> list[Result]:
+def read_results(folder: Path, warn: bool = True) -> list[Result]:
     """The run's Results, the latest per Config; malformed lines skipped with a warning."""
-    return latest(read_results_file(Path(folder) / RESULTS_FILE))
+    return latest(read_results_file(Path(folder) / RESULTS_FILE, warn))
 
 
 def read_env(folder: Path) -> dict:

@@ -586,9 +586,9 @@ def test_out_under_a_file_is_one_line(tool, tiny_cifar, tmp_path, monkeypatch, c
                            "--steps", "1", "--warmup", "0", "--out", str(out)])  # fmt: skip
     else:
         rc = train_main(tiny_cifar, out)
-    assert rc == cli.EXIT_IO
+    assert rc == cli.EXIT_USAGE  # the user's path: a file where a folder must be
     err = one_line(capsys)
-    assert "Not a directory" in err and str(blocker) in err
+    assert "is a file, not a folder: give --out a folder" in err and str(blocker) in err
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])

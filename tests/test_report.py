@@ -551,7 +551,8 @@ def test_the_summary_names_the_cpu_arithmetic_and_rows_whose_label_would_be_fals
            "onednn_bf16_kernel": None, "onednn_fp32_kernel": "brg_conv_fwd:avx2"}  # fmt: skip
     text = summary_markdown(env, [ok, skipped], "run")
     assert "CPU arithmetic: flags avx2, fma; PyTorch's vector capability AVX2" in text
-    assert "fp32 (brg_conv_fwd:avx2)" in text  # the computed-in column
+    # the computed-in column: a row from before each row's kernels were read names the probe's
+    assert "fp32 (probe: brg_conv_fwd:avx2; not read off this row)" in text
     assert "resnet18 b1 inference bf16+openvino (it would compute fp32)" in text
     assert "not recorded (a run from before" in summary_markdown({"cpu": "x"}, [ok], "old run")
 

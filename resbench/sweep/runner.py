@@ -130,9 +130,9 @@ def _check_args(args) -> list[str]:
 
 
 def _measured(out: Path) -> int:
-    """How many Results in ``out`` hold a measured number (status ok); a damaged line is warned
-    of here, the first read, and not again (``runfolder`` says each once per command)."""
-    return sum(r.status == "ok" for r in runfolder.read_results(out))
+    """How many Results in ``out`` hold a measured number (status ok); silent, as a damaged line
+    is reported once, when the log opens (a truncated last line is cut there, with its warning)."""
+    return sum(r.status == "ok" for r in runfolder.read_results(out, warn=False))
 
 
 def _plan(args, argv, notes: list[str]) -> _Plan:
