@@ -136,13 +136,16 @@ class Result(Config):
     # accuracy on labelled images (--eval-data; resbench/evaluate.py), inference rows only: scored
     # through the row's own prepared call, outside the timed region, against fp32 eager at the same
     # batch size with the same weights and images
-    top1_accuracy: float | None = None  # fraction of the eval images whose top-1 class is right
+    # fraction of the eval images whose top-1 class is right; an image whose top logit is tied
+    # between k classes counts 1/k if the label is among them (argmax would pick the lowest index)
+    top1_accuracy: float | None = None
+    top1_ties: int | None = None  # eval images whose top-1 was tied here (left out of the flips)
     top5_accuracy: float | None = None  # the same for the top 5 (only with more than 5 classes)
     accuracy_drop: float | None = (
         None  # points: fp32 eager top-1 minus this row's (0.0 for fp32 eager)
     )
-    flips_lost: int | None = None  # images right in fp32 eager and wrong here
-    flips_gained: int | None = None  # images wrong in fp32 eager and right here
+    flips_lost: int | None = None  # untied images right in fp32 eager and wrong here
+    flips_gained: int | None = None  # untied images wrong in fp32 eager and right here
     accuracy_drop_p: float | None = None  # exact McNemar p of the flips (1.0 with none)
     accuracy_drop_ci: list[float] | None = None  # [low, high] 95% interval of the drop, points
     kl_divergence: float | None = None  # mean KL(fp32 eager softmax || this row's), nats an image

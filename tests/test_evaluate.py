@@ -66,3 +66,18 @@ def test_a_subset_is_seeded_sorted_and_never_repeats():
     assert len(set(a.tolist())) == 50 and a.tolist() == sorted(a.tolist())
     assert torch.equal(evaluate.choose(30, None), torch.arange(30))
     assert torch.equal(evaluate.choose(30, 99), torch.arange(30))
+
+
+def test_a_tied_top_logit_is_credited_1_over_k_and_flips_nothing():
+    # bf16 logits tie often; argmax gives a tie to the lowest class index, so a model that
+    # over-predicts a high class (Shirt, 6) gains every tie it shares with a lower one: the
+    # 1-epoch Fashion-MNIST checkpoint's bf16 "gain" was half that rule
+    labels = torch.tensor([0, 0, 2, 1])
+    ref = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    out = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    got = evaluate.compare(out, ref, labels)
+    # image 0: fp32 said 2 (wrong), the row ties 0 and 2: half a right answer, not a whole one
+    assert got["top1_accuracy"] == pytest.approx((0.5 + 1 + 1 + 1) / 4)
+    assert got["accuracy_drop"] == pytest.approx(100 * (3 / 4 - 3.5 / 4))
+    assert got["top1_ties"] == 1 and (got["flips_lost"], got["flips_gained"]) == (0, 0)
+    assert got["accuracy_drop_p"] == 1.0  # a tie is no prediction to flip

@@ -2,8 +2,9 @@
 
 Usage: ``python -m resbench.report RUN [--compare OLD] [--max-accuracy-drop POINTS]`` (see
 ``--help``). Modules, each importing only those before it: ``loading`` (runs and pytest-benchmark
-JSON -> Results), ``analysis`` (speed-ups, answers, the load rule, the roofline, the accuracy
-picks and Pareto front), ``text`` (how numbers and rows are written), ``accuracy`` (the answers and
+JSON -> Results), ``analysis`` (speed-ups, answers, the roofline, the accuracy picks and Pareto
+front), ``load`` (the load rule, its warning and the answers it withholds), ``text`` (how numbers
+and rows are written), ``caveats`` (every warning a summary and page open with), ``accuracy`` (the answers and
 table of rows scored on labelled images), ``tables`` (markdown), ``plots`` (PNG), ``tradeoff``
 (images/s against accuracy drop, PNG), ``serving`` (offline and server rows: what a machine
 serves, their table, the latency curves' points), ``serving_plot`` (p99 against offered rate, PNG
@@ -26,10 +27,8 @@ from resbench.report.analysis import (
     accuracy_picks,
     answers,
     headline,
-    load_warning,
     pareto_front,
     roofline,
-    run_load,
     speedups_per_batch,
     with_speedups,
 )
@@ -42,6 +41,7 @@ from resbench.report.cli import (
     write_report,
 )
 from resbench.report.compare import compare, compare_markdown
+from resbench.report.load import load_warning, run_load
 from resbench.report.loading import (
     ENV_FILE,
     MAX_BATCH_FILE,

@@ -18,8 +18,8 @@ from resbench.report.analysis import (
     accuracy_picks,
     answers,
     by_input,
-    load_note,
 )
+from resbench.report.load import load_note
 from resbench.report.text import ci_text, flags, fmt, mfu_text, p_text, points, times
 
 NOT_MEASURED = "accuracy not measured"

@@ -16,6 +16,7 @@ from resbench.report import accuracy, serving, table_html
 from resbench.report import html as page_html
 from resbench.report import prior as prior_module
 from resbench.report.analysis import MAX_ACCURACY_DROP, headline, results_table, single_stream
+from resbench.report.caveats import env_warnings, warnings_for
 from resbench.report.compare import (
     FAIL_ON,
     compare_report,
@@ -33,13 +34,7 @@ from resbench.report.loading import (
 )
 from resbench.report.plots import write_plots
 from resbench.report.serving_plot import write_latency_plots
-from resbench.report.tables import (
-    answers_rows,
-    env_warnings,
-    errors,
-    summary_markdown,
-    warnings_for,
-)
+from resbench.report.tables import answers_rows, errors, summary_markdown
 from resbench.report.tradeoff import PNG as TRADEOFF_PNG
 from resbench.report.tradeoff import write_tradeoff
 

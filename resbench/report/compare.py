@@ -31,10 +31,9 @@ from resbench.report.accuracy_compare import accuracy_line, accuracy_verdict
 from resbench.report.analysis import (
     LOAD_MEDIAN_CORES,
     MAX_ACCURACY_DROP,
-    load_warning,
     row_loaded,
-    run_load,
 )
+from resbench.report.load import load_warning, run_load
 from resbench.report.loading import setting_label
 from resbench.report.serving_compare import OFFLINE, PEAKS, SERVER
 from resbench.report.significance import (

@@ -35,9 +35,8 @@ from resbench.sweep.eta import Progress
 # what only fork 0 measures (measure(score=False) in the others), or what is the Config's first
 # preparation in a fresh process (its first call, the backend's preparation, the clocks as it began)
 FIRST_FORK_FIELDS = ("max_abs_diff", "top1_agreement", "agreement_inputs", "calibration",
-                     "calibration_method",
-                     "calibration_images", "top1_accuracy", "top5_accuracy", "accuracy_drop",
-                     "flips_lost", "flips_gained", "accuracy_drop_p", "accuracy_drop_ci",
+                     "calibration_method", "calibration_images", "top1_accuracy", "top1_ties",
+                     "top5_accuracy", "accuracy_drop", "flips_lost", "flips_gained", "accuracy_drop_p", "accuracy_drop_ci",
                      "kl_divergence", "logit_rel_error", "eval_images", "eval_data", "eval_s",
                      "compile_time_s", "prepare_s")  # fmt: skip
 # the statuses after which a Config gets no more forks (an error is measured again by --resume)
