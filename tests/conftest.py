@@ -5,6 +5,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
@@ -28,7 +29,13 @@ def busy_cpu():
     """A child process that keeps one core busy while the test runs; stopped and reaped after."""
     child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        time.sleep(0.3)  # let it reach the scheduler before anything is measured
+        # until it is spinning, not a fixed wait: a slow start on a busy host left it idle during
+        # the measurement (and the load unseen) once in a full run
+        spinning = psutil.Process(child.pid)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and sum(spinning.cpu_times()[:2]) < 0.2:
+            time.sleep(0.05)
+        time.sleep(0.1)
         yield child
     finally:
         child.kill()

@@ -79,7 +79,9 @@ def test_every_row_is_scored_and_fp32_eager_equals_the_trainers_accuracy(trained
     assert fp32.agreement_inputs is None and fp32.max_abs_diff is None
     for r in (real, noise):
         assert r.accuracy_drop == pytest.approx(100 * (fp32.top1_accuracy - r.top1_accuracy))
-        assert r.flips_lost - r.flips_gained == round(r.accuracy_drop * 1.5)
+        # the flips count untied images; an int8 model's quantised logits tie, and a tied image
+        # moves the drop by at most one image without flipping
+        assert abs(r.flips_lost - r.flips_gained - r.accuracy_drop * 1.5) <= r.top1_ties + 1e-9
         assert 0 <= r.accuracy_drop_p <= 1 and r.kl_divergence >= 0
     record = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert record["indices"] == list(range(150)) and record["spec"]["dataset"] == "fashion-mnist"
