@@ -9,7 +9,6 @@ that field's default (``Result.from_dict``). ``validate_config`` refuses bad inp
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import itertools
 from dataclasses import dataclass, field
 
@@ -293,8 +292,8 @@ def validate_config(config: Config) -> torch.device:
 
 def missing_package(config: Config) -> str | None:
     """Why this Config's backend cannot run here (its package is not installed), or None."""
-    needs = settings.BACKENDS[config.backend].needs
-    if needs is None or importlib.util.find_spec(needs) is not None:
+    backend = settings.BACKENDS[config.backend]
+    if backend.installed():
         return None
-    extra = settings.BACKENDS[config.backend].extra
+    needs, extra = backend.needs, backend.extra
     return f"backend {config.backend} needs {needs}: pip install 'resbench[{extra}]' (or pip install -e \".[{extra}]\")"

@@ -17,6 +17,7 @@ takes that grammar only: at most one "cl" and one backend.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -87,6 +88,15 @@ class Backend:
     warm: Callable | None = None
     # the devices on which it runs more than one stream (independent executors at once)
     stream_devices: tuple[str, ...] = ("cpu", "cuda")
+
+    @property
+    def pytorch(self) -> bool:
+        """PyTorch's own arithmetic (eager, compile, AOTInductor, CUDA graphs): no runtime package."""
+        return self.needs is None
+
+    def installed(self) -> bool:
+        """Whether the package it runs on is importable here (PyTorch's own always are)."""
+        return self.needs is None or importlib.util.find_spec(self.needs) is not None
 
 
 BACKENDS = {

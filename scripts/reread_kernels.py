@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 ISA_ENV = "ONEDNN_MAX_CPU_ISA"
-PYTORCH = ("eager", "compile", "aotinductor")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,10 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def wanted(row: dict) -> bool:
+    """An ok PyTorch CPU row whose kernels were not read off its own call."""
+    from resbench import settings
+
+    backend = settings.BACKENDS.get(row.get("backend") or "eager")
     return (
         row.get("status") == "ok"
         and str(row.get("device", "")).startswith("cpu")
-        and row.get("backend", "eager") in PYTORCH
+        and backend is not None
+        and backend.pytorch
         and row.get("kernels") is None
     )
 

@@ -5,6 +5,7 @@ Everything here takes and returns data (DataFrames, strings); tables, plots and 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -223,12 +224,13 @@ def roofline(frame: pd.DataFrame, env: dict) -> pd.DataFrame:
         seconds = finite(r["latency_ms_median"])
         if r["model"] not in known or not flops_step or not seconds:
             continue
-        try:  # bytes at the precision that ran where the row read it back, else its label's
-            traffic = flops.count_bytes(
-                r["model"], int(r["image_size"]), r["mode"], counted_precision(r)
-            )
-        except ValueError:
-            continue  # a precision with no byte count (int8)
+        traffic = None  # bytes at the precision that ran where the count knows it, else the label's
+        for precision in dict.fromkeys([r.get("effective_precision"), r["precision"]]):
+            with contextlib.suppress(ValueError, TypeError):  # no byte count (int8, None)
+                traffic = flops.count_bytes(r["model"], int(r["image_size"]), r["mode"], precision)
+                break
+        if traffic is None:
+            continue
         moved = traffic.bytes_per_step(int(r["batch_size"]))
         achieved = flops_step * 1e9 / (seconds / 1e3)
         peak = (finite(r["peak_tflops"]) or math.nan) * 1e12
@@ -270,15 +272,6 @@ def placed(roof: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     if over is None or not over.any():
         return roof, ""
     return roof[~over], f" ({int(over.sum())} over the memory roof, left out: bytes unknown)"
-
-
-def counted_precision(r) -> str:
-    """The precision a row's bytes are counted in: the one it read back where the byte count
-    knows it ("bf16" for fp32+openvino that OpenVINO ran in bf16), else its label's."""
-    ran = r.get("effective_precision")
-    return (
-        ran if isinstance(ran, str) and ran in ("fp32", "tf32", "bf16", "fp16") else r["precision"]
-    )
 
 
 def results_table(results: Sequence[Result], env: dict) -> pd.DataFrame:

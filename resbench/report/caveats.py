@@ -107,8 +107,6 @@ def untried_backends(results: Sequence[Result]) -> str | None:
     """Which backends the run did not measure on its devices, and why: not installed (the extra
     that brings it), or not in the run's grid (the flag that adds it). An answer is only the
     fastest of what was tried; this says what was not."""
-    import importlib.util
-
     devices = {r.device.split(":")[0] for r in results}
     ran = {r.backend for r in results if r.status == "ok"}
     missing: dict[str, list[str]] = {}
@@ -116,7 +114,7 @@ def untried_backends(results: Sequence[Result]) -> str | None:
     for name, backend in settings.BACKENDS.items():
         if name in ran or not devices & set(backend.devices):
             continue
-        if backend.needs and importlib.util.find_spec(backend.needs) is None:
+        if not backend.installed():
             missing.setdefault(backend.extra or backend.needs, []).append(name)
         else:
             unasked.append(name)

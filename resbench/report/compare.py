@@ -90,8 +90,10 @@ def compare(
     new_env: dict | None = None,
     old_env: dict | None = None,
     prior: prior_module.Prior | None = None,
+    found: matching.Matching | None = None,
 ) -> pd.DataFrame:
-    """Match Results by Config (``matching``, with the runs' envs: default thread counts match);
+    """Match Results by Config (``matching``, with the runs' envs: default thread counts match;
+    ``found``: that matching, made already);
     a verdict and a note per row.
 
     ``speedup`` is old over new: with forks on both sides, the ratio of the geometric means of the
@@ -106,7 +108,7 @@ def compare(
     speedup), as ``serving_compare`` says; ``basis`` names which, and the serving columns (scenario,
     streams, threads, images/s, peaks, p99, sustained) come where some row needs them.
     """
-    matched = matching.match(new, old, new_env, old_env).pairs
+    matched = (found or matching.match(new, old, new_env, old_env)).pairs
     prior = prior or prior_module.load()
     forks = [(len(fork_medians(r)), len(fork_medians(base))) for r, base in matched]
     bases = [serving_compare.basis(r, base) for r, base in matched]
@@ -287,16 +289,16 @@ def compare_report(
     left without a partner are a warning naming what kept them apart; with no row matched, the
     verdict line says that nothing was compared and why."""
     prior = prior or prior_module.load()
+    pairs = matching.match(new, old, new_env, old_env)
     table = compare(
         new, old, threshold, alpha, max_accuracy_drop, new_env=new_env, old_env=old_env,
-        prior=prior,
+        prior=prior, found=pairs,
     )  # fmt: skip
     warns = []
     machines = fingerprint.warning(new_env, new, old_env, old)
     if machines:
         warns.append(machines)
     warns += load_differences(new, old)
-    pairs = matching.match(new, old, new_env, old_env)
     unmatched = matching.unmatched_sentence(pairs, new_env, old_env)
     if table.empty:
         nothing = "No Config was compared: no ok row of the new run matched one of the old"

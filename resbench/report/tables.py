@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from resbench import settings
 from resbench.cli import plural
 from resbench.measure import Result
 from resbench.report import accuracy, serving
@@ -202,9 +203,6 @@ def noise_note(r) -> str:
     return "; ".join(notes)
 
 
-PYTORCH_BACKENDS = ("eager", "compile", "aotinductor", "cudagraphs")
-
-
 def computed_in(r) -> str:
     """What a row's arithmetic was: its precision, read back, with the kernels that ran. A PyTorch
     CPU row says every convolution kernel of one of its own calls and the reorders ("fp32
@@ -222,7 +220,8 @@ def computed_in(r) -> str:
         return f"{eff} ({kernels}{tail}{later})"
     if not isinstance(kernel, str):
         return eff
-    if r.get("device") == "cpu" and r.get("backend") in PYTORCH_BACKENDS:
+    backend = settings.BACKENDS.get(r.get("backend"))
+    if r.get("device") == "cpu" and backend is not None and backend.pytorch:
         return f"{eff} (probe: {kernel}; not read off this row)"
     return f"{eff} ({kernel})"
 
