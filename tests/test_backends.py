@@ -228,7 +228,11 @@ def test_torch_rows_say_which_kernel_ran_on_this_cpu():
         assert r.status == "skipped"
         return
     assert r.status == "ok" and r.effective_precision == "bf16"
-    assert r.compute_kernel == env.onednn_kernel(torch.bfloat16)
+    # the row's own commonest kernel (read off its call), not the probe's: they agree on some
+    # hosts and not on others (resnet18 b1 fp32 NCHW runs jit, the probe brg_conv_fwd)
+    assert (r.compute_kernel is None and r.kernels == env.NATIVE) or r.kernels.startswith(
+        f"{r.compute_kernel} "
+    )
     ran = env.onednn_convolution(torch.bfloat16)
     # the data type comes from oneDNN's own line (src:bf16), not the kernel's name: on an AMX
     # host the bf16 kernel is "brg_conv_fwd:avx10_1_512_amx", with no "bf16" in it
