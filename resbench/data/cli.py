@@ -34,36 +34,41 @@ def synthesise(name: str, folder: Path, n_train: int) -> Path:
                               torchvision_name=DATASETS[name].torchvision)  # fmt: skip
 
 
+def build_parser():
+    """The command line's parser (also what the docs' ``--help`` block is generated from)."""
+    from resbench.cli import Parser
+
+    p = Parser(
+        prog="python -m resbench.data",
+        description="Fetch, check or synthesise a labelled dataset.",
+    )
+    p.add_argument(
+        "--dataset", choices=list(DATASETS), default="cifar10", help="(default: %(default)s)"
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("data"),
+        help="the folder that holds it (the idx files flat or in <dir>/FashionMNIST/raw/) "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch the official files if absent (not for an ImageFolder)",
+    )
+    p.add_argument(
+        "--no-verify", action="store_true", help="skip CIFAR-10's md5 check (data you made)"
+    )
+    p.add_argument("--synthetic", type=int, metavar="N", help="write N learnable training images")
+    return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from resbench.cli import Parser, run_cli
+    from resbench.cli import run_cli
 
     def body() -> int:
-        p = Parser(
-            prog="python -m resbench.data",
-            description="Fetch, check or synthesise a labelled dataset.",
-        )
-        p.add_argument(
-            "--dataset", choices=list(DATASETS), default="cifar10", help="(default: %(default)s)"
-        )
-        p.add_argument(
-            "--data-dir",
-            type=Path,
-            default=Path("data"),
-            help="the folder that holds it (the idx files flat or in <dir>/FashionMNIST/raw/) "
-            "(default: %(default)s)",
-        )
-        p.add_argument(
-            "--download",
-            action="store_true",
-            help="fetch the official files if absent (not for an ImageFolder)",
-        )
-        p.add_argument(
-            "--no-verify", action="store_true", help="skip CIFAR-10's md5 check (data you made)"
-        )
-        p.add_argument(
-            "--synthetic", type=int, metavar="N", help="write N learnable training images"
-        )
-        args = p.parse_args(argv)
+        args = build_parser().parse_args(argv)
         if args.synthetic is not None:
             folder = synthesise(args.dataset, args.data_dir, args.synthetic)
             print(f"wrote a synthetic {DATASETS[args.dataset].title} stand-in to {folder}")
