@@ -18,7 +18,7 @@ import pytest
 
 from resbench import runfolder, sweep
 from resbench.datamodel import fork_groups
-from resbench.measure import Config, Result, measure
+from resbench.engine.measure import Config, Result, measure
 from resbench.sweep import forks, isolate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -296,7 +296,7 @@ def test_a_run_from_before_forks_resumes_as_one_process_of_two_repeats(tmp_path,
 _FORKED_FAKE_SWEEP = """
 import sys, time
 from resbench import sweep
-from resbench.measure import Result
+from resbench.engine.measure import Result
 class Worker:
     def __init__(self, timeout_s, target=None):
         pass
@@ -395,7 +395,7 @@ def test_max_minutes_between_forks_exits_3_and_resume_finishes_them(tmp_path, wo
 
 
 def test_a_worker_takes_its_parents_flop_counts_instead_of_counting_again(monkeypatch):
-    from resbench import flops
+    from resbench.engine import flops
 
     # a count no real pass gives: the worker's Result can only carry it if it was handed over
     monkeypatch.setattr(flops, "_COUNTED", dict(flops._COUNTED))

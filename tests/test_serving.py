@@ -8,10 +8,11 @@ import dataclasses
 import pytest
 import torch
 
-from resbench import serve, sweep
-from resbench.devices import default_threads
-from resbench.measure import Config, Result, measure
-from resbench.preparation import prepare
+from resbench import sweep
+from resbench.engine import serve
+from resbench.engine.devices import default_threads
+from resbench.engine.measure import Config, Result, measure
+from resbench.engine.preparation import prepare
 from resbench.sweep import forks
 
 TINY = dict(model="small_resnet20", batch_size=2, device="cpu")

@@ -25,10 +25,11 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
-from resbench import power, probes, serve, settings, timing
+from resbench import settings
 from resbench.datamodel import fork_groups, fork_medians
-from resbench.devices import default_threads
-from resbench.measure import Config, Result, utc_now
+from resbench.engine import power, probes, serve, timing
+from resbench.engine.devices import default_threads
+from resbench.engine.measure import Config, Result, utc_now
 from resbench.runfolder import ResultLog, latest
 from resbench.sweep.eta import Progress
 

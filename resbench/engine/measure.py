@@ -6,10 +6,11 @@ out-of-memory error becomes status "oom", any other runtime error status "error"
 (unknown model, batch size 0, a device that is not there) raises ``ValueError``, before any work.
 
 A Config is measured over ``repeats`` independent preparations inside this process (a fresh
-model, inputs and warm-up each; ``resbench/preparation.py`` builds them): the Result's latency is the
-median of their medians, ``repeat_spread`` says how far apart they were, and the percentiles pool
-every sample. Fresh processes are the sweep's forks (``resbench/sweep/forks.py``), which combine such
-Results. Peak memory and the CPU allocator are explained in ``resbench/devices.py``.
+model, inputs and warm-up each; ``resbench/engine/preparation.py`` builds them): the Result's
+latency is the median of their medians, ``repeat_spread`` says how far apart they were, and the
+percentiles pool every sample. Fresh processes are the sweep's forks (``resbench/sweep/forks.py``),
+which combine such Results. Peak memory and the CPU allocator are explained in
+``resbench/engine/devices.py``.
 """
 
 from __future__ import annotations
@@ -25,21 +26,22 @@ from dataclasses import dataclass
 
 import torch
 
-from resbench import backends, evaluate, flops, power, probes, serve, settings, timing
+from resbench import settings
 from resbench.datamodel import (
     Config,
     Result,
     missing_package,
     validate_config,
 )
-from resbench.devices import (
+from resbench.engine import backends, evaluate, flops, power, probes, serve, timing
+from resbench.engine.devices import (
     PeakMemory,
     device_name,
     free_memory,
     is_oom,
     steady_allocator,
 )
-from resbench.preparation import (  # noqa: F401 (users import prepare from here)
+from resbench.engine.preparation import (  # noqa: F401 (users import prepare from here)
     TRAIN_LR,
     NonFiniteOutput,
     Prepared,
@@ -147,7 +149,7 @@ def _measure_once(
                 samples = timing.autorange(
                     step, device, budget_s, float(warm.samples_ms[-1]), min_iters=3
                 )
-            else:  # every stream, as its scenario issues calls (resbench/serve.py)
+            else:  # every stream, as its scenario issues calls (resbench/engine/serve.py)
                 t0 = time.perf_counter()
                 serving = serve.run(prepared, budget_s)
                 wall_ms = (time.perf_counter() - t0) * 1e3

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from resbench import settings, timing
-from resbench.devices import free_memory, is_oom
+from resbench import settings
+from resbench.engine import timing
+from resbench.engine.devices import free_memory, is_oom
 
 # The peak for MFU: the fastest of several probes (PROBE_FAMILIES). A family's products grow
 # together from its smallest size until one call of its first product takes PROBE_CALL_S or the

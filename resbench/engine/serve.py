@@ -1,7 +1,7 @@
 """A prepared row's streams driven through its scenario: offline, server at a rate, or the peak search.
 
-``measure`` prepares a Config (``resbench/preparation.py``: one call per stream) and warms its first
-stream up; for an offline or server Config it then hands the Prepared to ``run``, which
+``measure`` prepares a Config (``resbench/engine/preparation.py``: one call per stream) and warms
+its first stream up; for an offline or server Config it then hands the Prepared to ``run``, which
 
 - gives each stream a thread of its own for all its runs (``StreamThreads``; on CUDA a CUDA stream
   of its own too, synchronised at the end of each call), and warms every stream with a short
@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from resbench import peak, scenarios, timing
+from resbench.engine import peak, scenarios, timing
 
 # a server run's requests at least, where the window allows (p99 of 1000 is the 10th slowest), for
 # arrivals of at most MAX_WINDOW_S, or the budget if that is longer
