@@ -27,9 +27,9 @@ from resbench.cli import (
     parse_positive_ints,
     parse_settings,
 )
-from resbench.devices import default_device, parse_device
+from resbench.engine.devices import default_device, parse_device
+from resbench.engine.measure import Config, missing_package, unfaithful, validate_config
 from resbench.env import collect_env
-from resbench.measure import Config, missing_package, unfaithful, validate_config
 from resbench.models import default_image_size, model_family
 from resbench.settings import ALL_DEVICES, BACKENDS, MODES, PRECISIONS, label, with_backends
 from resbench.weights import Weights

@@ -3,8 +3,8 @@
     pytest benchmarks --benchmark-autosave             # CPU defaults, ~2 minutes
     pytest benchmarks --rb-device cuda --rb-all --benchmark-autosave
 
-Each benchmark uses the same preparation as ``resbench.measure`` (``prepare``), warms up until the
-timings settle (compilation and cuDNN autotuning stay out of the statistics), and on a GPU
+Each benchmark uses the same preparation as ``resbench.engine.measure`` (``prepare``), warms up
+until the timings settle (compilation and cuDNN autotuning stay out of the statistics), and on a GPU
 synchronises inside the timed call, so the recorded time is the device's, not the launch's.
 """
 
@@ -15,10 +15,10 @@ import math
 import numpy as np
 import pytest
 
-from resbench import flops, timing
-from resbench.backends import Unfaithful
-from resbench.devices import PeakMemory, device_name
-from resbench.measure import Config, load_runtime, prepare
+from resbench.engine import flops, timing
+from resbench.engine.backends import Unfaithful
+from resbench.engine.devices import PeakMemory, device_name
+from resbench.engine.measure import Config, load_runtime, prepare
 from resbench.weights import Weights
 
 ROUND_BUDGET_S = 1.0  # time spent in timed rounds per benchmark (at least MIN_ROUNDS rounds)

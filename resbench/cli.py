@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 from resbench import settings
-from resbench.devices import default_device, parse_device
+from resbench.engine.devices import default_device, parse_device
 from resbench.models import list_models
 from resbench.settings import COMPILE_MODES, PRECISIONS
 

@@ -2,8 +2,8 @@
 
 A run is a list of Results, a JSON line each; a Result written before a field existed loads with
 that field's default (``Result.from_dict``). ``validate_config`` refuses bad input up front, and
-``missing_package`` says which optional runtime a Config needs. ``resbench.measure`` measures them
-(and re-exports these names, where users import them from).
+``missing_package`` says which optional runtime a Config needs. ``resbench.engine.measure`` measures
+them (and re-exports these names, where users import them from).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from resbench import scenarios, settings, timing
-from resbench.devices import default_device, default_threads, parse_device
+from resbench import settings
+from resbench.engine import scenarios, timing
+from resbench.engine.devices import default_device, default_threads, parse_device
 from resbench.models import default_image_size, list_models
 from resbench.settings import COMPILE_MODES
 
@@ -36,8 +37,9 @@ class Config:
     # int8: what the scales are calibrated on ("train", "noise", a folder; settings.calibration_mark);
     # None for every other precision, and for int8 without labelled data (N(0,1) images)
     calibration_data: str | None = None
-    # how calls are issued (settings.SCENARIOS; resbench/scenarios.py): "single-stream" (one call
-    # at a time), "offline" (every stream busy) or "server" (Poisson arrivals, a dynamic batcher)
+    # how calls are issued (settings.SCENARIOS; resbench/engine/scenarios.py): "single-stream"
+    # (one call at a time), "offline" (every stream busy) or "server" (Poisson arrivals, a
+    # dynamic batcher)
     scenario: str = settings.DEFAULT_SCENARIO
     streams: int = 1  # independent executors running at once (offline, server)
     # intra-op threads per stream; None resolves to devices.default_threads(streams) when built, so
@@ -99,8 +101,8 @@ class Result(Config):
     # images per second: batch_size / median latency (single-stream); images / wall time with
     # every stream busy (offline); completed requests per second (server: achieved_rate)
     throughput_ips: float | None = None
-    # the offline and server scenarios (resbench/serve.py). The latency figures above are then per
-    # request: offline, the duration of the call that served it; server, from its scheduled
+    # the offline and server scenarios (resbench/engine/serve.py). The latency figures above are
+    # then per request: offline, the duration of the call that served it; server, from its scheduled
     # arrival to its completion, and None unless sustained (never a figure for a rate beyond
     # capacity). With target_p99_ms, offered_rate is the highest rate found to meet it.
     offered_rate: float | None = None  # requests per second offered
@@ -132,9 +134,9 @@ class Result(Config):
     )
     calibration_method: str | None = None  # int8: "minmax" | "entropy" | "percentile"
     calibration_images: int | None = None  # int8: how many images the scales saw
-    # accuracy on labelled images (--eval-data; resbench/evaluate.py), inference rows only: scored
-    # through the row's own prepared call, outside the timed region, against fp32 eager at the same
-    # batch size with the same weights and images
+    # accuracy on labelled images (--eval-data; resbench/engine/evaluate.py), inference rows only:
+    # scored through the row's own prepared call, outside the timed region, against fp32 eager at
+    # the same batch size with the same weights and images
     # fraction of the eval images whose top-1 class is right; an image whose top logit is tied
     # between k classes counts 1/k if the label is among them (argmax would pick the lowest index)
     top1_accuracy: float | None = None
@@ -190,7 +192,8 @@ class Result(Config):
     quiet_wait_s: float | None = None  # time spent waiting for a quiet machine (--wait-quiet)
     quiet: bool | None = None  # False: the machine never became quiet within --wait-quiet
     allocator: str | None = None  # the CPU allocator's policy (devices.steady_allocator)
-    # energy over the measured region (resbench.power): NVML on CUDA, RAPL on CPUs; None where unread
+    # energy over the measured region (resbench/engine/power.py): NVML on CUDA, RAPL on CPUs;
+    # None where unread
     avg_power_w: float | None = None  # watts: energy_j / the region's wall time
     joules_per_image: float | None = None  # energy_j / (iterations x batch_size)
     images_per_joule: float | None = None  # 1 / joules_per_image

@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from resbench.measure import Result
+from resbench.datamodel import Result
 from resbench.weights import load_checkpoint as load_checkpoint  # the trainer's checkpoints too
 
 RESULTS_FILE = "results.jsonl"

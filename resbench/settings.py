@@ -4,9 +4,9 @@ A precision says which devices and modes it runs on, its autocast dtype (if it i
 of the matmul probe that gives MFU its peak. A backend says which devices, modes and precisions it
 runs, whether channels_last means anything to it, whether it runs several streams, the package it
 needs (and the pip extra that brings it), and how it turns a model and its inputs into the calls
-that are timed (``resbench/backends.py``). A scenario says how calls are issued (single-stream,
-offline, server: ``resbench/scenarios.py``) and which knobs it takes. Validation reads the entries;
-nothing else branches on a name.
+that are timed (``resbench/engine/backends.py``). A scenario says how calls are issued
+(single-stream, offline, server: ``resbench/engine/scenarios.py``) and which knobs it takes.
+Validation reads the entries; nothing else branches on a name.
 
 A setting's label is its precision, then "+cl" for channels_last, then the backend ("+compile" or the
 torch.compile mode for torch.compile, "+onnxruntime", "+openvino", ...): "bf16+cl+compile",
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from resbench import backends, runtimes
+from resbench.engine import backends, runtimes
 
 MODES = ("inference", "train")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
@@ -140,7 +140,7 @@ BACKENDS = {
 
 @dataclass(frozen=True)
 class Scenario:
-    """How calls are issued (resbench/scenarios.py), and what its Configs may set."""
+    """How calls are issued (resbench/engine/scenarios.py), and what its Configs may set."""
 
     name: str
     about: str  # what it measures, in a few words (the tables' and --help's)

@@ -5,7 +5,7 @@
 K fresh sweeps of one grid (default the issue's 12 Configs: small_resnet20, small_resnet56 and
 resnet18; batch 1 and 8; fp32 and fp32+cl) with the sweep's default settings, alternating plain
 and slowed: a slowed sweep runs with ``RESBENCH_INJECT_SLOWDOWN=--slowdown`` (0.25: every timed
-step sleeps a quarter of its own duration, a real 25% slowdown; ``resbench.measure.slowed``).
+step sleeps a quarter of its own duration, a real 25% slowdown; ``resbench.engine.measure.slowed``).
 Then ``report.compare`` on every pair:
 
 - plain x plain pairs are A/A (identical code): the false-positive rate is the fraction of their
@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from resbench import report  # noqa: E402
-from resbench.measure import SLOWDOWN_ENV, Result  # noqa: E402
+from resbench.engine.measure import SLOWDOWN_ENV, Result  # noqa: E402
 from resbench.report import prior as prior_module  # noqa: E402
 from resbench.report.cli import parse_threshold  # noqa: E402
 from resbench.report.compare import VERDICTS  # noqa: E402

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from resbench import data, train
+from resbench.engine.measure import Config, measure
+from resbench.engine.timing import synchronize
 from resbench.env import collect_env
-from resbench.measure import Config, measure
-from resbench.timing import synchronize
 
 
 def epoch_seconds(data_dir: Path, out: Path, args, loader: str) -> float:

@@ -45,10 +45,10 @@ from pathlib import Path
 import torch
 from torch.utils.benchmark import Timer
 
-from resbench import devices, timing
 from resbench.cli import parse_settings
+from resbench.engine import devices, timing
+from resbench.engine.measure import Config, measure
 from resbench.env import collect_env
-from resbench.measure import Config, measure
 from resbench.models import build_model
 from resbench.settings import autocast, numerics
 

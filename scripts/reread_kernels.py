@@ -55,8 +55,8 @@ def wanted(row: dict) -> bool:
 def reread(row: dict) -> dict:
     """compute_kernel, kernels and reorders of one call of the row's Config."""
     from resbench import env
-    from resbench.measure import Result
-    from resbench.preparation import prepare
+    from resbench.engine.measure import Result
+    from resbench.engine.preparation import prepare
 
     config = Result.from_dict(row).config()
     with prepare(config, weights=row.get("weights")) as prepared:

@@ -3,8 +3,8 @@
     python scripts/serving_check.py --models resnet18,resnet50 --batch-sizes 1 --seconds 10 \
         --out results/serving-cpu [--streams 1,2] [--threads T,...] [--dry-run]
 
-Each row exports the model once through ``resbench.preparation.prepare`` (seeded weights: every
-export of a model and batch is the same file, which the row checks by its sha256) and runs, on
+Each row exports the model once through ``resbench.engine.preparation.prepare`` (seeded weights:
+every export of a model and batch is the same file, which the row checks by its sha256) and runs, on
 that one ONNX file, with the same precision hint and f32 input:
 
 - single-stream (1 stream, T threads): ``measure()`` against ``benchmark_app -api sync -hint none
@@ -46,12 +46,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from resbench import cli, scenarios, timing  # noqa: E402
-from resbench.devices import default_threads  # noqa: E402
+from resbench import cli  # noqa: E402
+from resbench.engine import scenarios, timing  # noqa: E402
+from resbench.engine.devices import default_threads  # noqa: E402
+from resbench.engine.measure import Config, Result, measure  # noqa: E402
+from resbench.engine.preparation import Prepared, prepare  # noqa: E402
+from resbench.engine.runtimes import OPENVINO_HINTS  # noqa: E402
 from resbench.env import collect_env  # noqa: E402
-from resbench.measure import Config, Result, measure  # noqa: E402
-from resbench.preparation import Prepared, prepare  # noqa: E402
-from resbench.runtimes import OPENVINO_HINTS  # noqa: E402
 
 PROG = "serving_check"
 TOLERANCE = 0.10  # the bar: resbench / benchmark_app within 10% of 1

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resbench import measure as measure_module
-from resbench.measure import Config, Result, measure
+from resbench.engine import measure as measure_module
+from resbench.engine.measure import Config, Result, measure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import aa_check

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from resbench import backends, data, evaluate, runtimes, weights
-from resbench.measure import Config, measure
+from resbench import data, weights
+from resbench.engine import backends, evaluate, runtimes
+from resbench.engine.measure import Config, measure
 from resbench.models import build_model
 from resbench.runfolder import read_results
 from resbench.sweep import main as sweep_main

@@ -9,8 +9,9 @@ import re
 import pytest
 import torch
 
-from resbench import cli, devices, env, runtimes, settings
-from resbench.measure import Config, Result, measure, validate_config
+from resbench import cli, env, settings
+from resbench.engine import devices, runtimes
+from resbench.engine.measure import Config, Result, measure, validate_config
 
 FAST = {"budget_s": 0.1, "max_warmup_s": 0.1, "peak": False}
 
@@ -142,7 +143,7 @@ def test_cudagraphs_replays_a_captured_step_on_cuda():
 
 
 def test_weights_from_a_torchvision_state_dict_reach_the_prepared_model(tmp_path):
-    from resbench.measure import prepare
+    from resbench.engine.measure import prepare
     from resbench.models import build_model
 
     state = build_model("resnet18").state_dict()

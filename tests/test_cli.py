@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from resbench import cli, data, flops, layerstats, profile, report, sweep, train
+from resbench import cli, data, layerstats, profile, report, sweep, train
+from resbench.engine import flops
 from resbench.models import list_models
 
 TOOLS = {"sweep": sweep.main, "profile": profile.main, "train": train.main,

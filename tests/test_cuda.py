@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from resbench import data, sweep, timing, train
-from resbench.devices import PeakMemory
-from resbench.measure import Config, measure
+from resbench import data, sweep, train
+from resbench.engine import timing
+from resbench.engine.devices import PeakMemory
+from resbench.engine.measure import Config, measure
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.cuda
@@ -87,8 +88,8 @@ def test_ddp_nccl_two_gpus(tmp_path):
 
 @pytest.mark.parametrize("backend", ["eager", "cudagraphs"])
 def test_streams_on_cuda_each_run_on_their_own_cuda_stream(backend):
-    from resbench import serve
-    from resbench.preparation import prepare
+    from resbench.engine import serve
+    from resbench.engine.preparation import prepare
 
     config = Config("small_resnet20", 8, device="cuda", backend=backend, scenario="offline",
                     streams=2, threads=1)  # fmt: skip

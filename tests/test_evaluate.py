@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from resbench import evaluate
+from resbench.engine import evaluate
 
 
 def _exact_mcnemar(lost: int, gained: int) -> float:

@@ -21,18 +21,9 @@ import psutil
 import pytest
 import torch
 
-from resbench import (
-    cli,
-    data,
-    flops,
-    layerstats,
-    profile,
-    report,
-    runfolder,
-    sweep,
-    train,
-)
-from resbench.measure import Config, Result
+from resbench import cli, data, layerstats, profile, report, runfolder, sweep, train
+from resbench.engine import flops
+from resbench.engine.measure import Config, Result
 from resbench.sweep import isolate
 from resbench.train import folder as trainfolder
 from resbench.train import recipe as trainrun
@@ -432,7 +423,7 @@ _SIGNAL_IN_REPORT = """
 import os, signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)  # a shell's background job ignores it
 from resbench import report, sweep
-from resbench.measure import Result
+from resbench.engine.measure import Result
 sweep.runner.measure = lambda c, *a, **k: Result.for_config(c, latency_ms_median=1.0, throughput_ips=1.0)
 real = report.finish_run
 def finish_run(out, *a, **k):
@@ -458,7 +449,7 @@ def test_a_signal_during_the_final_report_is_one_message_and_exit_130(tmp_path, 
 
 _STOP_IN_EPOCH_2 = """
 import pathlib, sys, time
-from resbench.backends import TrainStep
+from resbench.engine.backends import TrainStep
 from resbench.train import runner
 checkpoint = pathlib.Path(sys.argv[1]) / "checkpoint.pt"
 real = TrainStep.__call__

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from resbench.flops import count_flops
-from resbench.probes import measure_peak, measure_peak_tflops
+from resbench.engine.flops import count_flops
+from resbench.engine.probes import measure_peak, measure_peak_tflops
 
 # torchvision's published `_ops` (GMACs) at 224x224; a multiply-add is 2 FLOPs here
 PUBLISHED_GMACS = {
@@ -89,7 +89,7 @@ def test_every_probe_counts_its_flops_as_the_rows_are_counted():
     # a probe's rate is nominal FLOPs over time, as a row's is: FlopCounterMode must agree
     from torch.utils.flop_counter import FlopCounterMode
 
-    from resbench import probes
+    from resbench.engine import probes
 
     cpu = torch.device("cpu")
     for family, ladders in probes.PROBE_FAMILIES:
@@ -105,7 +105,7 @@ def test_every_probe_counts_its_flops_as_the_rows_are_counted():
 def test_the_peak_is_the_fastest_of_every_family_and_says_which(monkeypatch):
     # a convolution that beats every matmul (oneDNN's 3x3 kernels beat a 2048^3 product on an
     # EPYC, so ONNX Runtime and OpenVINO rows read 101-108% MFU against the matmul alone)
-    from resbench import probes
+    from resbench.engine import probes
 
     clock = [0.0]
 
@@ -132,7 +132,7 @@ def test_the_peak_is_the_fastest_of_every_family_and_says_which(monkeypatch):
 
 
 def test_a_row_that_beats_its_peak_has_no_mfu_but_the_flag():
-    from resbench.probes import mfu_fields
+    from resbench.engine.probes import mfu_fields
 
     assert mfu_fields(0.21, 0.2) == {"mfu": None, "peak_exceeded": True}
     assert mfu_fields(0.1, 0.2) == {"mfu": 0.5, "peak_exceeded": False}
@@ -148,7 +148,7 @@ def test_flop_counting_does_not_touch_real_memory():
 
 def test_bytes_are_every_operators_inputs_and_outputs():
     # one 1x1 convolution's traffic by hand: input + weight + output, nothing per layer in flops.py
-    from resbench.flops import ByteCounter
+    from resbench.engine.flops import ByteCounter
 
     with torch.device("meta"):
         x = torch.randn(2, 8, 4, 4)
@@ -164,7 +164,7 @@ def test_bytes_are_every_operators_inputs_and_outputs():
 
 
 def test_byte_count_splits_weights_from_per_image_traffic():
-    from resbench.flops import count_bytes
+    from resbench.engine.flops import count_bytes
 
     traffic = count_bytes("resnet50", 224)
     weights = 4 * sum(p.numel() for p in torch.nn.Module.parameters(_meta("resnet50")))
@@ -184,7 +184,7 @@ def _meta(name):
 
 
 def test_bandwidth_probe_is_positive_and_cached():
-    from resbench.probes import measure_bandwidth_gbs
+    from resbench.engine.probes import measure_bandwidth_gbs
 
     gbs = measure_bandwidth_gbs("cpu", budget_s=0.2)
     assert gbs > 0 and measure_bandwidth_gbs("cpu", budget_s=0.2) == gbs
@@ -216,7 +216,7 @@ def _fake_family(built: list, cost_of):
 def test_the_peak_probe_stops_growing_when_a_product_is_slow(monkeypatch):
     # an emulated bf16 product: ~56 s at 2048^3 on an AVX2-only CPU, so ~0.11 s at 256^3; the
     # probe must settle at the smallest size instead of running 2048^3 for minutes
-    from resbench import probes
+    from resbench.engine import probes
 
     built: list = []
     family, clock = _fake_family(built, lambda n: 0.11 * (n / 256) ** 3)
@@ -229,7 +229,7 @@ def test_the_peak_probe_stops_growing_when_a_product_is_slow(monkeypatch):
 
 
 def test_the_peak_probe_grows_to_the_largest_size_when_products_are_fast(monkeypatch):
-    from resbench import probes
+    from resbench.engine import probes
 
     built: list = []
     # 2048^3 in ~0.8 ms: a fast accelerator
@@ -241,7 +241,7 @@ def test_the_peak_probe_grows_to_the_largest_size_when_products_are_fast(monkeyp
 
 
 def test_the_peak_probe_keeps_the_last_size_that_fits_in_memory(monkeypatch):
-    from resbench import probes
+    from resbench.engine import probes
 
     built: list = []
     family, clock = _fake_family(built, lambda n: 1e-6 * (n / 256) ** 3)

@@ -18,7 +18,8 @@ import pytest
 
 from resbench import runfolder, sweep
 from resbench.datamodel import fork_groups
-from resbench.measure import Config, Result, measure
+from resbench.engine import pooling
+from resbench.engine.measure import Config, Result, measure
 from resbench.sweep import forks, isolate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,10 +100,10 @@ def test_combine_takes_the_median_of_fork_medians_and_pools_the_rest():
     fork1 = fake_result(config, 4.0, samples_ms=[3.0, 4.0, 5.0, 4.0], iterations=4,
                         peak_memory_mb=20.0, energy_j=5.0, avg_power_w=25.0, power_method="rapl",
                         foreign_cpu=0.3, compile_time_s=0.9, repeat_spread=0.05)  # fmt: skip
-    one = forks.combine(None, fork0)
+    one = pooling.combine(None, fork0)
     assert (one.forks, one.fork_medians_ms, one.fork_spread) == (1, [2.0], 0.0)
     assert one.latency_ms_median == 2.0 and one.samples_ms == fork0.samples_ms
-    two = forks.combine(one, fork1)
+    two = pooling.combine(one, fork1)
     assert two.forks == 2 and two.fork_medians_ms == [2.0, 4.0]
     assert two.latency_ms_median == 3.0 and two.fork_spread == pytest.approx(2.0 / 3.0)
     assert two.throughput_ips == pytest.approx(2 / 3.0e-3) and two.noisy  # 67% apart
@@ -110,7 +111,7 @@ def test_combine_takes_the_median_of_fork_medians_and_pools_the_rest():
     assert two.mfu == pytest.approx(two.tflops_achieved / 1.0)
     assert two.peak_exceeded is False
     # a combined median faster than the peak allows: flagged, no MFU above 100%
-    fast = forks.combine(two, dataclasses.replace(fork1, peak_tflops=1e-6))
+    fast = pooling.combine(two, dataclasses.replace(fork1, peak_tflops=1e-6))
     assert fast.peak_exceeded is True and fast.mfu is None
     assert two.samples_ms == [1.9, 2.0, 2.1, 3.0, 4.0, 5.0, 4.0] and two.iterations == 7
     # each fork weighted equally (fork 0's three samples 1/6 each, fork 1's four 1/8 each)
@@ -124,7 +125,7 @@ def test_combine_takes_the_median_of_fork_medians_and_pools_the_rest():
     # what only fork 0 measures is fork 0's (fork 1 did not score)
     assert (two.max_abs_diff, two.top1_agreement, two.top1_accuracy) == (0.01, 1.0, 0.9)
     assert two.eval_images == 150 and two.compile_time_s == 0.5
-    three = forks.combine(two, fake_result(config, 2.5))
+    three = pooling.combine(two, fake_result(config, 2.5))
     assert three.forks == 3 and three.fork_medians_ms == [2.0, 4.0, 2.5]
     assert three.latency_ms_median == 2.5 and three.iterations == 10
 
@@ -136,19 +137,19 @@ def test_percentiles_weight_each_fork_alike_so_p99_is_never_below_the_median():
     fast = [1.35 + 0.1 * i / 304 for i in range(305)]
     slow = [299.0, 299.55, 300.1]
     median = fast[152]  # the median of 305 samples, as measure() takes it
-    one = forks.combine(None, fake_result(config, median, samples_ms=fast, iterations=305))
-    two = forks.combine(one, fake_result(config, 299.55, samples_ms=slow))
+    one = pooling.combine(None, fake_result(config, median, samples_ms=fast, iterations=305))
+    two = pooling.combine(one, fake_result(config, 299.55, samples_ms=slow))
     assert two.fork_samples == [305, 3] and two.latency_ms_median == pytest.approx(150.475, 1e-3)
     assert two.latency_ms_p10 < two.latency_ms_median < two.latency_ms_p99
     assert two.latency_ms_p99 == pytest.approx(300.1) and two.latency_ms_p10 < 1.5
     # a row written before fork_samples: its forks are cut from the samples by their medians
     old = dataclasses.replace(two, fork_samples=[])
     assert [len(g) for g in fork_groups(old)] == [305, 3]
-    three = forks.combine(old, fake_result(config, 1.41, samples_ms=fast))
+    three = pooling.combine(old, fake_result(config, 1.41, samples_ms=fast))
     assert three.fork_samples == [305, 3, 305] and three.latency_ms_p99 >= 299.0
     # forks that cannot be told apart: percentiles unknown, never pooled
     lost = dataclasses.replace(two, fork_samples=[], fork_medians_ms=[1.0, 2.0])
-    assert forks.combine(lost, fake_result(config, 1.5)).latency_ms_p99 is None
+    assert pooling.combine(lost, fake_result(config, 1.5)).latency_ms_p99 is None
 
 
 def test_combine_reads_a_row_from_before_forks_as_one_process():
@@ -156,7 +157,7 @@ def test_combine_reads_a_row_from_before_forks_as_one_process():
     old = Result.from_dict({k: v for k, v in fake_result(config, 2.0).to_dict().items()
                             if not k.startswith("fork")})  # fmt: skip
     assert old.forks is None and old.fork_medians_ms == []
-    both = forks.combine(old, fake_result(config, 3.0))
+    both = pooling.combine(old, fake_result(config, 3.0))
     assert both.forks == 2 and both.fork_medians_ms == [2.0, 3.0]
 
 
@@ -296,7 +297,7 @@ def test_a_run_from_before_forks_resumes_as_one_process_of_two_repeats(tmp_path,
 _FORKED_FAKE_SWEEP = """
 import sys, time
 from resbench import sweep
-from resbench.measure import Result
+from resbench.engine.measure import Result
 class Worker:
     def __init__(self, timeout_s, target=None):
         pass
@@ -395,7 +396,7 @@ def test_max_minutes_between_forks_exits_3_and_resume_finishes_them(tmp_path, wo
 
 
 def test_a_worker_takes_its_parents_flop_counts_instead_of_counting_again(monkeypatch):
-    from resbench import flops
+    from resbench.engine import flops
 
     # a count no real pass gives: the worker's Result can only carry it if it was handed over
     monkeypatch.setattr(flops, "_COUNTED", dict(flops._COUNTED))

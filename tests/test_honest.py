@@ -9,12 +9,13 @@ import sys
 
 import pytest
 
-from resbench import devices, sweep, timing
-from resbench.measure import Config, measure
+from resbench import sweep
+from resbench.engine import devices, timing
+from resbench.engine.measure import Config, measure
 
 FAULTS_PER_STEP = """
 import resource
-from resbench.measure import Config, prepare
+from resbench.engine.measure import Config, prepare
 with prepare(Config("small_resnet20", 32, device="cpu", mode="train")) as p:
     for _ in range(3):
         p.step()

@@ -114,3 +114,23 @@ def test_an_init_that_imports_its_submodules_is_no_circle(tmp_path):
         "pkg/b.py": "import os\ny = 1\n",
     }
     assert cycle(import_graph(_package(tmp_path, files))) is None
+
+
+def test_users_still_import_the_measurement_from_resbench_measure():
+    """``resbench.measure`` is the users' path to the engine's ``measure``: every public name of
+    ``resbench.engine.measure`` (its own and those it hands on) is there, and is the same object."""
+    import types
+
+    from resbench import measure as users
+    from resbench.engine import measure as engine
+
+    public = {
+        name
+        for name, value in vars(engine).items()
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)
+        and (name.isupper() or getattr(value, "__module__", "").startswith("resbench"))
+    }
+    assert {"Config", "Result", "measure", "prepare", "validate_config"} <= public
+    assert set(users.__all__) == public
+    assert all(getattr(users, name) is getattr(engine, name) for name in public)

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from resbench import devices
-from resbench.measure import Config, Result, measure, prepare, validate_config
+from resbench.engine import devices
+from resbench.engine.measure import Config, Result, measure, prepare, validate_config
 
 FAST = {"budget_s": 0.1, "max_warmup_s": 0.1, "peak": False}
 

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from resbench import cli, flops
+from resbench import cli
+from resbench.engine import flops
 from resbench.models import (
     BottleneckBlock,
     PreActBottleneckBlock,

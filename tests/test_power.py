@@ -1,4 +1,4 @@
-"""Energy, clocks and throttling (resbench.power): every NVML path with a fake pynvml, RAPL on a fake tree."""
+"""Energy, clocks and throttling (resbench.engine.power): every NVML path with a fake pynvml, RAPL on a fake tree."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from resbench import env, power
-from resbench.measure import Config, Result, measure
+from resbench import env
+from resbench.engine import power
+from resbench.engine.measure import Config, Result, measure
 
 CUDA0 = torch.device("cuda", 0)
 ENERGY_FIELDS = ("avg_power_w", "joules_per_image", "images_per_joule", "energy_j")

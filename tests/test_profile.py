@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from resbench import profile
-from resbench.measure import Config
+from resbench.engine.measure import Config
 from resbench.models import build_model
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from resbench import report
-from resbench.measure import Config, Result
+from resbench.engine.measure import Config, Result
 
 
 def result(
@@ -263,7 +263,7 @@ def test_roofline_places_rows_by_intensity_and_says_what_bounds_them():
     ]
     env = {"bandwidth_gbs": {"cpu": 200.0}}  # under the memory roof (over it: no BW shown)
     roof = report.roofline(report.results_frame(results), env).set_index("model")
-    from resbench.flops import count_bytes, count_flops
+    from resbench.engine.flops import count_bytes, count_flops
 
     moved = count_bytes("resnet18", 224).bytes_per_step(8)
     assert roof.loc["resnet18", "bytes_per_step"] == moved

@@ -20,7 +20,7 @@ import pytest
 from test_report import result, write_run  # tests/ is on sys.path (no __init__.py)
 
 from resbench import report
-from resbench.measure import Config, Result
+from resbench.engine.measure import Config, Result
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

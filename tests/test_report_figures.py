@@ -52,7 +52,7 @@ def test_a_row_whose_forks_disagree_has_no_headline_anywhere(tmp_path):
 
 
 def test_bandwidth_over_the_roof_is_said_not_shown_and_bounds_nothing(tmp_path):
-    from resbench import flops
+    from resbench.engine import flops
     from resbench.report.analysis import results_table
 
     fast = dataclasses.replace(

@@ -11,7 +11,7 @@ from test_report import result, write_run  # tests/ is on sys.path (no __init__.
 from test_report_plots import _capture_figures
 
 from resbench import report
-from resbench.measure import Config, Result
+from resbench.engine.measure import Config, Result
 from resbench.report import serving, serving_plot
 
 

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from resbench import scenarios
-from resbench.peak import peak_search
+from resbench.engine import scenarios
+from resbench.engine.peak import peak_search
 
 
 class Sleeper:

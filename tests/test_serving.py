@@ -8,11 +8,11 @@ import dataclasses
 import pytest
 import torch
 
-from resbench import serve, sweep
-from resbench.devices import default_threads
-from resbench.measure import Config, Result, measure
-from resbench.preparation import prepare
-from resbench.sweep import forks
+from resbench import sweep
+from resbench.engine import pooling, serve
+from resbench.engine.devices import default_threads
+from resbench.engine.measure import Config, Result, measure
+from resbench.engine.preparation import prepare
 
 TINY = dict(model="small_resnet20", batch_size=2, device="cpu")
 
@@ -139,11 +139,11 @@ def test_forks_pool_a_server_row_and_one_unsustained_fork_leaves_no_latency():
                 throughput_ips=99.0, achieved_rate=99.0, mean_batch=1.0, max_batch=1,
                 requests=100, iterations=100, samples_ms=[5.0] * 100)  # fmt: skip
     b = dataclasses.replace(a, samples_ms=[7.0] * 100, latency_ms_median=7.0)
-    both = forks.combine(forks.combine(None, a), b)
+    both = pooling.combine(pooling.combine(None, a), b)
     assert both.forks == 2 and both.sustained and both.requests == 200
     assert both.latency_ms_median == pytest.approx(6.0) and both.fork_medians_ms == [5.0, 7.0]
     lost = dataclasses.replace(b, sustained=False, latency_ms_median=None, latency_ms_p99=None)
-    worse = forks.combine(forks.combine(None, a), lost)
+    worse = pooling.combine(pooling.combine(None, a), lost)
     assert worse.sustained is False and worse.latency_ms_p99 is None
 
 
@@ -153,7 +153,7 @@ def test_forks_keep_the_lower_peak_of_a_peak_search():
     a = _served(config, sustained=True, offered_rate=80.0, throughput_ips=79.0, requests=10,
                 latency_ms_p99=40.0, peak_tries=tries, samples_ms=[1.0])  # fmt: skip
     b = dataclasses.replace(a, offered_rate=60.0, latency_ms_p99=45.0, throughput_ips=59.0)
-    both = forks.combine(forks.combine(None, a), b)
+    both = pooling.combine(pooling.combine(None, a), b)
     assert both.offered_rate == 60.0 and both.latency_ms_p99 == 45.0
     assert len(both.peak_tries) == 2
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from resbench.measure import Config, Result
+from resbench.engine.measure import Config, Result
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import serving_check
@@ -182,7 +182,7 @@ def test_markdown_has_the_table_the_machine_and_the_differences():
 @pytest.mark.skipif(not HAS_OPENVINO, reason="needs openvino")
 @pytest.mark.parametrize("scenario, streams, threads", [("single-stream", 1, 1), ("offline", 2, 1)])
 def test_compiled_properties_reach_resbench_compiled_model(scenario, streams, threads):
-    from resbench.preparation import prepare
+    from resbench.engine.preparation import prepare
 
     config = Config("small_resnet20", 1, device="cpu", backend="openvino", scenario=scenario,
                     streams=streams, threads=threads)  # fmt: skip

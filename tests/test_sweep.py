@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from resbench import report, sweep
-from resbench.measure import Config, Result
+from resbench.engine.measure import Config, Result
 from resbench.models import list_models
 from resbench.sweep import eta, isolate
 
@@ -363,7 +363,7 @@ def _sweep_cmd(out: Path, *extra: str) -> list[str]:
 _SLOW_FAKE_SWEEP = """
 import sys, time
 from resbench import sweep
-from resbench.measure import Result
+from resbench.engine.measure import Result
 def measure(config, *args, **kwargs):
     time.sleep(0.3)
     return Result.for_config(config, latency_ms_median=1.0, throughput_ips=1.0,

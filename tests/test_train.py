@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from resbench import backends, data, train
+from resbench import data, train
+from resbench.engine import backends
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,8 +18,9 @@ import pytest
 import torch
 from torch import nn
 
-from resbench import layerstats, measure, profile, sweep, weights
-from resbench.measure import Config, Result
+from resbench import layerstats, profile, sweep, weights
+from resbench.engine import measure
+from resbench.engine.measure import Config, Result
 from resbench.models import build_model
 
 ROOT = Path(__file__).resolve().parent.parent

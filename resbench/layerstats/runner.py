@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resbench import cli, data, weights
-from resbench.devices import parse_device
+from resbench.engine.devices import parse_device
 from resbench.layerstats import plots
 from resbench.models import build_model, default_image_size, list_models, model_family
 from resbench.models.registry import spec

@@ -29,8 +29,9 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, record_function, schedule
 
-from resbench import cli, timing, weights
-from resbench.measure import Config, prepare, validate_config
+from resbench import cli, weights
+from resbench.engine import timing
+from resbench.engine.measure import Config, prepare, validate_config
 from resbench.models import list_models
 from resbench.profile.tables import Profile, write_tables
 from resbench.settings import BACKENDS, MODES

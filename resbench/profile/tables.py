@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from resbench.measure import Config
+from resbench.engine.measure import Config
 from resbench.report import pyplot
 
 

@@ -11,7 +11,7 @@ import math
 
 import pandas as pd
 
-from resbench.measure import Result
+from resbench.engine.measure import Result
 from resbench.report.analysis import DROP_TOLERANCE, finite
 from resbench.report.text import p_text, points
 

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from resbench.measure import Result
+from resbench.engine.measure import Result
+from resbench.engine.timing import LOAD_ANY_CORES, LOAD_MEDIAN_CORES  # noqa: F401 (the report reads them here)
 from resbench.report.loading import field, results_frame
-from resbench.timing import LOAD_ANY_CORES, LOAD_MEDIAN_CORES  # noqa: F401 (the report reads them here)
 
 BASELINE_SETTING = "fp32"  # fp32, contiguous, eager: the row every speed-up is over
 # rows differ also by how calls were issued (issue 23): a speed-up or an answer compares settings at
@@ -210,7 +210,7 @@ def roofline(frame: pd.DataFrame, env: dict) -> pd.DataFrame:
     outputs). The memory ceiling is env.json's measured ``bandwidth_gbs`` for the device (NaN when
     the run did not record one); the compute ceiling is the Result's measured ``peak_tflops``.
     """
-    from resbench import flops
+    from resbench.engine import flops
     from resbench.models import list_models
 
     # single-stream rows only: an offline or server row's latencies are per request, its FLOP rate

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from resbench import settings, timing
-from resbench.measure import Result
+from resbench import settings
+from resbench.engine import timing
+from resbench.engine.measure import Result
 from resbench.report.analysis import finite, nonfinite
 from resbench.report.load import load_warning
 from resbench.report.loading import beat_peak, disagreement, field

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from resbench.measure import Result
+from resbench.engine.measure import Result
 from resbench.report import accuracy, serving, table_html
 from resbench.report import html as page_html
 from resbench.report import prior as prior_module
@@ -84,7 +84,7 @@ def accuracy_drop_of(source: Path, results: Sequence[Result]) -> float:
 def finish_run(run_dir: Path, devices: Sequence[str], budget_s: float = 0.5) -> dict[str, Path]:
     """At a sweep's end: probe each device's memory bandwidth into env.json, then write the report."""
     from resbench import env as env_module
-    from resbench import flops
+    from resbench.engine import flops
 
     probes, failed = {}, {}
     for device in devices:

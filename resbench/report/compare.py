@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from resbench.measure import Result
+from resbench.engine.measure import Result
 from resbench.report import fingerprint, matching, serving_compare
 from resbench.report import prior as prior_module
 from resbench.report.accuracy_compare import accuracy_line, accuracy_verdict

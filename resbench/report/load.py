@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from resbench.measure import Result
+from resbench.engine.measure import Result
+from resbench.engine.timing import LOAD_ANY_CORES, LOAD_MEDIAN_CORES
 from resbench.report.analysis import BASELINE_SETTING, ROW_KEY, finite, row_loaded
-from resbench.timing import LOAD_ANY_CORES, LOAD_MEDIAN_CORES
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from resbench import runfolder, timing
+from resbench import runfolder
 from resbench.datamodel import fork_groups, fork_medians
-from resbench.measure import Result
+from resbench.engine import timing
+from resbench.engine.measure import Result
 from resbench.runfolder import ENV_FILE, MAX_BATCH_FILE, RESULTS_FILE  # noqa: F401 (their home)
 
 RESULT_FIELDS = [f.name for f in dataclasses.fields(Result)]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from resbench.measure import Result
+from resbench.engine.measure import Result
 from resbench.report.analysis import SINGLE_STREAM, finite
 from resbench.report.serving import bound_text, known, scenario_text, searched
 from resbench.report.significance import percent

@@ -8,7 +8,7 @@ import pandas as pd
 
 from resbench import settings
 from resbench.cli import plural
-from resbench.measure import Result
+from resbench.engine.measure import Result
 from resbench.report import accuracy, serving
 from resbench.report.analysis import (
     BASELINE_SETTING,

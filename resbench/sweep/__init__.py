@@ -9,7 +9,7 @@ worker each, and their combined Results), ``maxbatch`` (the largest batch that f
 from __future__ import annotations
 
 from resbench.sweep.eta import Progress, estimate_s
-from resbench.sweep.forks import combine, run_passes, summary_line
+from resbench.sweep.forks import run_passes, summary_line
 from resbench.sweep.grid import PRESETS, build_grid, expand
 from resbench.sweep.maxbatch import find_max_batch, max_batch_searches
 from resbench.sweep.runner import (
@@ -28,7 +28,6 @@ __all__ = [
     "Progress",
     "build_grid",
     "build_parser",
-    "combine",
     "estimate_s",
     "expand",
     "find_max_batch",

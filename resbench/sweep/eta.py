@@ -32,9 +32,9 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm import tqdm
 
-from resbench import flops, serve
 from resbench.datamodel import missing_package
-from resbench.measure import MIN_WARMUP_CAP_S, Config, Result, unfaithful
+from resbench.engine import flops, serve
+from resbench.engine.measure import MIN_WARMUP_CAP_S, Config, Result, unfaithful
 from resbench.settings import DEFAULT_SCENARIO, PRECISIONS
 
 # FLOP/s a Config's step runs at, to know how long its iterations take. CPU, per torch thread: the
@@ -134,7 +134,7 @@ def fork_s(
     one = build + prepare + first + WARMUP_FIXED_S + min(WARMUP_ITERS * step, cap + 2 * step)
     if config.scenario == DEFAULT_SCENARIO:
         one += max(share, MIN_ITERS * step)
-    else:  # its scenario's runs (resbench/serve.py), a peak search's every rate
+    else:  # its scenario's runs (resbench/engine/serve.py), a peak search's every rate
         one += serve.expected_s(config, share, step)
     agree = not config.is_baseline and config.mode == "inference"
     reference = (build + step) / max(forks, 1) if agree else 0.0

@@ -11,10 +11,10 @@ import argparse
 from pathlib import Path
 
 from resbench import cli
-from resbench.devices import default_device
-from resbench.evaluate import CALIBRATION_IMAGES
+from resbench.engine.devices import default_device
+from resbench.engine.evaluate import CALIBRATION_IMAGES
+from resbench.engine.runtimes import CALIBRATION_METHODS
 from resbench.report.analysis import MAX_ACCURACY_DROP
-from resbench.runtimes import CALIBRATION_METHODS
 from resbench.settings import BACKENDS, COMPILE_MODES, PRECISIONS, SCENARIOS
 from resbench.sweep.grid import (
     CUDA_TIMEOUT_S,
@@ -70,7 +70,7 @@ def build_parser(epilog: str = "") -> cli.Parser:
         "gives the compile backend's modes; a --settings label that names a backend keeps it) "
         "(default: eager, or compile where --compile asks)",
     )
-    serve = p.add_argument_group("how calls are issued (inference; resbench/scenarios.py)")
+    serve = p.add_argument_group("how calls are issued (inference; resbench/engine/scenarios.py)")
     serve.add_argument(
         "--scenario",
         help="a list of: "

@@ -8,9 +8,9 @@ the way through the grid (the order rotated), so that a minute's drift and each 
 spread over the Configs evenly instead of landing on the same ones every pass.
 
 ``results.jsonl`` keeps one *cumulative* Result per Config per pass: after fork k the row appended
-combines forks 0..k (``combine``), so ``runfolder.latest`` gives every reader the most complete
-Result of each Config, and a run killed in pass k resumes inside it: a Config with k ok forks gets
-fork k next (``fork_state``). Only fork 0 scores accuracy and agreement (``measure(score=False)``
+combines forks 0..k (the engine's ``pooling.combine``), so ``runfolder.latest`` gives every reader
+the most complete Result of each Config, and a run killed in pass k resumes inside it: a Config with
+k ok forks gets fork k next (``fork_state``). Only fork 0 scores accuracy and agreement (``measure(score=False)``
 in the later ones). A fork that fails (error, oom, skipped) writes its row, its error prefixed
 "fork k of N: " (k counted from 1); an oom or skipped Config is not measured in later passes, and an
 errored one is measured again by ``--resume``, combined with its last ok row.
@@ -19,26 +19,18 @@ errored one is measured again by ``--resume``, combined with its last ok row.
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
-from resbench import power, probes, serve, settings, timing
-from resbench.datamodel import fork_groups, fork_medians
-from resbench.devices import default_threads
-from resbench.measure import Config, Result, utc_now
+from resbench import settings
+from resbench.engine import pooling
+from resbench.engine.devices import default_threads
+from resbench.engine.measure import Config, Result, utc_now
 from resbench.runfolder import ResultLog, latest
 from resbench.sweep.eta import Progress
 
-# what only fork 0 measures (measure(score=False) in the others), or what is the Config's first
-# preparation in a fresh process (its first call, the backend's preparation, the clocks as it began)
-FIRST_FORK_FIELDS = ("max_abs_diff", "top1_agreement", "agreement_inputs", "calibration",
-                     "calibration_method", "calibration_images", "top1_accuracy", "top1_ties",
-                     "top5_accuracy", "accuracy_drop", "flips_lost", "flips_gained", "accuracy_drop_p", "accuracy_drop_ci",
-                     "kl_divergence", "logit_rel_error", "eval_images", "eval_data", "eval_s",
-                     "compile_time_s", "prepare_s")  # fmt: skip
 # the statuses after which a Config gets no more forks (an error is measured again by --resume)
 FINAL = ("oom", "skipped")
 
@@ -49,134 +41,6 @@ MeasureFork = Callable[..., Result]
 def forks_of(result: Result) -> int:
     """How many processes an ok Result combines (a row from before --forks: one)."""
     return result.forks or 1
-
-
-def _reading(r: Result) -> power.Reading:
-    """The energy reading a Result was made from, as far as its fields keep it."""
-    wall = r.energy_j / r.avg_power_w if r.energy_j and r.avg_power_w else None
-    return power.Reading(
-        r.power_method or "none", r.energy_j, wall, r.sm_clock_mhz_start, r.sm_clock_mhz_end,
-        r.temperature_c_start, r.temperature_c_end, r.throttled, r.throttle_reasons,
-    )  # fmt: skip
-
-
-def combine(previous_ok: Result | None, new: Result) -> Result:
-    """One Result of the forks of ``previous_ok`` (an ok Result of forks 0..k-1, or None) and the ok
-    fork ``new``: its median is the median of the fork medians, the percentiles those of every
-    fork's samples with each fork weighted equally (``timing.fork_stats``), so they describe what
-    the median does; iterations and times add up, peak memory is the largest, energy adds up; what
-    only fork 0 measures (accuracy, agreement, the first call) is ``previous_ok``'s."""
-    if previous_ok is None:
-        median = new.latency_ms_median
-        medians = [median] if median is not None else []
-        counts = [len(new.samples_ms)] if new.samples_ms else []
-        return dataclasses.replace(
-            new, forks=1, fork_medians_ms=medians, fork_spread=0.0, fork_samples=counts
-        )
-    if new.scenario != settings.DEFAULT_SCENARIO:
-        return _combine_serving(previous_ok, new)
-    first = previous_ok
-    medians = [*fork_medians(first), new.latency_ms_median]
-    median, spread = statistics.median(medians), timing.spread(medians)
-    samples = [*first.samples_ms, *new.samples_ms]
-    earlier = fork_groups(first)  # [] where an old row's forks cannot be told apart
-    groups = [*earlier, list(new.samples_ms)] if earlier and new.samples_ms else []
-    s = timing.fork_stats(groups) if groups else None  # unknown rather than pooled
-    achieved = new.gflops_per_step / (median / 1e3) / 1e3 if new.gflops_per_step else None
-    k = forks_of(first)  # the forks previous_ok holds, for the running means
-    iterations = (first.iterations or 0) + (new.iterations or 0)
-    energy = power.combine([_reading(first), _reading(new)])
-    quiet = [q for q in (first.quiet, new.quiet) if q is not None]
-    noisy = (s is not None and s.noisy) or spread > timing.NOISY_IQR_FRACTION
-    return dataclasses.replace(
-        new,
-        **_shared(first, new, achieved),
-        latency_ms_median=median,
-        latency_ms_p10=s and s.p10,
-        latency_ms_p90=s and s.p90,
-        latency_ms_p99=s and s.p99,
-        latency_ms_iqr=s and s.iqr,
-        iterations=iterations,
-        throughput_ips=new.batch_size / (median / 1e3),
-        host_ms_per_iter=_mean(first.host_ms_per_iter, k, new.host_ms_per_iter),
-        issue_ms_per_iter=_mean(first.issue_ms_per_iter, k, new.issue_ms_per_iter),
-        # repeat_spread stays the spread inside one process (the largest fork's), the spread
-        # between processes is fork_spread
-        repeat_spread=_largest(first.repeat_spread, new.repeat_spread),
-        noisy=bool(noisy or first.noisy or new.noisy),
-        quiet_wait_s=_total(first.quiet_wait_s, new.quiet_wait_s),
-        quiet=all(quiet) if quiet else None,
-        **power.fields(energy, iterations * new.batch_size),
-        forks=k + 1,
-        fork_medians_ms=medians,
-        fork_spread=spread,
-        fork_samples=[len(g) for g in groups],
-        samples_ms=samples,
-    )
-
-
-def _shared(first: Result, new: Result, achieved: float | None) -> dict:
-    """What every scenario's combined Result takes alike: fork 0's own fields, the FLOP rate
-    ``achieved`` against the peak, the largest memory and load, the times added up, and every
-    preparation's median, fork after fork."""
-    peak = new.peak_tflops or first.peak_tflops
-    return {
-        **{name: getattr(first, name) for name in FIRST_FORK_FIELDS},
-        "tflops_achieved": achieved,
-        "peak_tflops": peak,
-        "peak_probe": new.peak_probe if new.peak_tflops else first.peak_probe,
-        **probes.mfu_fields(achieved, peak),  # never above 100%: a row over its peak is flagged
-        "peak_memory_mb": _largest(first.peak_memory_mb, new.peak_memory_mb),
-        "warmup_s": _total(first.warmup_s, new.warmup_s),
-        "measure_s": _total(first.measure_s, new.measure_s),
-        "foreign_cpu": _largest(first.foreign_cpu, new.foreign_cpu),  # under load in any fork
-        "repeat_medians_ms": [*first.repeat_medians_ms, *new.repeat_medians_ms],
-    }
-
-
-# the figures of an offline or server Result that serve.pool combines
-SERVING_FIELDS = ("latency_ms_median", "latency_ms_p10", "latency_ms_p90", "latency_ms_p99",
-                  "latency_ms_p999", "latency_ms_iqr", "throughput_ips", "offered_rate",
-                  "achieved_rate", "sustained", "mean_batch", "max_batch", "requests",
-                  "backlog_at_end", "iterations", "samples_ms", "peak_tries")  # fmt: skip
-
-
-def _combine_serving(first: Result, new: Result) -> Result:
-    """``combine`` for an offline or server Result: its figures pooled as serve.pool pools
-    repeats (a peak search keeps the lower peak), the rest as for any row."""
-    figures = serve.pool(
-        {n: getattr(first, n) for n in SERVING_FIELDS}, {n: getattr(new, n) for n in SERVING_FIELDS}
-    )
-    medians = [*fork_medians(first), *([new.latency_ms_median] if new.latency_ms_median else [])]
-    achieved = serve.tflops_served(new.gflops_per_image, figures["throughput_ips"])
-    k = forks_of(first)
-    energy = power.combine([_reading(first), _reading(new)])
-    return dataclasses.replace(
-        new,
-        **_shared(first, new, achieved),
-        **figures,
-        noisy=bool(first.noisy or new.noisy)
-        or (len(medians) > 1 and timing.spread(medians) > timing.NOISY_IQR_FRACTION),
-        **power.fields(energy, figures["requests"] or 0),
-        forks=k + 1,
-        fork_medians_ms=medians,
-        fork_spread=timing.spread(medians) if medians else None,
-    )
-
-
-def _largest(*values: float | None) -> float | None:
-    return max((v for v in values if v is not None), default=None)
-
-
-def _mean(old: float | None, k: int, new: float | None) -> float | None:
-    """The mean over k + 1 forks of k forks' mean ``old`` and one more ``new``."""
-    if old is None or new is None:
-        return new if old is None else old
-    return (old * k + new) / (k + 1)
-
-
-def _total(a: float | None, b: float | None) -> float | None:
-    return None if a is None and b is None else (a or 0.0) + (b or 0.0)
 
 
 def rotated(configs: Sequence[Config], k: int, n: int) -> list[Config]:
@@ -338,7 +202,7 @@ def _fork(config, k, forks, state, oom_at, worker, measure_fork, out: Passes) ->
         oom_at[_series(config)] = min(oom_at.get(_series(config), config.batch_size),
                                       config.batch_size)  # fmt: skip
     if result.status == "ok":
-        return combine(state[config.key()].ok if config.key() in state else None, result)
+        return pooling.combine(state[config.key()].ok if config.key() in state else None, result)
     if forks > 1:
         result = dataclasses.replace(result, error=f"fork {k + 1} of {forks}: {result.error or ''}")
     return result

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from resbench import cli, settings
-from resbench.devices import default_device
-from resbench.evaluate import CALIBRATION_IMAGES
-from resbench.measure import Config, validate_config
+from resbench.engine.devices import default_device
+from resbench.engine.evaluate import CALIBRATION_IMAGES
+from resbench.engine.measure import Config, validate_config
 from resbench.models import list_models
 from resbench.report.analysis import MAX_ACCURACY_DROP
 from resbench.settings import (

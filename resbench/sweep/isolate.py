@@ -21,8 +21,8 @@ import sys
 import threading
 import time
 
-from resbench import flops
-from resbench.measure import Config, Result, measure, utc_now
+from resbench.engine import flops
+from resbench.engine.measure import Config, Result, measure, utc_now
 
 PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15  # from <linux/prctl.h>
 WORKER_NAME = b"resbench-worker"  # the worker's process name once it is tied to its parent

@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 
 from resbench.cli import MAX_BATCH
-from resbench.measure import Config, Result
+from resbench.engine.measure import Config, Result
 from resbench.runfolder import ResultLog
 
 

@@ -24,9 +24,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from resbench import cli, data, evaluate, report, runfolder, weights
+from resbench import cli, data, report, runfolder, weights
+from resbench.engine import evaluate
+from resbench.engine.measure import Config, Result, measure
 from resbench.env import collect_env
-from resbench.measure import Config, Result, measure
 from resbench.runfolder import ResultLog
 from resbench.sweep import eta, flags, forks, grid, ranks
 from resbench.sweep.forks import summary_line

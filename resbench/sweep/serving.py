@@ -7,8 +7,9 @@ import dataclasses
 import itertools
 import math
 
-from resbench import cli, scenarios, settings
-from resbench.measure import Config
+from resbench import cli, settings
+from resbench.engine import scenarios
+from resbench.engine.measure import Config
 from resbench.settings import SCENARIOS
 
 

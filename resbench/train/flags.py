@@ -12,8 +12,8 @@ from pathlib import Path
 
 from resbench import cli
 from resbench.data import DATASETS
-from resbench.devices import parse_device
-from resbench.measure import Config, validate_config
+from resbench.engine.devices import parse_device
+from resbench.engine.measure import Config, validate_config
 from resbench.models import list_models
 from resbench.settings import COMPILE_MODES, PRECISIONS
 from resbench.train.recipe import TrainConfig

@@ -34,11 +34,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from resbench import cli, data, runfolder
-from resbench.backends import TrainStep
+from resbench.engine.backends import TrainStep
+from resbench.engine.timing import synchronize
 from resbench.env import collect_env
 from resbench.models import build_model
 from resbench.settings import PRECISIONS, autocast, numerics
-from resbench.timing import synchronize
 from resbench.train import flags, folder, inputs, recipe
 from resbench.train.flags import build_parser, config_from_args
 from resbench.train.recipe import (

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from resbench import backends, env, evaluate, settings
+from resbench import env, settings
 from resbench.datamodel import Config, validate_config
-from resbench.devices import emulated, intra_op_threads, steady_allocator, torch_precision
+from resbench.engine import backends, evaluate
+from resbench.engine.devices import emulated, intra_op_threads, steady_allocator, torch_precision
 from resbench.models import build_model, input_channels
 from resbench.settings import numerics
 from resbench.weights import Weights, load_into
@@ -82,7 +83,7 @@ class Prepared:
     notes: dict = field(default_factory=dict)  # what the backend recorded (calibration)
     scoring: evaluate.Scoring | None = None  # the labelled images this row is scored on
     workdir: Path | None = None  # the backend's files (model.onnx, ...), gone when prepare() exits
-    # one call per stream (config.streams), each for its own thread (resbench/serve.py); the
+    # one call per stream (config.streams), each for its own thread (resbench/engine/serve.py); the
     # first is ``step``
     streams: list[Callable[[], object]] = field(default_factory=list)
     # a deployment runtime's own object: OpenVINO's compiled model, ONNX Runtime's sessions

@@ -326,6 +326,21 @@ class Meter:
         return fields(self.reading, images)
 
 
+def pool_forks(first, new, images: int) -> dict:
+    """The energy fields of two processes' Results as one over ``images`` processed: energy and
+    time add up, the clocks and temperatures run from ``first``'s start to ``new``'s end."""
+    return fields(combine([_reading(first), _reading(new)]), images)
+
+
+def _reading(r) -> Reading:
+    """The energy reading a Result was made from, as far as its fields keep it."""
+    wall = r.energy_j / r.avg_power_w if r.energy_j and r.avg_power_w else None
+    return Reading(
+        r.power_method or "none", r.energy_j, wall, r.sm_clock_mhz_start, r.sm_clock_mhz_end,
+        r.temperature_c_start, r.temperature_c_end, r.throttled, r.throttle_reasons,
+    )  # fmt: skip
+
+
 def fields(r: Reading, images: int) -> dict:
     """The Result fields of a Reading over ``images`` processed (iterations x batch size)."""
     per_image = r.energy_j / images if r.energy_j and images > 0 else None

@@ -1,7 +1,7 @@
 """A prepared row's streams driven through its scenario: offline, server at a rate, or the peak search.
 
-``measure`` prepares a Config (``resbench/preparation.py``: one call per stream) and warms its first
-stream up; for an offline or server Config it then hands the Prepared to ``run``, which
+``measure`` prepares a Config (``resbench/engine/preparation.py``: one call per stream) and warms
+its first stream up; for an offline or server Config it then hands the Prepared to ``run``, which
 
 - gives each stream a thread of its own for all its runs (``StreamThreads``; on CUDA a CUDA stream
   of its own too, synchronised at the end of each call), and warms every stream with a short
@@ -21,7 +21,8 @@ offline, per request from its scheduled arrival in a server run). A batch the ba
 Config's batch size runs the full batch anyway (its images padded with the Config's inputs): every
 backend has static shapes here (ONNX exports, compiled graphs, CUDA graphs), so a partial batch costs
 what a full one does, and ``mean_batch`` says how full they were. ``pool`` combines the figures of
-independent runs of one Config (repeats, forks).
+independent runs of one Config (repeats, forks), and ``pool_forks`` the figures of a sweep's forks'
+Results.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from resbench import peak, scenarios, timing
+from resbench.engine import peak, scenarios, timing
 
 # a server run's requests at least, where the window allows (p99 of 1000 is the 10th slowest), for
 # arrivals of at most MAX_WINDOW_S, or the budget if that is longer
@@ -305,6 +306,30 @@ def expected_s(config, budget_s: float, step_s: float) -> float:
         for f, ok in tries[: 2 + PEAK_STEPS]
     )
     return warm + offline + runs
+
+
+# the figures of an offline or server Result that ``pool`` pools
+FIGURES = ("latency_ms_median", "latency_ms_p10", "latency_ms_p90", "latency_ms_p99",
+           "latency_ms_p999", "latency_ms_iqr", "throughput_ips", "offered_rate", "achieved_rate",
+           "sustained", "mean_batch", "max_batch", "requests", "backlog_at_end", "iterations",
+           "samples_ms", "peak_tries")  # fmt: skip
+
+
+def pool_forks(first, new, earlier_medians: Sequence[float]) -> dict:
+    """An offline or server Config's figures over processes, and its fork record: ``first`` is
+    the Result of the processes so far (``earlier_medians`` their medians), ``new`` one more
+    process's. The figures pool as ``pool`` pools repeats (a peak search keeps the lower peak);
+    the row is noisy where either was, or where the forks' medians are further apart than
+    ``timing.NOISY_IQR_FRACTION``."""
+    figures = pool({n: getattr(first, n) for n in FIGURES}, {n: getattr(new, n) for n in FIGURES})
+    medians = [*earlier_medians, *([new.latency_ms_median] if new.latency_ms_median else [])]
+    return figures | {
+        "noisy": bool(first.noisy or new.noisy)
+        or (len(medians) > 1 and timing.spread(medians) > timing.NOISY_IQR_FRACTION),
+        "forks": (first.forks or 1) + 1,
+        "fork_medians_ms": medians,
+        "fork_spread": timing.spread(medians) if medians else None,
+    }
 
 
 def pool(first: dict, other: dict) -> dict:

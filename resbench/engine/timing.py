@@ -16,6 +16,7 @@ kept and statistics derived from them; nothing is rounded here.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -247,6 +248,83 @@ def forks_disagree(medians: Sequence[float], factor: float | None = None) -> boo
     no single figure describes the row, and none is shown as its headline."""
     factor = FORKS_DISAGREE if factor is None else factor
     return len(medians) >= 2 and min(medians) > 0 and max(medians) / min(medians) > factor
+
+
+def one_fork(result) -> dict:
+    """The fork record of a Result measured in one process: one fork, its median, its samples."""
+    median = result.latency_ms_median
+    return {
+        "forks": 1,
+        "fork_medians_ms": [median] if median is not None else [],
+        "fork_spread": 0.0,
+        "fork_samples": [len(result.samples_ms)] if result.samples_ms else [],
+    }
+
+
+def pool_forks(first, new, earlier_medians: Sequence[float], earlier_groups: Sequence) -> dict:
+    """A single-stream Config's timing statistics over processes, and its fork record: ``first``
+    is the Result of the processes so far (``earlier_medians`` and ``earlier_groups`` their
+    medians and samples, groups [] where they cannot be told apart), ``new`` one more process's.
+
+    The median is the median of the fork medians, the percentiles those of every fork's samples
+    with each fork weighted equally (``fork_stats``), so they describe what the median does;
+    unknown rather than pooled where the forks cannot be told apart. Iterations and waits add up,
+    the host times are means over the forks. ``repeat_spread`` stays the spread inside one process
+    (the largest fork's); the spread between processes is ``fork_spread``."""
+    medians = [*earlier_medians, new.latency_ms_median]
+    median, apart = statistics.median(medians), spread(medians)
+    groups = [*earlier_groups, list(new.samples_ms)] if earlier_groups and new.samples_ms else []
+    s = fork_stats(groups) if groups else None
+    k = first.forks or 1  # the forks ``first`` holds, for the running means
+    quiet = [q for q in (first.quiet, new.quiet) if q is not None]
+    noisy = (s is not None and s.noisy) or apart > NOISY_IQR_FRACTION
+    return {
+        "latency_ms_median": median,
+        "latency_ms_p10": s and s.p10,
+        "latency_ms_p90": s and s.p90,
+        "latency_ms_p99": s and s.p99,
+        "latency_ms_iqr": s and s.iqr,
+        "iterations": (first.iterations or 0) + (new.iterations or 0),
+        "throughput_ips": new.batch_size / (median / 1e3),
+        "host_ms_per_iter": _mean(first.host_ms_per_iter, k, new.host_ms_per_iter),
+        "issue_ms_per_iter": _mean(first.issue_ms_per_iter, k, new.issue_ms_per_iter),
+        "repeat_spread": _largest(first.repeat_spread, new.repeat_spread),
+        "noisy": bool(noisy or first.noisy or new.noisy),
+        "quiet_wait_s": _total(first.quiet_wait_s, new.quiet_wait_s),
+        "quiet": all(quiet) if quiet else None,
+        "forks": k + 1,
+        "fork_medians_ms": medians,
+        "fork_spread": apart,
+        "fork_samples": [len(g) for g in groups],
+        "samples_ms": [*first.samples_ms, *new.samples_ms],
+    }
+
+
+def pool_clock(first, new) -> dict:
+    """What every scenario's Result over processes takes alike from the clock: the warm-up and
+    measured seconds added up, the most foreign load any process saw, and every preparation's
+    median, fork after fork."""
+    return {
+        "warmup_s": _total(first.warmup_s, new.warmup_s),
+        "measure_s": _total(first.measure_s, new.measure_s),
+        "foreign_cpu": _largest(first.foreign_cpu, new.foreign_cpu),  # under load in any fork
+        "repeat_medians_ms": [*first.repeat_medians_ms, *new.repeat_medians_ms],
+    }
+
+
+def _largest(*values: float | None) -> float | None:
+    return max((v for v in values if v is not None), default=None)
+
+
+def _mean(old: float | None, k: int, new: float | None) -> float | None:
+    """The mean over k + 1 forks of k forks' mean ``old`` and one more ``new``."""
+    if old is None or new is None:
+        return new if old is None else old
+    return (old * k + new) / (k + 1)
+
+
+def _total(a: float | None, b: float | None) -> float | None:
+    return None if a is None and b is None else (a or 0.0) + (b or 0.0)
 
 
 class ForeignCpu:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from resbench.scenarios import check_rate, positive_int, positive_number
+from resbench.engine.scenarios import check_rate, positive_int, positive_number
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from resbench import backends, data
+from resbench import data
+from resbench.engine import backends
 from resbench.models import build_model
 from resbench.settings import numerics
 

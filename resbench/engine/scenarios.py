@@ -22,7 +22,7 @@ every stream has stopped.
   queue did not grow without bound (see ``ServerResult``); latency figures of an unsustained run
   are None, never a number.
 - The peak search over offered rates (the highest sustained rate whose p99 meets a bound) is
-  ``resbench/peak.py``.
+  ``resbench/engine/peak.py``.
 - ``check_streams``, ``check_threads``, ``check_rate``: one-line ValueErrors for bad values.
 
 Percentiles are numpy's (linear interpolation) over the raw per-request latencies, which are kept.

@@ -201,6 +201,12 @@ def _set_steady_allocator() -> str:
     return "glibc, trim/mmap thresholds 1 GiB" if ok else "system (mallopt refused)"
 
 
+def pool_forks(first, new) -> dict:
+    """The memory of processes' Results as one: the largest peak any of them reached."""
+    peaks = (first.peak_memory_mb, new.peak_memory_mb)
+    return {"peak_memory_mb": max((m for m in peaks if m is not None), default=None)}
+
+
 class PeakMemory:
     """Peak memory over the measured iterations; see the module docstring for the methods."""
 

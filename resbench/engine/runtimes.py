@@ -1,9 +1,9 @@
 """The deployment runtimes: the model exported to ONNX, int8 by post-training quantisation, and run
 by ONNX Runtime or OpenVINO, each with the precision it really computed in read back from the runtime.
 
-Like the PyTorch backends (``resbench/backends.py``), ``onnxruntime(t)`` and ``openvino(t)`` take a
-``backends.Target`` and return ``(steps, prepare_s)``: one call per stream, and the seconds the
-export, quantisation and session creation took. Streams are each runtime's own: one ONNX Runtime
+Like the PyTorch backends (``resbench/engine/backends.py``), ``onnxruntime(t)`` and ``openvino(t)``
+take a ``backends.Target`` and return ``(steps, prepare_s)``: one call per stream, and the seconds
+the export, quantisation and session creation took. Streams are each runtime's own: one ONNX Runtime
 session per stream (its intra-op pool of ``t.threads``), and OpenVINO's streams with one infer
 request each (``NUM_STREAMS``, ``INFERENCE_NUM_THREADS`` = streams x threads), as benchmark_app runs
 them. The runtimes are imported here, when used; ``resbench/settings.py`` says which backend needs
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from resbench.backends import Steps, Target
+from resbench.engine.backends import Steps, Target
 
 # int8 calibration without labelled images: the same seeded generated images at every batch size
 # (fed in batches of the exported model's batch size), recorded in every int8 Result

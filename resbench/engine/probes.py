@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from resbench import settings, timing
-from resbench.devices import free_memory, is_oom
+from resbench import settings
+from resbench.engine import timing
+from resbench.engine.devices import free_memory, is_oom
 
 # The peak for MFU: the fastest of several probes (PROBE_FAMILIES). A family's products grow
 # together from its smallest size until one call of its first product takes PROBE_CALL_S or the
@@ -234,6 +235,18 @@ def mfu_fields(tflops_achieved: float | None, peak_tflops: float | None) -> dict
         return {"mfu": None, "peak_exceeded": None}
     exceeded = tflops_achieved > peak_tflops
     return {"mfu": None if exceeded else tflops_achieved / peak_tflops, "peak_exceeded": exceeded}
+
+
+def pool_forks(first, new, achieved: float | None) -> dict:
+    """The MFU fields of processes' Results as one, at their pooled FLOP rate ``achieved``: the
+    newest process's peak where it has one (with its probe), else the earlier one's."""
+    peak = new.peak_tflops or first.peak_tflops
+    return {
+        "tflops_achieved": achieved,
+        "peak_tflops": peak,
+        "peak_probe": new.peak_probe if new.peak_tflops else first.peak_probe,
+        **mfu_fields(achieved, peak),  # never above 100%: a row over its peak is flagged
+    }
 
 
 _BANDWIDTH_BYTES = {"cpu": 256 * 2**20, "other": 2 * 2**30}  # well past every cache

@@ -14,7 +14,7 @@ same meta-device pass, adds the sizes of every operator's input and output tenso
 and fusion (a fused kernel moves less, a cache-blocked one re-reads more), so it is an upper bound on
 the unfused traffic, the usual basis of a roofline's arithmetic intensity. No layer has a formula here.
 The roofline's two ceilings, the peak FLOP/s for MFU and the memory bandwidth, are measured on the
-device in ``resbench/probes.py`` (re-exported here, where callers have imported them from).
+device in ``resbench/engine/probes.py`` (re-exported here, where callers have imported them from).
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
-from resbench.models import build_model, list_models
-from resbench.probes import (  # noqa: F401 (their home; imported from here before)
+from resbench.engine.probes import (  # noqa: F401 (their home; imported from here before)
     PROBE_SIZING_S,
     Peak,
     measure_bandwidth_gbs,
@@ -39,6 +38,7 @@ from resbench.probes import (  # noqa: F401 (their home; imported from here befo
     measure_peak_tflops,
     mfu_fields,
 )
+from resbench.models import build_model, list_models
 
 _COUNT_BATCH = 2  # FLOPs are linear in batch; 2 keeps train-mode BatchNorm well defined
 
@@ -268,12 +268,13 @@ def registry_table(models: Sequence[str] | None = None, image_size: int | None =
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m resbench.flops`: build models (on the meta device) and print their size and cost."""
+    """`python -m resbench.engine.flops`: build models (on the meta device) and print their size
+    and cost."""
     from resbench import cli
 
     def body() -> int:
         p = cli.Parser(
-            prog="python -m resbench.flops",
+            prog="python -m resbench.engine.flops",
             description="Parameters and FLOPs of the registry's models (built on the meta device, "
             "no weights or data): 1 FLOP = one operation, a multiply-add counts 2.",
         )
@@ -290,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(registry_table(models, args.image_size))
         return 0
 
-    return cli.run_cli("resbench.flops", body)
+    return cli.run_cli("resbench.engine.flops", body)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,10 @@ the setting, the streams) and returns ``(steps, prepare_s)``: one callable per s
 (``t.streams``; single-stream rows have one), each running one iteration on the same inputs, and the
 seconds the preparation took (export, compilation, quantisation, session creation), which stay out
 of the timed region. Inference steps return the model's output. A stream's step is called from that
-stream's own thread (``resbench/serve.py``), which on CUDA also puts it on a CUDA stream of its own:
-eager and compiled models are shared by the streams (inference reads them only), while state a call
-writes is made once per stream (a CUDA graph's buffers, an AOTInductor runner). The deployment
-runtimes (ONNX Runtime, OpenVINO, int8) are in ``resbench/runtimes.py``.
+stream's own thread (``resbench/engine/serve.py``), which on CUDA also puts it on a CUDA stream of
+its own: eager and compiled models are shared by the streams (inference reads them only), while
+state a call writes is made once per stream (a CUDA graph's buffers, an AOTInductor runner). The
+deployment runtimes (ONNX Runtime, OpenVINO, int8) are in ``resbench/engine/runtimes.py``.
 """
 
 from __future__ import annotations
