@@ -1,5 +1,14 @@
 from __future__ import annotations
 
+import os
+
+# Under pytest-xdist (the README's `pytest -n 2`), each worker runs PyTorch, and every process its
+# tests spawn, on one intra-op thread: two workers of two OpenMP threads each on 2 cores would wait
+# on threads without a core, many times slower (the load warning's 37x), and time out at random.
+# Set before torch is imported, so the workers' default thread count is 1.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 import subprocess
 import sys
 import time
@@ -61,9 +70,11 @@ def benchmark_run(tmp_path_factory):
         "--rb-settings", "fp32,fp32+cl", f"--benchmark-json={out}", "--benchmark-autosave",
         f"--benchmark-storage=file://{storage}", "--benchmark-min-rounds=3",
     ]  # fmt: skip
+    # a run of its own, not an xdist worker's: pytest-benchmark times nothing under xdist
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
     done = subprocess.run(
         cmd, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
-        timeout=300,
+        timeout=300, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return out, storage

@@ -145,12 +145,14 @@ def test_measure_sleeps_after_every_timed_step_when_asked(monkeypatch):
     assert r.status == "ok" and len(calls) >= r.iterations
 
 
-@pytest.mark.slow  # two fresh sweeps, each a new Python process with torch: ~25 s each here
+@pytest.mark.slow  # two fresh sweeps, each a new Python process with torch and a worker per fork
 def test_a_real_aa_check_of_two_sweeps_writes_its_json(tmp_path, capsys):
     out = tmp_path / "aa.json"
+    # one fork a sweep: the forks' own machinery is tests/test_forks.py's; here, that a flag the
+    # script does not know reaches every sweep
     argv = ["--sweeps", "2", "--models", "small_resnet20", "--batch-sizes", "1", "--settings",
             "fp32", "--runs", str(tmp_path / "runs"), "--out", str(out), "--strict",
-            "--device", "cpu", "--budget", "0.05", "--repeats", "1"]  # fmt: skip
+            "--device", "cpu", "--budget", "0.05", "--repeats", "1", "--forks", "1"]  # fmt: skip
     assert aa_check.main(argv) == 1  # --strict: no A/A pair among two sweeps, so a target missed
     data = json.loads(out.read_text())
     assert [s["kind"] for s in data["sweeps"]] == ["plain", "slowed"]
@@ -161,6 +163,7 @@ def test_a_real_aa_check_of_two_sweeps_writes_its_json(tmp_path, capsys):
     assert sum(pair[v] for v in ("faster", "slower", "unchanged", "inconclusive")) == 1
     assert data["false_positive_rate"] is None and data["power_rows"] == 1
     assert "--budget 0.05" in data["sweep_command"] and data["machine"]["logical_cores"]
+    assert "--forks 1" in data["sweep_command"]
     assert data["forks"] and data["missed"][0].startswith("no A/A pair")
     assert "aa_check: missed: no A/A pair" in capsys.readouterr().out
 
