@@ -13,12 +13,12 @@ Only the standard library is imported at module level: tests/test_docs.py reads 
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import re
 import subprocess
 from pathlib import Path
+from unittest import mock
 
 # each tool's --help marker -> the module whose build_parser() returns its argparse parser
 PARSERS = {
@@ -35,24 +35,10 @@ REPO = Path(__file__).resolve().parent.parent
 PUBLISHED = (".md", ".png", ".json")  # what of results/ the site carries (not the 4.8 MB plotly.js)
 
 
-@contextlib.contextmanager
-def _environ(**values: str):
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def help_text(tool: str) -> str:
     """``python -m <tool> --help`` as the tool prints it, at HELP_COLUMNS columns."""
     module = importlib.import_module(PARSERS[tool])
-    with _environ(COLUMNS=str(HELP_COLUMNS), NO_COLOR="1"):
+    with mock.patch.dict(os.environ, COLUMNS=str(HELP_COLUMNS), NO_COLOR="1"):
         return module.build_parser().format_help()
 
 
