@@ -11,6 +11,7 @@ sweep dies, even by ``kill -9``; elsewhere a thread notices the parent is gone w
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import dataclasses
@@ -47,9 +48,18 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _child(target, conn, parent_pid: int) -> None:
-    """The worker process's entry: tie its life to the parent's, then serve."""
+    """The worker process's entry: tie its life to the parent's, then serve; then leave at once.
+
+    Every Result has been sent by then. The exit handlers run (Inductor's compile pool, the
+    semaphores multiprocessing must release), but not the interpreter's teardown of every module,
+    which only kept the sweep waiting in ``close()``: 0.9 s a worker on a 2-core EPYC."""
     _die_with_parent(parent_pid)
     target(conn)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
+    os._exit(0)
 
 
 def _serve(conn) -> None:
