@@ -48,6 +48,9 @@ class Config:
     rate: float | None = None  # server: requests per second offered (Poisson), or None to search
     max_queue_ms: float = 0.0  # server: how long the oldest request waits for a fuller batch
     target_p99_ms: float | None = None  # server: find the highest rate whose p99 meets this
+    # Inductor's freezing on the compile and aotinductor backends: None for the default (on for CPU
+    # inference, off elsewhere: settings.default_freezing), else the choice where it differs
+    freezing: bool | None = None
 
     def __post_init__(self) -> None:
         if self.image_size is None and self.model in list_models():
@@ -58,6 +61,18 @@ class Config:
             object.__setattr__(self, "compile", "default")
         if self.threads is None and isinstance(self.streams, int) and self.streams >= 1:
             object.__setattr__(self, "threads", default_threads(self.streams))
+        if self.freezing is not None and self.freezing == self._default_freezing():
+            object.__setattr__(self, "freezing", None)  # one setting, one key and one label
+
+    def _default_freezing(self) -> bool | None:
+        if self.backend not in settings.BACKENDS or self.mode not in settings.MODES:
+            return None  # validate_config says what is wrong
+        return settings.default_freezing(str(self.device).split(":")[0], self.mode, self.backend)
+
+    @property
+    def frozen(self) -> bool:
+        """Whether Inductor freezes this row's weights (the default, or the choice)."""
+        return bool(self._default_freezing() if self.freezing is None else self.freezing)
 
     def config(self) -> Config:
         """The Config part of this object (a Result's measured setting)."""
@@ -71,8 +86,9 @@ class Config:
     def setting(self) -> str:
         """Short label of the non-default settings, e.g. "bf16+cl+compile"; "fp32" for the baseline."""
         return settings.label(
-            self.precision, self.channels_last, self.backend, self.compile, self.calibration_data
-        )
+            self.precision, self.channels_last, self.backend, self.compile, self.calibration_data,
+            self.freezing,
+        )  # fmt: skip
 
     @property
     def is_baseline(self) -> bool:
@@ -126,6 +142,9 @@ class Result(Config):
     peak_memory_mb: float | None = None
     peak_memory_method: str | None = None
     compile_time_s: float | None = None  # the first call (torch.compile compiles lazily)
+    # the Inductor options resbench set beyond the compile mode ({"freezing": true}); None for
+    # backends Inductor does not compile, and in rows from before freezing was recorded
+    inductor_options: dict | None = None
     prepare_s: float | None = None  # the backend's export, compilation, quantisation, session
     max_abs_diff: float | None = None  # largest |logit - fp32 eager logit|, same weights and batch
     top1_agreement: float | None = None  # fraction of the batch whose top-1 class fp32 eager shares
@@ -222,6 +241,9 @@ class Result(Config):
         from before ``peak_exceeded`` with an MFU above 1 is flagged, its MFU dropped."""
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
+        backend = settings.BACKENDS.get(values.get("backend"))
+        if "freezing" not in values and backend is not None and backend.inductor:
+            values["freezing"] = False  # a row from before freezing was an option: never frozen
         mfu = values.get("mfu")
         if "peak_exceeded" not in values and isinstance(mfu, int | float) and mfu == mfu:
             values["peak_exceeded"] = bool(mfu > 1)
@@ -279,6 +301,7 @@ def validate_config(config: Config) -> torch.device:
         )
     device = parse_device(config.device)
     settings.check(device.type, config.mode, config.precision, config.backend, config.channels_last)
+    settings.check_freezing(device.type, config.mode, config.backend, config.freezing)
     scenarios.check_streams(config.streams)
     scenarios.check_threads(config.threads, oversubscribe=True)  # the cores: the sweep's check
     if config.rate is not None:
@@ -296,7 +319,14 @@ def validate_config(config: Config) -> torch.device:
 def missing_package(config: Config) -> str | None:
     """Why this Config's backend cannot run here (its package is not installed), or None."""
     backend = settings.BACKENDS[config.backend]
-    if backend.installed():
+    if backend.installed(config.precision):
         return None
-    needs, extra = backend.needs, backend.extra
-    return f"backend {config.backend} needs {needs}: pip install 'resbench[{extra}]' (or pip install -e \".[{extra}]\")"
+    needs, extra = backend.needs_for(config.precision), backend.extra
+    what = (
+        f"{config.precision} on backend {config.backend}"
+        if needs != backend.needs
+        else f"backend {config.backend}"
+    )
+    return (
+        f"{what} needs {needs}: pip install 'resbench[{extra}]' (or pip install -e \".[{extra}]\")"
+    )

@@ -10,8 +10,10 @@ Validation reads the entries; nothing else branches on a name.
 
 A setting's label is its precision, then "+cl" for channels_last, then the backend ("+compile" or the
 torch.compile mode for torch.compile, "+onnxruntime", "+openvino", ...): "bf16+cl+compile",
-"int8+openvino". Eager PyTorch adds nothing. Every tool reads labels through ``parse_label``, which
-takes that grammar only: at most one "cl" and one backend.
+"int8+openvino". Eager PyTorch adds nothing. An Inductor backend's row that does not freeze where
+freezing is the default (CPU inference) ends in "+nofreeze", one that freezes where it is not in
+"+freeze" (``default_freezing``). Every tool reads labels through ``parse_label``, which takes that
+grammar only: at most one "cl", one backend and one freezing mark.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from resbench.engine import backends, runtimes
+from resbench.engine import backends, pt2e, runtimes
 
 MODES = ("inference", "train")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
@@ -63,11 +65,12 @@ PRECISIONS = {
             modes=("inference",),
             probe=None,
             quantised=True,
-            why_not="is quantised inference on CPUs (onnxruntime, openvino)",
+            why_not="is quantised inference on CPUs (onnxruntime, openvino, compile, aotinductor)",
         ),
     )
 }
 FLOAT_PRECISIONS = tuple(p for p in PRECISIONS if not PRECISIONS[p].quantised)
+QUANTISED_PRECISIONS = tuple(p for p in PRECISIONS if PRECISIONS[p].quantised)
 
 
 @dataclass(frozen=True)
@@ -88,29 +91,64 @@ class Backend:
     warm: Callable | None = None
     # the devices on which it runs more than one stream (independent executors at once)
     stream_devices: tuple[str, ...] = ("cpu", "cuda")
+    # Inductor compiles it, so Inductor's freezing applies (``default_freezing``)
+    inductor: bool = False
+    # how a quantised precision (int8) runs on it when that is not ``wrap``'s own business: PyTorch's
+    # PT2E quantisation (resbench/engine/pt2e.py), with the package it needs and the extra that
+    # brings it; a runtime that quantises inside its wrap (onnxruntime, openvino) has None
+    quantised_wrap: Callable | None = None
+    quantised_needs: str | None = None
 
     @property
     def pytorch(self) -> bool:
         """PyTorch's own arithmetic (eager, compile, AOTInductor, CUDA graphs): no runtime package."""
         return self.needs is None
 
-    def installed(self) -> bool:
-        """Whether the package it runs on is importable here (PyTorch's own always are)."""
-        return self.needs is None or importlib.util.find_spec(self.needs) is not None
+    def installed(self, precision: str = "fp32") -> bool:
+        """Whether the package it runs ``precision`` on is importable here (PyTorch's own always
+        are; a quantised precision may need its quantiser)."""
+        needs = self.needs_for(precision)
+        return needs is None or importlib.util.find_spec(needs) is not None
+
+    def needs_for(self, precision: str) -> str | None:
+        """The package this backend needs to run ``precision``, or None for PyTorch alone."""
+        if PRECISIONS[precision].quantised and self.quantised_needs is not None:
+            return self.quantised_needs
+        return self.needs
+
+    def wrap_for(self, precision: str) -> Callable:
+        """What turns a Target of ``precision`` into its calls (``wrap``, or ``quantised_wrap``)."""
+        if PRECISIONS[precision].quantised and self.quantised_wrap is not None:
+            return self.quantised_wrap
+        return self.wrap
 
 
 BACKENDS = {
     b.name: b
     for b in (
         Backend("eager", ALL_DEVICES, MODES, FLOAT_PRECISIONS, backends.eager),
-        Backend("compile", ("cpu", "cuda"), MODES, FLOAT_PRECISIONS, backends.compiled),
+        Backend(
+            "compile",
+            ("cpu", "cuda"),
+            MODES,
+            FLOAT_PRECISIONS + QUANTISED_PRECISIONS,
+            backends.compiled,
+            extra="deploy",  # torchao, for int8 (quantised_needs)
+            inductor=True,
+            quantised_wrap=pt2e.compiled,
+            quantised_needs="torchao",
+        ),
         Backend(
             "aotinductor",
             ("cpu", "cuda"),
             ("inference",),
-            FLOAT_PRECISIONS,
+            FLOAT_PRECISIONS + QUANTISED_PRECISIONS,
             backends.aotinductor,
+            extra="deploy",
             warm=backends.compiled,  # Inductor, without a whole ahead-of-time build of its own
+            inductor=True,
+            quantised_wrap=pt2e.aotinductor,
+            quantised_needs="torchao",
         ),
         Backend(
             "onnxruntime",
@@ -213,20 +251,48 @@ def calibration_mark(calibration: str | None) -> str:
     return "[noise]" if calibration == "noise" else f"[{Path(calibration).name or calibration}]"
 
 
+# Inductor's freezing (torch._inductor.config.freezing): the weights become constants that Inductor
+# folds and prepacks for oneDNN; what PyTorch's own CPU inference dashboard measures. The label marks
+# a row only where it differs from the default: "+nofreeze" (off where it is on), "+freeze"
+FREEZE_MARKS = {False: "nofreeze", True: "freeze"}
+
+
+def default_freezing(device_type: str, mode: str, backend: str) -> bool:
+    """Whether an Inductor backend's row freezes unless told otherwise: CPU inference does (what
+    PyTorch's CPU inference dashboard runs); training never can; CUDA rows do not, until a
+    measurement on a GPU says freezing pays there (issue 33)."""
+    return BACKENDS[backend].inductor and mode == "inference" and device_type == "cpu"
+
+
+def check_freezing(device_type: str, mode: str, backend: str, freezing: bool | None) -> None:
+    """Refuse a freezing choice that means nothing, with a ValueError that says why."""
+    if freezing is None:
+        return
+    if not BACKENDS[backend].inductor:
+        on = ", ".join(n for n, b in BACKENDS.items() if b.inductor)
+        raise ValueError(f"freezing is Inductor's (backends {on}); got backend {backend}")
+    if freezing and mode == "train":
+        raise ValueError("training rows never freeze: freezing makes the weights constants")
+
+
 def label(
     precision: str,
     channels_last: bool,
     backend: str,
     compile_mode: str,
     calibration: str | None = None,
+    freezing: bool | None = None,
 ) -> str:
     """The tables' label of a setting: "fp32", "bf16+cl+compile", "int8+openvino",
-    "int8[noise]+onnxruntime" (int8 calibrated on N(0,1) images beside labelled ones)."""
+    "int8[noise]+onnxruntime" (int8 calibrated on N(0,1) images beside labelled ones),
+    "bf16+cl+compile+nofreeze" (``freezing``: None for the default, else the choice)."""
     parts = [precision + calibration_mark(calibration)] + (["cl"] if channels_last else [])
     if backend == "compile":
         parts.append("compile" if compile_mode == "default" else compile_mode)
     elif backend != "eager":
         parts.append(backend)
+    if freezing is not None:
+        parts.append(FREEZE_MARKS[freezing])
     return "+".join(parts)
 
 
@@ -242,8 +308,9 @@ def parse_label(text: str) -> dict:
     """A label -> precision, channels_last, backend and compile; ValueError says what is wrong.
 
     The grammar is ``label()``'s: a precision, then at most one "cl", then at most one backend
-    ("compile" or a torch.compile mode for the compile backend). Nothing else is accepted, so one
-    label means one setting: "int8+onnxruntime+openvino" or "fp32+cl+cl" is an error, not a guess.
+    ("compile" or a torch.compile mode for the compile backend), then at most one freezing mark
+    ("nofreeze", "freeze") after an Inductor backend. Nothing else is accepted, so one label means
+    one setting: "int8+onnxruntime+openvino" or "fp32+cl+cl" is an error, not a guess.
     """
     precision, *rest = text.split("+")
     calibration = None
@@ -263,8 +330,21 @@ def parse_label(text: str) -> dict:
         fields["calibration_data"] = calibration
     named = ""  # the part that named the backend
     backend_parts = _backend_parts()
+    freeze_parts = {mark: value for value, mark in FREEZE_MARKS.items()}
     for part in rest:
-        if part == "cl":
+        if "freezing" in fields:
+            raise ValueError(
+                f"in {text!r}, {part!r} comes after the freezing mark; it ends a label"
+            )
+        if part in freeze_parts:
+            if not named or not BACKENDS[fields["backend"]].inductor:
+                on = ", ".join(n for n, b in BACKENDS.items() if b.inductor)
+                raise ValueError(
+                    f"in {text!r}, {part!r} follows an Inductor backend ({on}), as in "
+                    f"'bf16+cl+compile+{part}'"
+                )
+            fields["freezing"] = freeze_parts[part]
+        elif part == "cl":
             if fields["channels_last"]:
                 raise ValueError(f"{text!r} has 'cl' twice; a label has at most one")
             if named:
@@ -280,7 +360,7 @@ def parse_label(text: str) -> dict:
             named = part
             fields["backend"], fields["compile"] = backend_parts[part]
         else:
-            choices = ["cl", *(p for p in backend_parts if p != "default")]
+            choices = ["cl", *(p for p in backend_parts if p != "default"), *freeze_parts]
             raise ValueError(f"unknown part {part!r} in {text!r}; use one of: {', '.join(choices)}")
     return fields
 

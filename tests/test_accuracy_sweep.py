@@ -173,3 +173,45 @@ def test_bad_accuracy_flags_are_one_line_and_exit_2(trained, tmp_path, capsys, f
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and says in lines[0], lines
     assert not (tmp_path / "r" / "results.jsonl").exists()
+
+
+def test_pytorch_int8_is_scored_and_equals_an_independent_quantisation(trained):
+    # the row (calibrated on the checkpoint's training images, scored on its test images) against
+    # PT2E done here, by hand, from the same calibration images, then Inductor with freezing
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
+
+    folder, ckpt, _ = trained
+    state = torch.load(ckpt, weights_only=True)
+    spec = evaluate.plan(str(folder), images=None, weights=None)
+    spec = evaluate.Spec(**(spec.to_dict() | {"preprocess": state["data"]["preprocess"]}))
+    config = Config("small_resnet20", 50, device="cpu", precision="int8", backend="compile",
+                    calibration_data="train")  # fmt: skip
+    r = measure(config, 0.02, peak=False, weights=str(ckpt), evaluation=spec.to_dict())
+    assert r.status == "ok", r.error
+    # oneDNN's log of the row's own call: u8 sources in its convolutions, whatever the label says
+    assert r.effective_precision == "int8" and r.setting == "int8+compile" and r.compute_kernel
+    assert r.inductor_options == {"freezing": True} and r.prepare_s > 0 and r.mfu is None
+    assert "fashion-mnist train images" in r.calibration and r.eval_images == 150
+    assert r.calibration_method == "histogram"  # X86InductorQuantizer's default observer
+
+    model = build_model("small_resnet20", num_classes=10, in_channels=1)
+    model.load_state_dict(state["model"])
+    model.eval()
+    cal = evaluate.Scoring(spec, 32, 1).calibration("train", "minmax", 50)
+    images = torch.cat([cal.images, cal.images[: -len(cal.images) % 50]])  # whole batches
+    assert r.calibration_images == len(images)
+    ds = data.load("fashion-mnist", folder)
+    x = data.Preprocess.from_dict(state["data"]["preprocess"]).apply(ds.test_x)
+    with torch.no_grad():
+        graph = torch.export.export(model, (x[:50],), strict=True).module()
+        quantizer = x86.X86InductorQuantizer()
+        quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
+        prepared = prepare_pt2e(graph, quantizer)
+        for batch in images.split(50):
+            prepared(batch)
+        compiled = torch.compile(convert_pt2e(prepared), dynamic=False)
+    with torch._inductor.config.patch(freezing=True), torch.inference_mode():
+        right = sum(int((compiled(x[i : i + 50]).argmax(1) == ds.test_y[i : i + 50]).sum())
+                    for i in range(0, 150, 50))  # fmt: skip
+    assert r.top1_accuracy == pytest.approx(right / 150)

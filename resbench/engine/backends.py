@@ -71,6 +71,7 @@ class Target:
     streams: int = 1  # independent executors the row runs at once (offline, server scenarios)
     threads: int = 1  # intra-op threads per stream (PyTorch's are set around the row)
     runtime: object = None  # a deployment runtime's own object (OpenVINO's compiled model, ...)
+    freezing: bool = False  # Inductor's freezing (compile, aotinductor; settings.default_freezing)
 
 
 def amp(device: torch.device, dtype: torch.dtype | None):
@@ -132,13 +133,35 @@ def eager(t: Target) -> tuple[Steps, float]:
     return [step] * t.streams, 0.0
 
 
+def inductor_options(t: Target) -> dict:
+    """The Inductor options resbench sets for a row beyond its torch.compile mode (the Result's
+    ``inductor_options``): freezing, on or off."""
+    options = {"freezing": t.freezing}
+    t.notes["inductor_options"] = options
+    return options
+
+
 def compiled(t: Target) -> tuple[Steps, float]:
     """torch.compile: lazy, so its compilation happens in the first call (compile_time_s); the
-    streams share the compiled model."""
+    streams share the compiled model. Freezing is Inductor's global setting during that first
+    call: passed as torch.compile's ``options`` it does not reach the passes that fold PT2E's
+    quantised weights (onednn.qconv_prepack then fails to trace, torch 2.14)."""
     mode = None if t.compile_mode in ("default", "off") else t.compile_mode
     # static shapes: a second batch size in one process would otherwise get a dynamic-shape graph
     step = _pytorch_step(torch.compile(t.model, mode=mode, dynamic=False), t)
-    return [step] * t.streams, 0.0
+    config = inductor_options(t)
+    compiled_yet = False
+
+    def first_under_options():
+        nonlocal compiled_yet
+        if compiled_yet:
+            return step()
+        with torch._inductor.config.patch(config):
+            out = step()
+        compiled_yet = True
+        return out
+
+    return [first_under_options] * t.streams, 0.0
 
 
 def cudagraphs(t: Target) -> tuple[Steps, float]:
@@ -174,7 +197,9 @@ def aotinductor(t: Target) -> tuple[Steps, float]:
     with torch.inference_mode(), amp(t.device, t.autocast):
         program = torch.export.export(t.model, (t.inputs,))
         path = torch._inductor.aoti_compile_and_package(
-            program, package_path=str(t.workdir / "model.pt2")
+            program,
+            package_path=str(t.workdir / "model.pt2"),
+            inductor_configs=dict(inductor_options(t)),
         )
     steps = []
     for _ in range(t.streams):

@@ -178,13 +178,13 @@ def prepare(
         target = backends.Target(
             model, inputs, labels, device, config.mode, settings.PRECISIONS[config.precision].autocast,
             config.precision, config.compile, Path(workdir), TRAIN_LR, streams=config.streams,
-            threads=config.threads,
+            threads=config.threads, freezing=config.frozen,
         )  # fmt: skip
         if scoring is not None and settings.PRECISIONS[config.precision].quantised:
             target.calibration = scoring.calibration(
                 config.calibration_data, evaluation.calibration_method, config.batch_size
             )
-        steps, prepare_s = settings.BACKENDS[config.backend].wrap(target)
+        steps, prepare_s = settings.BACKENDS[config.backend].wrap_for(config.precision)(target)
         optimizer = target.notes.pop("optimizer", None)
         pytorch_cpu = False
         if "effective_precision" not in target.notes:  # PyTorch's own arithmetic

@@ -9,7 +9,7 @@ import pandas as pd
 from resbench import settings
 from resbench.cli import plural
 from resbench.engine.measure import Result
-from resbench.report import accuracy, serving
+from resbench.report import accuracy, native, serving
 from resbench.report.analysis import (
     BASELINE_SETTING,
     LOAD_MEDIAN_CORES,
@@ -120,9 +120,14 @@ def disagreeing(part: pd.DataFrame, model: str, batch: int) -> str:
 def answers_rows(part: pd.DataFrame, max_drop: float = MAX_ACCURACY_DROP) -> pd.DataFrame:
     """Per model and batch: the fastest setting, its images/s, speed-up, MFU and agreement; where
     rows were scored on labelled images, the fastest within ``max_drop`` points and the fastest of
-    all with its drop (``accuracy.answer_rows``)."""
-    if accuracy.has_accuracy(part):
-        return accuracy.answer_rows(part, max_drop)
+    all with its drop (``accuracy.answer_rows``). Where a runtime outside PyTorch was measured, the
+    fastest row that stays in PyTorch (eager, compile, aotinductor, CUDA graphs) beside them."""
+    scored = accuracy.has_accuracy(part)
+    rows = accuracy.answer_rows(part, max_drop) if scored else _answers_rows(part)
+    return native.with_pytorch(part, rows, max_drop, scored)
+
+
+def _answers_rows(part: pd.DataFrame) -> pd.DataFrame:
     best = answers(by_input(part))
     rows = []
     for _, r in best.iterrows():
