@@ -22,6 +22,7 @@ import collections
 import dataclasses
 import platform
 import time
+import warnings
 
 import torch
 
@@ -114,8 +115,12 @@ def _int8(t: Target, wrap) -> tuple[Steps, float]:
         raise backends.Unfaithful(why)
     start = time.perf_counter()
     quantised = quantise(t)
-    steps, _ = wrap(dataclasses.replace(t, model=quantised))
-    _stage("Inductor's lowering (the first call)", lambda: read_back(steps[0], t))
+    with warnings.catch_warnings():  # Inductor's own advice to itself, once per int8 lowering
+        warnings.filterwarnings("ignore", "To copy construct from a tensor", UserWarning)
+        steps, _ = _stage(  # AOTInductor exports and lowers here; torch.compile in the first call
+            f"{wrap.__name__}'s compilation", lambda: wrap(dataclasses.replace(t, model=quantised))
+        )
+        _stage("Inductor's lowering (the first call)", lambda: read_back(steps[0], t))
     return steps, time.perf_counter() - start
 
 
