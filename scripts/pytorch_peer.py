@@ -1,6 +1,6 @@
 """Does resbench report what PyTorch itself does? Its native rows against a plain script's.
 
-    python scripts/pytorch_peer.py --model resnet18 --batch-size 8 [--rounds 2] [--out peer.json]
+    python scripts/pytorch_peer.py --model resnet18 --batch-size 8 [--rounds 3] [--out peer.json]
 
 For each native setting (default: fp32+cl eager, fp32+cl+compile and bf16+cl+compile with
 Inductor's freezing, int8+cl+compile through PT2E), this writes the plain script a PyTorch CPU
@@ -11,6 +11,12 @@ fresh process, alternating with a fresh ``python -m resbench.sweep`` of the same
 which of the two goes first turning each round. The ratio is resbench's images/s over the script's,
 per round; the target is every setting's median ratio within ``--tolerance`` (10%) of 1. With
 --strict a miss exits 1. The JSON names the machine (CPU, flags) and keeps every round's figures.
+
+The plain script runs under resbench's allocator policy (glibc's trim and mmap thresholds fixed,
+``GLIBC_TUNABLES``), the like-for-like comparison; the first round also runs it under glibc's
+default, to show what the allocator alone costs a plain process here (``docs/measurement/clock.md``).
+Its Timer is given the process's thread count: ``torch.utils.benchmark.Timer`` runs a statement on
+one thread unless told, which read resnet18 b8 at half resbench's rate on a 2-core EPYC.
 """
 
 from __future__ import annotations
@@ -26,11 +32,16 @@ from pathlib import Path
 
 from resbench import cli, env
 from resbench.datamodel import Config
+from resbench.engine.devices import STEADY_THRESHOLD_BYTES
 from resbench.runfolder import read_results
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SETTINGS = "fp32+cl,fp32+cl+compile,bf16+cl+compile,int8+cl+compile"
 TOLERANCE = 0.10
+# what resbench's steady_allocator() does, as the environment of a process it does not run
+STEADY_TUNABLES = ":".join(
+    f"glibc.malloc.{name}={STEADY_THRESHOLD_BYTES}" for name in ("mmap_threshold", "trim_threshold")
+)
 
 # The user's script: nothing of resbench but the architecture (their own model). Its arguments:
 # model, batch size, image size, precision, channels_last (0/1), compile (0/1), seconds to time.
@@ -69,19 +80,25 @@ def step():
 
 for _ in range(3):  # the compilation, then warm calls
     step()
-m = Timer("step()", globals={"step": step}).blocked_autorange(min_run_time=seconds)
+# Timer runs its statement on ONE thread unless told (num_threads=1 by default): the process's own
+m = Timer("step()", globals={"step": step}, num_threads=torch.get_num_threads())
+m = m.blocked_autorange(min_run_time=seconds)
 print(json.dumps({"median_ms": m.median * 1e3, "ips": batch / m.median, "runs": len(m.times)}))
 """
 
 
-def plain(config: Config, seconds: float) -> dict:
-    """The user's script for ``config``, in a fresh process: its images/s."""
+def plain(config: Config, seconds: float, steady: bool = True) -> dict:
+    """The user's script for ``config``, in a fresh process: its images/s; ``steady``: under
+    resbench's allocator policy, else glibc's default."""
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(PLAIN)
     try:
         args = [config.model, config.batch_size, config.image_size, config.precision,
                 int(config.channels_last), int(config.backend == "compile"), seconds]  # fmt: skip
-        done = subprocess.run([sys.executable, f.name, *map(str, args)], cwd=ROOT,
+        environ = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+        if steady:
+            environ["GLIBC_TUNABLES"] = STEADY_TUNABLES
+        done = subprocess.run([sys.executable, f.name, *map(str, args)], cwd=ROOT, env=environ,
                               capture_output=True, text=True, check=False)  # fmt: skip
     finally:
         os.unlink(f.name)
@@ -112,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="resnet18")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--settings", default=DEFAULT_SETTINGS, help=f"default: {DEFAULT_SETTINGS}")
-    p.add_argument("--rounds", type=int, default=2, help="fresh process pairs per setting")
+    # three: the median of the ratios then shrugs off one slow fresh process (2 would average it)
+    p.add_argument("--rounds", type=int, default=3, help="fresh process pairs per setting")
     p.add_argument("--seconds", type=float, default=2.0, help="time each process measures")
     p.add_argument("--tolerance", type=float, default=TOLERANCE)
     p.add_argument("--strict", action="store_true", help="exit 1 when a ratio misses")
@@ -139,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pytorch_peer: error: {exc}", file=sys.stderr)
         return 2
     report = {"model": args.model, "batch_size": args.batch_size, "seconds": args.seconds,
-              "tolerance": args.tolerance, "settings": {}}  # fmt: skip
+              "tolerance": args.tolerance, "plain_allocator": f"GLIBC_TUNABLES={STEADY_TUNABLES}",
+              "settings": {}}  # fmt: skip
     e = env.collect_env()
     report["machine"] = {k: e.get(k) for k in ("cpu", "cpu_flags", "onednn_bf16_kernel",
                                                "logical_cores", "torch", "hostname")}  # fmt: skip
@@ -150,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             first_plain = k % 2 == 0
             order = [plain, resbench_row] if first_plain else [resbench_row, plain]
             got = {fn.__name__: fn(config, args.seconds) for fn in order}
+            if k == 0:  # what the allocator alone costs a plain process (not in the ratio)
+                got["plain_system_malloc"] = plain(config, args.seconds, steady=False)
             ratio = got["resbench_row"]["ips"] / got["plain"]["ips"]
             rounds.append({"first": "plain" if first_plain else "resbench", **got, "ratio": ratio})
             print(f"{config.setting:18s} round {k + 1}: resbench {got['resbench_row']['ips']:9.1f} "
