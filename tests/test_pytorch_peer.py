@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 
 from resbench.datamodel import Config
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "pytorch_peer.py"
-
-
-@pytest.fixture(scope="module")
-def peer():
-    spec = importlib.util.spec_from_file_location("pytorch_peer", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import pytorch_peer as peer
 
 
 @pytest.mark.parametrize(
@@ -29,13 +22,13 @@ def peer():
         (["--rounds", "0"], "--rounds must be 1 or more"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(peer, argv, says, capsys):
+def test_bad_input_is_one_line_and_exit_2(argv, says, capsys):
     assert peer.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and says in err[0], err
 
 
-def test_the_plain_script_quantises_and_compiles_int8_on_its_own(peer):
+def test_the_plain_script_quantises_and_compiles_int8_on_its_own():
     config = Config("small_resnet20", 2, device="cpu", precision="int8", channels_last=True,
                     backend="compile")  # fmt: skip
     got = peer.plain(config, 0.05)
