@@ -257,6 +257,11 @@ def calibration_mark(calibration: str | None) -> str:
 FREEZE_MARKS = {False: "nofreeze", True: "freeze"}
 
 
+def _inductor_backends() -> str:
+    """The backends Inductor compiles, for the messages: "compile, aotinductor"."""
+    return ", ".join(n for n, b in BACKENDS.items() if b.inductor)
+
+
 def default_freezing(device_type: str, mode: str, backend: str) -> bool:
     """Whether an Inductor backend's row freezes unless told otherwise: CPU inference does (what
     PyTorch's CPU inference dashboard runs); training never can; CUDA rows do not, until a
@@ -269,8 +274,9 @@ def check_freezing(device_type: str, mode: str, backend: str, freezing: bool | N
     if freezing is None:
         return
     if not BACKENDS[backend].inductor:
-        on = ", ".join(n for n, b in BACKENDS.items() if b.inductor)
-        raise ValueError(f"freezing is Inductor's (backends {on}); got backend {backend}")
+        raise ValueError(
+            f"freezing is Inductor's (backends {_inductor_backends()}); got backend {backend}"
+        )
     if freezing and mode == "train":
         raise ValueError("training rows never freeze: freezing makes the weights constants")
 
@@ -338,9 +344,8 @@ def parse_label(text: str) -> dict:
             )
         if part in freeze_parts:
             if not named or not BACKENDS[fields["backend"]].inductor:
-                on = ", ".join(n for n, b in BACKENDS.items() if b.inductor)
                 raise ValueError(
-                    f"in {text!r}, {part!r} follows an Inductor backend ({on}), as in "
+                    f"in {text!r}, {part!r} follows an Inductor backend ({_inductor_backends()}), as in "
                     f"'bf16+cl+compile+{part}'"
                 )
             fields["freezing"] = freeze_parts[part]

@@ -55,11 +55,6 @@ def quantise(t: Target) -> torch.fx.GraphModule:
     from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
 
     model = t.model.eval()
-    layout = (
-        torch.channels_last
-        if t.inputs.is_contiguous(memory_format=torch.channels_last) and t.inputs.dim() == 4
-        else torch.contiguous_format
-    )
     with torch.no_grad():
         exported = _stage(
             "torch.export (strict)",
@@ -74,8 +69,8 @@ def quantise(t: Target) -> torch.fx.GraphModule:
         t.notes["calibration_method"] = OBSERVER
 
         def calibrate() -> None:
-            for batch in batches:
-                prepared(torch.from_numpy(batch).to(t.device).contiguous(memory_format=layout))
+            for batch in batches:  # in the row's own layout (channels_last or not)
+                prepared(torch.empty_like(t.inputs).copy_(torch.from_numpy(batch)))
 
         _stage("calibration", calibrate)
         return _stage("convert_pt2e", lambda: convert_pt2e(prepared))
@@ -96,10 +91,9 @@ def read_back(step, t: Target) -> None:
 X86 = ("x86_64", "amd64", "i386", "i686")
 
 
-def applies(device: torch.device) -> str | None:
-    """Why the PT2E path does not apply on ``device`` (a "skipped" row), or None."""
-    if device.type != "cpu":  # settings.PRECISIONS refuses int8 off CPUs first; the backstop
-        return f"PyTorch int8 (PT2E with X86InductorQuantizer) runs on x86 CPUs; got {device.type}"
+def applies() -> str | None:
+    """Why the PT2E path does not apply on this CPU (a "skipped" row), or None; off CPUs
+    ``settings.PRECISIONS`` refuses int8 before anything is prepared."""
     machine = platform.machine()
     if machine.lower() not in X86:
         return (
@@ -110,7 +104,7 @@ def applies(device: torch.device) -> str | None:
 
 
 def _int8(t: Target, wrap) -> tuple[Steps, float]:
-    why = applies(t.device)
+    why = applies()
     if why:
         raise backends.Unfaithful(why)
     start = time.perf_counter()
